@@ -1,0 +1,2 @@
+//! HTTPS API.
+pub async fn serve(_s: crate::config::Settings) -> anyhow::Result<()> { anyhow::bail!("not yet") }

@@ -1,0 +1,137 @@
+//! The audit trail, write side: every security-relevant fact becomes an event in a hash
+//! chain, written in the same transaction as the change it describes. If it cannot be
+//! written, the operation fails (the caller answers 503): no event, no action.
+//!
+//! Events never carry values: no PAN, no PII, no key material, no unkeyed hash of them.
+
+use sha2::{Digest, Sha256};
+
+use crate::store::{AuditRow, Store, StoreError, Tx};
+
+/// Outcome of an audited action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Denied,
+    Failure,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Denied => "denied",
+            Outcome::Failure => "failure",
+        }
+    }
+}
+
+/// One event, before it is chained.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    /// Who: the client certificate identity, an officer, or `system`.
+    pub actor: String,
+    /// What: `tokenize`, `detokenize`, `key.rotate`, …
+    pub action: String,
+    pub outcome: Outcome,
+    /// The affected token id or `keyring/version`.
+    pub resource: Option<String>,
+    /// Where from: peer address or `cli`.
+    pub origin: Option<String>,
+    /// The caller's stated reason, or the error code of a failure.
+    pub reason: Option<String>,
+}
+
+impl AuditEvent {
+    pub fn new(actor: impl Into<String>, action: impl Into<String>, outcome: Outcome) -> Self {
+        Self { actor: actor.into(), action: action.into(), outcome, resource: None, origin: None, reason: None }
+    }
+
+    pub fn resource(mut self, r: impl Into<String>) -> Self {
+        self.resource = Some(r.into());
+        self
+    }
+
+    pub fn origin(mut self, o: impl Into<String>) -> Self {
+        self.origin = Some(o.into());
+        self
+    }
+
+    pub fn reason(mut self, r: Option<String>) -> Self {
+        self.reason = r;
+        self
+    }
+}
+
+/// The chain hash of an event: SHA-256 over a length-prefixed encoding of every field
+/// and the previous hash, so no field can change without breaking every later link.
+pub fn chain_hash(seq: i64, at: i64, e: &AuditRow) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"tokenvault/audit/v1");
+    fn opt(o: &Option<String>) -> Option<&[u8]> {
+        o.as_deref().map(str::as_bytes)
+    }
+    let fields: [Option<&[u8]>; 6] = [
+        Some(e.actor.as_bytes()),
+        Some(e.action.as_bytes()),
+        Some(e.outcome.as_bytes()),
+        opt(&e.resource),
+        opt(&e.origin),
+        opt(&e.reason),
+    ];
+    h.update(seq.to_be_bytes());
+    h.update(at.to_be_bytes());
+    for f in fields {
+        match f {
+            Some(bytes) => {
+                h.update([1]);
+                h.update((bytes.len() as u64).to_be_bytes());
+                h.update(bytes);
+            }
+            None => h.update([0]),
+        }
+    }
+    h.update((e.prev_hash.len() as u64).to_be_bytes());
+    h.update(&e.prev_hash);
+    h.finalize().into()
+}
+
+/// Appends events to the chain.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    store: Store,
+}
+
+impl AuditLog {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// Appends `event` inside `tx`; the caller commits it with its own change.
+    pub async fn append(&self, tx: &mut Tx, event: &AuditEvent, now: i64) -> Result<i64, StoreError> {
+        let (seq, prev_hash) = self.store.bump_audit_head(tx).await?;
+        let mut row = AuditRow {
+            seq,
+            at: now,
+            actor: event.actor.clone(),
+            action: event.action.clone(),
+            outcome: event.outcome.as_str().to_owned(),
+            resource: event.resource.clone(),
+            origin: event.origin.clone(),
+            reason: event.reason.clone(),
+            prev_hash,
+            hash: Vec::new(),
+        };
+        row.hash = chain_hash(seq, now, &row).to_vec();
+        self.store.insert_audit(tx, &row).await?;
+        Ok(seq)
+    }
+
+    /// Appends `event` in a transaction of its own (reads, denials) and commits it.
+    pub async fn record(&self, event: &AuditEvent, now: i64) -> Result<i64, StoreError> {
+        let mut tx = self.store.begin().await?;
+        let seq = self.append(&mut tx, event, now).await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+}

@@ -1,0 +1,47 @@
+//! The command line. Exit codes: 0 success, 1 the operation failed, 2 usage error.
+
+mod dev_certs;
+mod init;
+mod keys;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+
+#[derive(Debug, Parser)]
+#[command(name = "tokenvault", version, about = "HSM-backed key management and tokenization vault")]
+pub struct Cli {
+    /// TOML configuration file (else TOKENVAULT_CONFIG, else the development defaults).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTPS API.
+    Serve,
+    /// Find or create the KEK, fingerprint key, audit signing key and first data keys (idempotent).
+    Init,
+    /// Key inventory and lifecycle.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Write development TLS certificates (CA, server, clients app, tokenizer, auditor).
+    DevCerts(dev_certs::DevCertsArgs),
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::DevCerts(args) = &cli.command {
+        return dev_certs::run(args);
+    }
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => crate::api::serve(settings).await,
+        Command::Init => init::run(settings).await,
+        Command::Keys(cmd) => keys::run(settings, cmd).await,
+        Command::DevCerts(_) => unreachable!("handled above"),
+    }
+}

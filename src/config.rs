@@ -1,0 +1,289 @@
+//! Typed settings: a TOML file (or the development defaults) overlaid by `TOKENVAULT_*`
+//! environment variables. Secrets are typed as secrets from the first byte.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::hsm::WrapMechanism;
+
+/// Environment variable naming the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "TOKENVAULT_CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config: {0} — check the file named by --config or TOKENVAULT_CONFIG")]
+    Load(String),
+    #[error(
+        "the config file sets hsm.pin; a PIN never belongs in a file that may be committed — \
+         use TOKENVAULT_HSM__PIN or hsm.pin_file (mode 0600)"
+    )]
+    PinInFile,
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub database: DatabaseSettings,
+    #[serde(default)]
+    pub hsm: HsmSettings,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Keyrings by name; each holds versioned data keys.
+    #[serde(default = "default_keyrings")]
+    pub keyrings: BTreeMap<String, KeyringSettings>,
+    /// Token types by name (`pan` is always present).
+    #[serde(default = "default_types")]
+    pub types: BTreeMap<String, TypeSettings>,
+    /// Client identities (certificate SAN URI or CN) and their permissions.
+    #[serde(default = "default_clients")]
+    pub clients: BTreeMap<String, ClientSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// CA that issues client certificates; nobody else gets in.
+    pub client_ca: PathBuf,
+    /// Whether `/metrics` needs no client certificate permission.
+    pub public_metrics: bool,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8443".into(),
+            tls_cert: "data/dev/tls/server.pem".into(),
+            tls_key: "data/dev/tls/server-key.pem".into(),
+            client_ca: "data/dev/tls/ca.pem".into(),
+            public_metrics: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DatabaseSettings {
+    /// `sqlite://path` or `postgres://…`.
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self { url: SecretString::from("sqlite://data/tokenvault.db"), max_connections: 8 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct HsmSettings {
+    /// Path of the PKCS#11 module (shared library).
+    pub module: PathBuf,
+    pub token_label: String,
+    /// The user PIN itself (from `TOKENVAULT_HSM__PIN` only; refused in a file).
+    pub pin: Option<SecretString>,
+    /// A file holding the user PIN; must not be readable by group or others.
+    pub pin_file: Option<PathBuf>,
+    /// Key-wrap mechanism for new wrapped keys; each wrapped key records its own.
+    pub wrap_mechanism: WrapMechanism,
+    /// Prefix of every object label this vault creates in the token.
+    pub label_prefix: String,
+    /// Sessions kept open for concurrent HSM work.
+    pub sessions: usize,
+}
+
+impl Default for HsmSettings {
+    fn default() -> Self {
+        Self {
+            module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+            token_label: "tokenvault-dev".into(),
+            pin: None,
+            pin_file: Some("data/dev/hsm-user-pin".into()),
+            wrap_mechanism: WrapMechanism::AesKeyWrapPad,
+            label_prefix: "tokenvault".into(),
+            sessions: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_batch: usize,
+    pub max_json_depth: usize,
+    pub max_value_bytes: usize,
+    pub max_metadata_bytes: usize,
+    pub header_read_timeout_ms: u64,
+    pub tls_handshake_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1 << 20,
+            max_batch: 1000,
+            max_json_depth: 32,
+            max_value_bytes: 4096,
+            max_metadata_bytes: 4096,
+            header_read_timeout_ms: 10_000,
+            tls_handshake_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct KeyringSettings {
+    /// How long a data key version may encrypt before it must be rotated.
+    pub cryptoperiod_days: u32,
+}
+
+impl Default for KeyringSettings {
+    fn default() -> Self {
+        Self { cryptoperiod_days: 365 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Validator {
+    Pan,
+    Ssn,
+    Email,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenFormat {
+    Opaque,
+    Last4,
+    First6Last4,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TypeSettings {
+    pub validator: Validator,
+    pub keyring: String,
+    #[serde(default = "default_format")]
+    pub format: TokenFormat,
+    /// Same value, same token (found through the keyed fingerprint).
+    #[serde(default)]
+    pub deterministic: bool,
+}
+
+fn default_format() -> TokenFormat {
+    TokenFormat::Opaque
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ClientSettings {
+    /// Permission patterns such as `tokenize:pan`, `detokenize:*`, `keys:read`, `*`.
+    #[serde(default)]
+    pub permissions: Vec<String>,
+}
+
+fn default_keyrings() -> BTreeMap<String, KeyringSettings> {
+    ["pan", "pii"].into_iter().map(|k| (k.to_owned(), KeyringSettings::default())).collect()
+}
+
+fn default_types() -> BTreeMap<String, TypeSettings> {
+    let t = |validator, keyring: &str, format, deterministic| TypeSettings {
+        validator,
+        keyring: keyring.to_owned(),
+        format,
+        deterministic,
+    };
+    BTreeMap::from([
+        ("pan".to_owned(), t(Validator::Pan, "pan", TokenFormat::Last4, true)),
+        ("ssn".to_owned(), t(Validator::Ssn, "pii", TokenFormat::Opaque, false)),
+        ("email".to_owned(), t(Validator::Email, "pii", TokenFormat::Opaque, false)),
+        ("text".to_owned(), t(Validator::None, "pii", TokenFormat::Opaque, false)),
+    ])
+}
+
+fn default_clients() -> BTreeMap<String, ClientSettings> {
+    let c = |perms: &[&str]| ClientSettings {
+        permissions: perms.iter().map(|p| (*p).to_owned()).collect(),
+    };
+    BTreeMap::from([
+        (
+            "app".to_owned(),
+            c(&["tokenize:*", "detokenize:*", "read:*", "delete:*", "encrypt:*", "decrypt:*"]),
+        ),
+        ("tokenizer".to_owned(), c(&["tokenize:*"])),
+        ("auditor".to_owned(), c(&["keys:read", "audit:read"])),
+    ])
+}
+
+impl Settings {
+    /// Loads the file (if any), then the environment; validates cross-references.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let env_file = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
+        let file = file.map(Path::to_path_buf).or(env_file);
+        let mut builder = config::Config::builder();
+        if let Some(path) = &file {
+            let text = fs::read_to_string(path)
+                .map_err(|e| ConfigError::Load(format!("{}: {e}", path.display())))?;
+            let parsed: toml::Table = text
+                .parse()
+                .map_err(|e| ConfigError::Load(format!("{}: {e}", path.display())))?;
+            if parsed.get("hsm").and_then(|h| h.get("pin")).is_some() {
+                return Err(ConfigError::PinInFile);
+            }
+            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("TOKENVAULT")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let settings: Settings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.types.contains_key("pan") {
+            return Err(ConfigError::Invalid("the built-in type `pan` must stay configured".into()));
+        }
+        for name in self.keyrings.keys() {
+            crate::keys::KeyringName::parse(name)
+                .map_err(|e| ConfigError::Invalid(format!("keyring `{name}`: {e}")))?;
+        }
+        for (name, t) in &self.types {
+            if !self.keyrings.contains_key(&t.keyring) {
+                return Err(ConfigError::Invalid(format!(
+                    "type `{name}` uses keyring `{}`, which is not declared under [keyrings]",
+                    t.keyring
+                )));
+            }
+            let digits = matches!(t.validator, Validator::Pan | Validator::Ssn);
+            if t.format != TokenFormat::Opaque && !digits {
+                return Err(ConfigError::Invalid(format!(
+                    "type `{name}`: format-preserving tokens need a digit validator (pan or ssn)"
+                )));
+            }
+        }
+        if self.hsm.sessions == 0 {
+            return Err(ConfigError::Invalid("hsm.sessions must be at least 1".into()));
+        }
+        Ok(())
+    }
+}

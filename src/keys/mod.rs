@@ -1,0 +1,422 @@
+//! Keyrings of versioned data keys: creation in the HSM, the in-process cache of
+//! unwrapped keys (so the steady state makes no HSM call), and the key inventory.
+//!
+//! Time is always a parameter (`now`, Unix milliseconds); only the edges read the clock.
+
+mod names;
+
+pub use names::{FINGERPRINT_KEYRING, KeyState, KeyVersion, KeyringName};
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::audit::{AuditEvent, AuditLog, Outcome};
+use crate::config::KeyringSettings;
+use crate::crypto::{self, CryptoError, DataKey, FingerprintKey};
+use crate::hsm::{Hsm, HsmError, WrapMechanism};
+use crate::store::{DataKeyRow, NewDataKey, Store, StoreError};
+
+const DAY_MS: i64 = 86_400_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("unknown keyring `{0}`")]
+    UnknownKeyring(String),
+    #[error("keyring `{0}` has no version {1}")]
+    UnknownVersion(String, KeyVersion),
+    #[error("keyring `{0}` has no active key — run `tokenvault init`")]
+    NotInitialized(String),
+    #[error("key {0} v{1} was destroyed: the data it protected is crypto-shredded")]
+    Destroyed(String, KeyVersion),
+    #[error("key {0} v{1} is retired and may no longer be used")]
+    Retired(String, KeyVersion),
+    #[error(
+        "the active KEK '{0}' recorded in the database is not in the HSM token — \
+         the token is not the one this database was made with"
+    )]
+    KekMissing(String),
+    #[error("key {0} v{1} unwrapped to a value whose check value differs from the stored KCV")]
+    KcvMismatch(String, KeyVersion),
+    #[error(transparent)]
+    Hsm(#[from] HsmError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<sqlx::Error> for KeyError {
+    fn from(e: sqlx::Error) -> Self {
+        KeyError::Store(e.into())
+    }
+}
+
+/// Labels of the objects this vault keeps in the HSM.
+#[derive(Debug, Clone)]
+pub struct KeyLabels {
+    prefix: String,
+}
+
+impl KeyLabels {
+    pub fn new(prefix: &str) -> Self {
+        Self { prefix: prefix.to_owned() }
+    }
+
+    pub fn kek(&self, n: usize) -> String {
+        format!("{}-kek-{n}", self.prefix)
+    }
+
+    pub fn audit_signing(&self) -> String {
+        format!("{}-audit-signing", self.prefix)
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+/// One row of the key inventory (`keys list`, `GET /v1/keys`). Never key material.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct KeyInfo {
+    pub keyring: String,
+    pub version: u32,
+    pub state: String,
+    pub algorithm: String,
+    pub created_at: String,
+    pub activated_at: Option<String>,
+    pub cryptoperiod_ends_at: String,
+    pub usage_count: i64,
+    pub records: i64,
+    pub kcv: String,
+    pub kek_label: String,
+    pub wrap_mechanism: String,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct KekInfo {
+    pub label: String,
+    pub state: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Inventory {
+    pub hsm_token: String,
+    pub keks: Vec<KekInfo>,
+    pub audit_signing_key: String,
+    pub keys: Vec<KeyInfo>,
+}
+
+/// What `init` did.
+#[derive(Debug, Default)]
+pub struct InitReport {
+    pub created: Vec<String>,
+}
+
+pub struct KeyManager {
+    hsm: Arc<Hsm>,
+    store: Store,
+    audit: AuditLog,
+    labels: KeyLabels,
+    keyrings: BTreeMap<String, KeyringSettings>,
+    cache: RwLock<HashMap<(String, KeyVersion), Arc<DataKey>>>,
+    active: RwLock<HashMap<String, KeyVersion>>,
+    fingerprint: RwLock<Option<Arc<FingerprintKey>>>,
+}
+
+impl std::fmt::Debug for KeyManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyManager").field("labels", &self.labels).finish_non_exhaustive()
+    }
+}
+
+/// Unix milliseconds as RFC 3339 UTC.
+pub fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+impl KeyManager {
+    pub fn new(
+        hsm: Arc<Hsm>,
+        store: Store,
+        labels: KeyLabels,
+        keyrings: BTreeMap<String, KeyringSettings>,
+    ) -> Self {
+        Self {
+            audit: AuditLog::new(store.clone()),
+            hsm,
+            store,
+            labels,
+            keyrings,
+            cache: RwLock::default(),
+            active: RwLock::default(),
+            fingerprint: RwLock::default(),
+        }
+    }
+
+    pub fn hsm(&self) -> &Arc<Hsm> {
+        &self.hsm
+    }
+
+    pub fn labels(&self) -> &KeyLabels {
+        &self.labels
+    }
+
+    /// Runs a blocking HSM call off the async threads.
+    async fn hsm_call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Hsm) -> Result<T, HsmError> + Send + 'static,
+    ) -> Result<T, KeyError> {
+        let hsm = self.hsm.clone();
+        tokio::task::spawn_blocking(move || f(&hsm))
+            .await
+            .map_err(|e| KeyError::Internal(format!("HSM task failed: {e}")))?
+            .map_err(KeyError::from)
+    }
+
+    /// Idempotent: finds or creates the KEK, the audit signing key and a first data key
+    /// for every configured keyring and the fingerprint keyring.
+    pub async fn init(&self, actor: &str, now: i64) -> Result<InitReport, KeyError> {
+        let mut report = InitReport::default();
+        let kek = match self.store.active_kek().await? {
+            Some(row) => {
+                let label = row.label.clone();
+                let found = self.hsm_call(move |h| h.check_kek(&label)).await;
+                match found {
+                    Err(KeyError::Hsm(HsmError::KeyMissing(_))) => return Err(KeyError::KekMissing(row.label)),
+                    other => other?,
+                }
+                row.label
+            }
+            None => {
+                let label = self.labels.kek(self.store.keks().await?.len() + 1);
+                let l = label.clone();
+                if self.hsm_call(move |h| h.ensure_kek(&l)).await? {
+                    report.created.push(format!("KEK {label} (in the HSM)"));
+                }
+                let mut tx = self.store.begin().await?;
+                self.store.insert_kek(&mut tx, &label, now).await?;
+                let event = AuditEvent::new(actor, "key.kek.create", Outcome::Success).resource(&label);
+                self.audit.append(&mut tx, &event, now).await?;
+                tx.commit().await?;
+                label
+            }
+        };
+        let signing = self.labels.audit_signing();
+        let s = signing.clone();
+        if self.hsm_call(move |h| h.ensure_signing_key(&s)).await? {
+            report.created.push(format!("audit signing key {signing} (EC P-256, in the HSM)"));
+        }
+        let names: Vec<String> =
+            self.keyrings.keys().cloned().chain([FINGERPRINT_KEYRING.to_owned()]).collect();
+        for keyring in names {
+            if self.store.active_data_key(&keyring).await?.is_none() {
+                let v = self.create_version(&keyring, &kek, actor, now).await?;
+                report.created.push(format!("data key {keyring} v{v}"));
+            }
+        }
+        Ok(report)
+    }
+
+    fn cryptoperiod_ms(&self, keyring: &str) -> i64 {
+        let days = self.keyrings.get(keyring).map_or(365, |k| k.cryptoperiod_days);
+        i64::from(days) * DAY_MS
+    }
+
+    /// Generates a new data key in the HSM and makes it the keyring's active version.
+    pub async fn create_version(
+        &self,
+        keyring: &str,
+        kek_label: &str,
+        actor: &str,
+        now: i64,
+    ) -> Result<KeyVersion, KeyError> {
+        let kek = kek_label.to_owned();
+        let (wrapped, value) = self.hsm_call(move |h| h.generate_data_key(&kek)).await?;
+        let kcv = hex::encode(crypto::kcv(&value));
+        let mechanism = self.hsm.wrap_mechanism().to_string();
+        let mut tx = self.store.begin().await?;
+        let version = self.store.max_version(&mut tx, keyring).await? + 1;
+        let v = KeyVersion::from_db(version).ok_or_else(|| KeyError::Internal("version overflow".into()))?;
+        self.store
+            .insert_active_data_key(
+                &mut tx,
+                &NewDataKey {
+                    keyring,
+                    version,
+                    wrapped_key: &wrapped,
+                    wrap_mechanism: &mechanism,
+                    kek_label,
+                    kcv: &kcv,
+                    now,
+                    cryptoperiod_ends_at: now + self.cryptoperiod_ms(keyring),
+                },
+            )
+            .await?;
+        let event = AuditEvent::new(actor, "key.create", Outcome::Success).resource(format!("{keyring}/{v}"));
+        self.audit.append(&mut tx, &event, now).await?;
+        tx.commit().await?;
+        self.remember(keyring, v, value)?;
+        self.active.write().unwrap_or_else(|p| p.into_inner()).insert(keyring.to_owned(), v);
+        Ok(v)
+    }
+
+    fn remember(&self, keyring: &str, v: KeyVersion, value: Zeroizing<Vec<u8>>) -> Result<(), KeyError> {
+        if keyring == FINGERPRINT_KEYRING {
+            let fk = FingerprintKey::from_bytes(value)?;
+            *self.fingerprint.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(fk));
+        } else {
+            let dk = DataKey::from_bytes(value)?;
+            self.cache.write().unwrap_or_else(|p| p.into_inner()).insert((keyring.to_owned(), v), Arc::new(dk));
+        }
+        Ok(())
+    }
+
+    /// Unwraps a stored data key through the HSM and checks it against its KCV.
+    async fn unwrap(&self, row: &DataKeyRow) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        let v = KeyVersion::from_db(row.version).ok_or_else(|| StoreError::Corrupt("key version".into()))?;
+        match KeyState::parse(&row.state) {
+            Some(KeyState::Destroyed) => return Err(KeyError::Destroyed(row.keyring.clone(), v)),
+            Some(KeyState::Retired) => return Err(KeyError::Retired(row.keyring.clone(), v)),
+            Some(_) => {}
+            None => return Err(StoreError::Corrupt(format!("key state `{}`", row.state)).into()),
+        }
+        let wrapped = row.wrapped_key.clone().ok_or_else(|| KeyError::Destroyed(row.keyring.clone(), v))?;
+        let mechanism: WrapMechanism =
+            row.wrap_mechanism.parse().map_err(|e: String| StoreError::Corrupt(e))?;
+        let kek = row.kek_label.clone();
+        let value = self.hsm_call(move |h| h.unwrap_data_key(&kek, mechanism, &wrapped)).await?;
+        let expected = hex::decode(&row.kcv).unwrap_or_default();
+        if !bool::from(crypto::kcv(&value).as_slice().ct_eq(&expected)) {
+            return Err(KeyError::KcvMismatch(row.keyring.clone(), v));
+        }
+        Ok(value)
+    }
+
+    /// The data key `keyring` v`version`, from the cache or unwrapped once through the HSM.
+    pub async fn key(&self, keyring: &str, version: KeyVersion) -> Result<Arc<DataKey>, KeyError> {
+        let cache_key = (keyring.to_owned(), version);
+        if let Some(k) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(&cache_key) {
+            return Ok(k.clone());
+        }
+        let row = self
+            .store
+            .data_key(keyring, i64::from(version.get()))
+            .await?
+            .ok_or_else(|| KeyError::UnknownVersion(keyring.to_owned(), version))?;
+        let value = self.unwrap(&row).await?;
+        self.remember(keyring, version, value)?;
+        self.cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&cache_key)
+            .cloned()
+            .ok_or_else(|| KeyError::Internal("key cache".into()))
+    }
+
+    /// The active version of `keyring` and its key.
+    pub async fn active(&self, keyring: &str) -> Result<(KeyVersion, Arc<DataKey>), KeyError> {
+        let known = self.active.read().unwrap_or_else(|p| p.into_inner()).get(keyring).copied();
+        let version = match known {
+            Some(v) => v,
+            None => {
+                let row = self
+                    .store
+                    .active_data_key(keyring)
+                    .await?
+                    .ok_or_else(|| KeyError::NotInitialized(keyring.to_owned()))?;
+                let v = KeyVersion::from_db(row.version).ok_or_else(|| StoreError::Corrupt("key version".into()))?;
+                self.active.write().unwrap_or_else(|p| p.into_inner()).insert(keyring.to_owned(), v);
+                v
+            }
+        };
+        Ok((version, self.key(keyring, version).await?))
+    }
+
+    /// The fingerprint key, unwrapped once.
+    pub async fn fingerprint_key(&self) -> Result<Arc<FingerprintKey>, KeyError> {
+        if let Some(k) = self.fingerprint.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Ok(k.clone());
+        }
+        let row = self
+            .store
+            .active_data_key(FINGERPRINT_KEYRING)
+            .await?
+            .ok_or_else(|| KeyError::NotInitialized(FINGERPRINT_KEYRING.to_owned()))?;
+        let value = self.unwrap(&row).await?;
+        let fk = Arc::new(FingerprintKey::from_bytes(value)?);
+        *self.fingerprint.write().unwrap_or_else(|p| p.into_inner()) = Some(fk.clone());
+        Ok(fk)
+    }
+
+    /// Loads every active key so the first requests make no HSM call.
+    pub async fn warm(&self) -> Result<(), KeyError> {
+        for keyring in self.keyrings.keys() {
+            self.active(keyring).await?;
+        }
+        self.fingerprint_key().await?;
+        Ok(())
+    }
+
+    /// Re-reads which version is active in each keyring (another process may have rotated).
+    pub async fn refresh(&self) -> Result<(), KeyError> {
+        let mut fresh = HashMap::new();
+        for row in self.store.data_keys().await? {
+            if row.state == KeyState::Active.as_str() {
+                if let Some(v) = KeyVersion::from_db(row.version) {
+                    fresh.insert(row.keyring, v);
+                }
+            }
+        }
+        *self.active.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// The key inventory. Reads the database only; never key material.
+    pub async fn inventory(&self) -> Result<Inventory, KeyError> {
+        let records: HashMap<(String, i64), i64> =
+            self.store.records_per_key().await?.into_iter().map(|(k, v, n)| ((k, v), n)).collect();
+        let keys = self
+            .store
+            .data_keys()
+            .await?
+            .into_iter()
+            .map(|r| KeyInfo {
+                records: records.get(&(r.keyring.clone(), r.version)).copied().unwrap_or(0),
+                version: u32::try_from(r.version).unwrap_or(0),
+                state: r.state,
+                algorithm: if r.keyring == FINGERPRINT_KEYRING { "HMAC-SHA-256 (HKDF subkeys)".into() } else { r.algorithm },
+                created_at: rfc3339(r.created_at),
+                activated_at: r.activated_at.map(rfc3339),
+                cryptoperiod_ends_at: rfc3339(r.cryptoperiod_ends_at),
+                usage_count: r.usage_count,
+                kcv: r.kcv,
+                kek_label: r.kek_label,
+                wrap_mechanism: r.wrap_mechanism,
+                keyring: r.keyring,
+            })
+            .collect();
+        let keks = self
+            .store
+            .keks()
+            .await?
+            .into_iter()
+            .map(|k| KekInfo { label: k.label, state: k.state, created_at: rfc3339(k.created_at) })
+            .collect();
+        Ok(Inventory {
+            hsm_token: self.hsm.token_label().to_owned(),
+            keks,
+            audit_signing_key: self.labels.audit_signing(),
+            keys,
+        })
+    }
+}

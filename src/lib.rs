@@ -1,0 +1,30 @@
+//! tokenvault: a self-hosted, HSM-backed key management and tokenization vault.
+//!
+//! Dependencies flow one way: `api`/`cli` → `tokenize`/`keys`/`audit` →
+//! `crypto`/`hsm`/`store`. Key bytes never leave `crypto` and `hsm`.
+#![forbid(unsafe_code)]
+
+/// HTTPS API: axum on rustls with mutual TLS, one file per resource.
+pub mod api;
+/// Write side of the hash-chained audit trail.
+pub mod audit;
+/// The `tokenvault` command line, one file per subcommand.
+pub mod cli;
+/// Typed settings: TOML file, then `TOKENVAULT_*` environment overrides.
+pub mod config;
+/// Envelope encryption in process: data keys, AES-256-GCM with AAD, fingerprints.
+pub mod crypto;
+/// The only module that speaks PKCS#11.
+pub mod hsm;
+/// Keyrings, versions, states and the cache of unwrapped data keys.
+pub mod keys;
+/// All SQL, for SQLite and PostgreSQL.
+pub mod store;
+/// Logging set-up; never logs values or keys.
+pub mod telemetry;
+/// Token types, validators, formats and the tokenize/detokenize/encrypt services.
+pub mod tokenize;
+/// Development PKI for `dev-certs` and tests (rcgen).
+pub mod devpki;
+/// Wiring: opens the HSM, the database and the key manager from settings.
+pub mod vault;

@@ -1,0 +1,140 @@
+//! All SQL, for SQLite (the embedded default) and PostgreSQL, through one `sqlx::Any`
+//! pool. Statements use the portable subset (`$1` placeholders, `RETURNING`,
+//! `ON CONFLICT DO NOTHING`), so both backends run the same text.
+
+mod audit;
+mod keys;
+mod tokens;
+
+pub use audit::AuditRow;
+pub use keys::{DataKeyRow, KekRow, NewDataKey};
+pub use tokens::{NewToken, TokenRow};
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "unsupported database URL scheme — use sqlite://path or postgres://user@host/db \
+         (TOKENVAULT_DATABASE__URL)"
+    )]
+    BadUrl,
+    #[error("cannot open the database: {0} — check TOKENVAULT_DATABASE__URL and that the server is up")]
+    Connect(String),
+    #[error("database migration failed: {0}")]
+    Migrate(String),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Query(String),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Query(e.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The database: cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens (creating a SQLite file if needed) and migrates the database at `url`.
+    pub async fn connect(url: &SecretString, max_connections: u32) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let raw = url.expose_secret();
+        let (backend, url) = if let Some(path) = raw.strip_prefix("sqlite://") {
+            let file = path.split('?').next().unwrap_or_default();
+            if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Connect(format!("{}: {e}", dir.display())))?;
+            }
+            let url = if path.contains('?') { raw.to_owned() } else { format!("{raw}?mode=rwc") };
+            (Backend::Sqlite, url)
+        } else if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            (Backend::Postgres, raw.to_owned())
+        } else {
+            return Err(StoreError::BadUrl);
+        };
+        let options = AnyConnectOptions::from_str(&url).map_err(|e| StoreError::Connect(redact(e, raw)))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { max_connections.max(2) } else { max_connections })
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    let setup = match backend {
+                        // WAL for concurrent readers, FULL so an acknowledged commit survives power loss.
+                        Backend::Sqlite => {
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;"
+                        }
+                        Backend::Postgres => "SET statement_timeout = '10s'",
+                    };
+                    conn.execute(setup).await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Connect(redact(e, raw)))?;
+        let migrator = match backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("migrations/postgres"),
+        };
+        migrator.run(&pool).await.map_err(|e| StoreError::Migrate(e.to_string()))?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// A round trip to the database, for readiness checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Connection errors may quote the URL, which may hold a password.
+fn redact(e: impl std::fmt::Display, url: &str) -> String {
+    let msg = e.to_string();
+    if url.is_empty() { msg } else { msg.replace(url, "<database url>") }
+}
+
+/// Whether an error is a unique-constraint violation (a lost race, not a failure).
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}

@@ -1,0 +1,108 @@
+//! Token rows: the sealed value, its keyed fingerprint and non-sensitive metadata.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError, Tx};
+
+pub struct NewToken<'a> {
+    pub token: &'a str,
+    pub token_type: &'a str,
+    pub keyring: &'a str,
+    pub key_version: i64,
+    pub ciphertext: &'a [u8],
+    pub fingerprint: Option<&'a [u8]>,
+    pub masked: &'a str,
+    pub metadata: Option<&'a str>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    pub token: String,
+    pub token_type: String,
+    pub keyring: String,
+    pub key_version: i64,
+    pub ciphertext: Vec<u8>,
+    pub masked: String,
+    pub metadata: Option<String>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+fn token_row(row: &AnyRow) -> Result<TokenRow, sqlx::Error> {
+    Ok(TokenRow {
+        token: row.try_get("token")?,
+        token_type: row.try_get("token_type")?,
+        keyring: row.try_get("keyring")?,
+        key_version: row.try_get("key_version")?,
+        ciphertext: row.try_get("ciphertext")?,
+        masked: row.try_get("masked")?,
+        metadata: row.try_get("metadata")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
+impl Store {
+    /// Inserts a token; `false` when the token or (for deterministic types) the
+    /// fingerprint already exists, so the caller can look up the winner or retry.
+    pub async fn insert_token(&self, tx: &mut Tx, t: &NewToken<'_>) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO tokens (token, token_type, keyring, key_version, ciphertext, fingerprint, masked, \
+             metadata, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(t.token)
+        .bind(t.token_type)
+        .bind(t.keyring)
+        .bind(t.key_version)
+        .bind(t.ciphertext)
+        .bind(t.fingerprint)
+        .bind(t.masked)
+        .bind(t.metadata)
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .execute(&mut **tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn token(&self, token: &str) -> Result<Option<TokenRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT token, token_type, keyring, key_version, ciphertext, masked, metadata, created_at, \
+             expires_at FROM tokens WHERE token = $1",
+        )
+        .bind(token)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(token_row).transpose()?)
+    }
+
+    /// The token already issued for this fingerprint of a deterministic type.
+    pub async fn token_by_fingerprint(
+        &self,
+        tx: Option<&mut Tx>,
+        token_type: &str,
+        fingerprint: &[u8],
+    ) -> Result<Option<TokenRow>, StoreError> {
+        let q = sqlx::query(
+            "SELECT token, token_type, keyring, key_version, ciphertext, masked, metadata, created_at, \
+             expires_at FROM tokens WHERE token_type = $1 AND fingerprint = $2",
+        )
+        .bind(token_type)
+        .bind(fingerprint);
+        let row = match tx {
+            Some(tx) => q.fetch_optional(&mut **tx).await?,
+            None => q.fetch_optional(&self.pool).await?,
+        };
+        Ok(row.as_ref().map(token_row).transpose()?)
+    }
+
+    /// Deletes the row and with it the only ciphertext of the value.
+    pub async fn delete_token(&self, tx: &mut Tx, token: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM tokens WHERE token = $1").bind(token).execute(&mut **tx).await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,21 @@
+//! Logging to stderr: human-readable by default, JSON with `TOKENVAULT_LOG_FORMAT=json`.
+//! Filter with `TOKENVAULT_LOG` (or `RUST_LOG`), e.g. `info,sqlx=warn`.
+
+use tracing_subscriber::EnvFilter;
+
+pub fn init() {
+    let filter = std::env::var("TOKENVAULT_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info,sqlx=warn".to_owned());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let result = if std::env::var("TOKENVAULT_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    // A second init (tests) keeps the first subscriber.
+    drop(result);
+}

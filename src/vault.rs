@@ -1,0 +1,59 @@
+//! Wiring shared by `serve` and the CLI: settings → HSM + database + key manager.
+
+use std::sync::Arc;
+
+use crate::config::Settings;
+use crate::hsm::{Hsm, HsmError, Pin};
+use crate::keys::{KeyLabels, KeyManager};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Hsm(#[from] HsmError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The opened vault: what every command works on.
+#[derive(Debug, Clone)]
+pub struct Vault {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub keys: Arc<KeyManager>,
+}
+
+/// The PIN from `TOKENVAULT_HSM__PIN` or the PIN file.
+pub fn pin(settings: &Settings) -> Result<Pin, HsmError> {
+    match (&settings.hsm.pin, &settings.hsm.pin_file) {
+        (Some(pin), _) => Ok(Pin::new(pin.clone())),
+        (None, Some(file)) => Pin::from_file(file),
+        (None, None) => Err(HsmError::NoPin),
+    }
+}
+
+impl Vault {
+    pub async fn open(settings: Settings) -> Result<Self, OpenError> {
+        let pin = pin(&settings)?;
+        let h = settings.hsm.clone();
+        let hsm = tokio::task::spawn_blocking(move || {
+            Hsm::open(&h.module, &h.token_label, &pin, h.wrap_mechanism, h.sessions)
+        })
+        .await
+        .map_err(|e| HsmError::Device(format!("HSM task failed: {e}")))??;
+        let store = Store::connect(&settings.database.url, settings.database.max_connections).await?;
+        let keys = KeyManager::new(
+            Arc::new(hsm),
+            store.clone(),
+            KeyLabels::new(&settings.hsm.label_prefix),
+            settings.keyrings.clone(),
+        );
+        Ok(Self { settings: Arc::new(settings), store, keys: Arc::new(keys) })
+    }
+}
+
+/// Unix time in milliseconds: the clock is read only at the edges.
+pub fn now_ms() -> i64 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
