@@ -81,7 +81,10 @@ pub struct DatabaseSettings {
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        Self { url: SecretString::from("sqlite://data/tokenvault.db"), max_connections: 8 }
+        Self {
+            url: SecretString::from("sqlite://data/tokenvault.db"),
+            max_connections: 8,
+        }
     }
 }
 
@@ -152,7 +155,9 @@ pub struct KeyringSettings {
 
 impl Default for KeyringSettings {
     fn default() -> Self {
-        Self { cryptoperiod_days: 365 }
+        Self {
+            cryptoperiod_days: 365,
+        }
     }
 }
 
@@ -196,7 +201,10 @@ pub struct ClientSettings {
 }
 
 fn default_keyrings() -> BTreeMap<String, KeyringSettings> {
-    ["pan", "pii"].into_iter().map(|k| (k.to_owned(), KeyringSettings::default())).collect()
+    ["pan", "pii"]
+        .into_iter()
+        .map(|k| (k.to_owned(), KeyringSettings::default()))
+        .collect()
 }
 
 fn default_types() -> BTreeMap<String, TypeSettings> {
@@ -207,10 +215,22 @@ fn default_types() -> BTreeMap<String, TypeSettings> {
         deterministic,
     };
     BTreeMap::from([
-        ("pan".to_owned(), t(Validator::Pan, "pan", TokenFormat::Last4, true)),
-        ("ssn".to_owned(), t(Validator::Ssn, "pii", TokenFormat::Opaque, false)),
-        ("email".to_owned(), t(Validator::Email, "pii", TokenFormat::Opaque, false)),
-        ("text".to_owned(), t(Validator::None, "pii", TokenFormat::Opaque, false)),
+        (
+            "pan".to_owned(),
+            t(Validator::Pan, "pan", TokenFormat::Last4, true),
+        ),
+        (
+            "ssn".to_owned(),
+            t(Validator::Ssn, "pii", TokenFormat::Opaque, false),
+        ),
+        (
+            "email".to_owned(),
+            t(Validator::Email, "pii", TokenFormat::Opaque, false),
+        ),
+        (
+            "text".to_owned(),
+            t(Validator::None, "pii", TokenFormat::Opaque, false),
+        ),
     ])
 }
 
@@ -221,7 +241,14 @@ fn default_clients() -> BTreeMap<String, ClientSettings> {
     BTreeMap::from([
         (
             "app".to_owned(),
-            c(&["tokenize:*", "detokenize:*", "read:*", "delete:*", "encrypt:*", "decrypt:*"]),
+            c(&[
+                "tokenize:*",
+                "detokenize:*",
+                "read:*",
+                "delete:*",
+                "encrypt:*",
+                "decrypt:*",
+            ]),
         ),
         ("tokenizer".to_owned(), c(&["tokenize:*"])),
         ("auditor".to_owned(), c(&["keys:read", "audit:read"])),
@@ -261,7 +288,9 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         if !self.types.contains_key("pan") {
-            return Err(ConfigError::Invalid("the built-in type `pan` must stay configured".into()));
+            return Err(ConfigError::Invalid(
+                "the built-in type `pan` must stay configured".into(),
+            ));
         }
         for name in self.keyrings.keys() {
             crate::keys::KeyringName::parse(name)
@@ -282,7 +311,9 @@ impl Settings {
             }
         }
         if self.hsm.sessions == 0 {
-            return Err(ConfigError::Invalid("hsm.sessions must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "hsm.sessions must be at least 1".into(),
+            ));
         }
         Ok(())
     }

@@ -14,6 +14,8 @@ pub mod cli;
 pub mod config;
 /// Envelope encryption in process: data keys, AES-256-GCM with AAD, fingerprints.
 pub mod crypto;
+/// Development PKI for `dev-certs` and tests (rcgen).
+pub mod devpki;
 /// The only module that speaks PKCS#11.
 pub mod hsm;
 /// Keyrings, versions, states and the cache of unwrapped data keys.
@@ -24,7 +26,5 @@ pub mod store;
 pub mod telemetry;
 /// Token types, validators, formats and the tokenize/detokenize/encrypt services.
 pub mod tokenize;
-/// Development PKI for `dev-certs` and tests (rcgen).
-pub mod devpki;
 /// Wiring: opens the HSM, the database and the key manager from settings.
 pub mod vault;

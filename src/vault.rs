@@ -37,23 +37,36 @@ impl Vault {
         let pin = pin(&settings)?;
         let h = settings.hsm.clone();
         let hsm = tokio::task::spawn_blocking(move || {
-            Hsm::open(&h.module, &h.token_label, &pin, h.wrap_mechanism, h.sessions)
+            Hsm::open(
+                &h.module,
+                &h.token_label,
+                &pin,
+                h.wrap_mechanism,
+                h.sessions,
+            )
         })
         .await
         .map_err(|e| HsmError::Device(format!("HSM task failed: {e}")))??;
-        let store = Store::connect(&settings.database.url, settings.database.max_connections).await?;
+        let store =
+            Store::connect(&settings.database.url, settings.database.max_connections).await?;
         let keys = KeyManager::new(
             Arc::new(hsm),
             store.clone(),
             KeyLabels::new(&settings.hsm.label_prefix),
             settings.keyrings.clone(),
         );
-        Ok(Self { settings: Arc::new(settings), store, keys: Arc::new(keys) })
+        Ok(Self {
+            settings: Arc::new(settings),
+            store,
+            keys: Arc::new(keys),
+        })
     }
 }
 
 /// Unix time in milliseconds: the clock is read only at the edges.
 pub fn now_ms() -> i64 {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

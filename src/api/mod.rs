@@ -1,2 +1,4 @@
 //! HTTPS API.
-pub async fn serve(_s: crate::config::Settings) -> anyhow::Result<()> { anyhow::bail!("not yet") }
+pub async fn serve(_s: crate::config::Settings) -> anyhow::Result<()> {
+    anyhow::bail!("not yet")
+}

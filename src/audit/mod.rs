@@ -44,7 +44,14 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     pub fn new(actor: impl Into<String>, action: impl Into<String>, outcome: Outcome) -> Self {
-        Self { actor: actor.into(), action: action.into(), outcome, resource: None, origin: None, reason: None }
+        Self {
+            actor: actor.into(),
+            action: action.into(),
+            outcome,
+            resource: None,
+            origin: None,
+            reason: None,
+        }
     }
 
     pub fn resource(mut self, r: impl Into<String>) -> Self {
@@ -108,7 +115,12 @@ impl AuditLog {
     }
 
     /// Appends `event` inside `tx`; the caller commits it with its own change.
-    pub async fn append(&self, tx: &mut Tx, event: &AuditEvent, now: i64) -> Result<i64, StoreError> {
+    pub async fn append(
+        &self,
+        tx: &mut Tx,
+        event: &AuditEvent,
+        now: i64,
+    ) -> Result<i64, StoreError> {
         let (seq, prev_hash) = self.store.bump_audit_head(tx).await?;
         let mut row = AuditRow {
             seq,

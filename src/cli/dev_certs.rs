@@ -22,7 +22,10 @@ pub struct DevCertsArgs {
 
 pub fn run(args: &DevCertsArgs) -> anyhow::Result<()> {
     if args.out.join("ca.pem").exists() && !args.force {
-        println!("development certificates already in {} (use --force to replace)", args.out.display());
+        println!(
+            "development certificates already in {} (use --force to replace)",
+            args.out.display()
+        );
         return Ok(());
     }
     fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
@@ -36,7 +39,11 @@ pub fn run(args: &DevCertsArgs) -> anyhow::Result<()> {
         write(&args.out.join(format!("{name}.pem")), &c.cert_pem, false)?;
         write(&args.out.join(format!("{name}-key.pem")), &c.key_pem, true)?;
     }
-    println!("wrote the development CA, server and clients {} to {}", DEV_CLIENTS.join(", "), args.out.display());
+    println!(
+        "wrote the development CA, server and clients {} to {}",
+        DEV_CLIENTS.join(", "),
+        args.out.display()
+    );
     Ok(())
 }
 

@@ -34,10 +34,26 @@ pub async fn run(settings: Settings, cmd: KeysCommand) -> anyhow::Result<()> {
 fn table(inv: &crate::keys::Inventory) -> String {
     let mut out = format!("HSM token: {}\n", inv.hsm_token);
     for k in &inv.keks {
-        out.push_str(&format!("KEK: {} ({}, created {})\n", k.label, k.state, k.created_at));
+        out.push_str(&format!(
+            "KEK: {} ({}, created {})\n",
+            k.label, k.state, k.created_at
+        ));
     }
-    out.push_str(&format!("Audit signing key: {} (EC P-256)\n\n", inv.audit_signing_key));
-    let header = ["KEYRING", "VERSION", "STATE", "ALGORITHM", "CREATED", "CRYPTOPERIOD END", "RECORDS", "KCV", "KEK"];
+    out.push_str(&format!(
+        "Audit signing key: {} (EC P-256)\n\n",
+        inv.audit_signing_key
+    ));
+    let header = [
+        "KEYRING",
+        "VERSION",
+        "STATE",
+        "ALGORITHM",
+        "CREATED",
+        "CRYPTOPERIOD END",
+        "RECORDS",
+        "KCV",
+        "KEK",
+    ];
     let rows: Vec<[String; 9]> = inv
         .keys
         .iter()
@@ -56,10 +72,21 @@ fn table(inv: &crate::keys::Inventory) -> String {
         })
         .collect();
     let widths: Vec<usize> = (0..header.len())
-        .map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let line = |cells: Vec<&str>| {
-        let mut l = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ");
+        let mut l = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
         l.truncate(l.trim_end().len());
         l.push('\n');
         l

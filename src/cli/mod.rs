@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use crate::config::Settings;
 
 #[derive(Debug, Parser)]
-#[command(name = "tokenvault", version, about = "HSM-backed key management and tokenization vault")]
+#[command(
+    name = "tokenvault",
+    version,
+    about = "HSM-backed key management and tokenization vault"
+)]
 pub struct Cli {
     /// TOML configuration file (else TOKENVAULT_CONFIG, else the development defaults).
     #[arg(long, global = true, value_name = "FILE")]

@@ -9,7 +9,10 @@ impl Aad {
     fn build(kind: &str, keyring: &str, version: u32, parts: &[&[u8]]) -> Self {
         let mut out = Vec::with_capacity(64);
         out.extend_from_slice(b"tokenvault/v1");
-        for field in [kind.as_bytes(), keyring.as_bytes(), &version.to_be_bytes()].into_iter().chain(parts.iter().copied()) {
+        for field in [kind.as_bytes(), keyring.as_bytes(), &version.to_be_bytes()]
+            .into_iter()
+            .chain(parts.iter().copied())
+        {
             out.extend_from_slice(&(field.len() as u32).to_be_bytes());
             out.extend_from_slice(field);
         }

@@ -37,13 +37,23 @@ impl FromStr for Ciphertext {
         if sealed.len() < NONCE_LEN + TAG_LEN {
             return Err(CiphertextError);
         }
-        Ok(Ciphertext { keyring, version, sealed })
+        Ok(Ciphertext {
+            keyring,
+            version,
+            sealed,
+        })
     }
 }
 
 impl fmt::Display for Ciphertext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "tv1:{}:{}:{}", self.keyring, self.version, URL_SAFE_NO_PAD.encode(&self.sealed))
+        write!(
+            f,
+            "tv1:{}:{}:{}",
+            self.keyring,
+            self.version,
+            URL_SAFE_NO_PAD.encode(&self.sealed)
+        )
     }
 }
 
@@ -61,7 +71,16 @@ mod tests {
         let s = c.to_string();
         assert!(s.starts_with("tv1:pii:3:"));
         assert_eq!(s.parse::<Ciphertext>().unwrap(), c);
-        for bad in ["", "tv1", "tv2:pii:3:AAAA", "tv1:PII:3:AAAA", "tv1:pii:0:AAAA", "tv1:pii:x:AAAA", "tv1:pii:3:@@", "tv1:pii:3:AAAA"] {
+        for bad in [
+            "",
+            "tv1",
+            "tv2:pii:3:AAAA",
+            "tv1:PII:3:AAAA",
+            "tv1:pii:0:AAAA",
+            "tv1:pii:x:AAAA",
+            "tv1:pii:3:@@",
+            "tv1:pii:3:AAAA",
+        ] {
             assert_eq!(bad.parse::<Ciphertext>(), Err(CiphertextError), "{bad}");
         }
     }

@@ -52,7 +52,10 @@ impl DataKey {
             return Err(CryptoError::BadKeyLength);
         }
         let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| CryptoError::BadKeyLength)?;
-        Ok(Self { cipher, kcv: kcv(&bytes) })
+        Ok(Self {
+            cipher,
+            kcv: kcv(&bytes),
+        })
     }
 
     /// The key check value: the first three bytes of AES-ECB(key, 0¹²⁸).
@@ -68,7 +71,13 @@ impl DataKey {
         // Invariant: AES-GCM encryption only fails for inputs over 64 GiB, far above any limit.
         let ct = self
             .cipher
-            .encrypt(&nonce, Payload { msg: plaintext, aad: aad.as_bytes() })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: aad.as_bytes(),
+                },
+            )
             .expect("AES-GCM input within size limits");
         out.extend_from_slice(&ct);
         out
@@ -81,7 +90,13 @@ impl DataKey {
         }
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
         self.cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: aad.as_bytes() })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: aad.as_bytes(),
+                },
+            )
             .map(Zeroizing::new)
             .map_err(|_| CryptoError::DecryptionFailed)
     }
@@ -132,8 +147,10 @@ impl FingerprintKey {
         let hk = Hkdf::<Sha256>::new(Some(b"tokenvault/fingerprint/v1"), &self.ikm);
         let mut okm = Zeroizing::new([0u8; 32]);
         // Invariant: 32 bytes is far below HKDF-SHA-256's 8160-byte output limit.
-        hk.expand(label.as_bytes(), okm.as_mut()).expect("HKDF output length is valid");
-        let mac = <Hmac<Sha256> as Mac>::new_from_slice(okm.as_ref()).expect("HMAC takes any key length");
+        hk.expand(label.as_bytes(), okm.as_mut())
+            .expect("HKDF output length is valid");
+        let mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(okm.as_ref()).expect("HMAC takes any key length");
         Fingerprinter { mac }
     }
 }
@@ -165,16 +182,35 @@ mod tests {
         let k = key(7);
         let aad = Aad::token("pan", 1, "tok_a");
         let sealed = k.seal(&aad, b"4111111111111111");
-        assert_eq!(k.open(&aad, &sealed).unwrap().as_slice(), b"4111111111111111");
-        assert_eq!(k.open(&Aad::token("pan", 1, "tok_b"), &sealed), Err(CryptoError::DecryptionFailed));
-        assert_eq!(k.open(&Aad::token("pan", 2, "tok_a"), &sealed), Err(CryptoError::DecryptionFailed));
-        assert_eq!(key(8).open(&aad, &sealed), Err(CryptoError::DecryptionFailed));
+        assert_eq!(
+            k.open(&aad, &sealed).unwrap().as_slice(),
+            b"4111111111111111"
+        );
+        assert_eq!(
+            k.open(&Aad::token("pan", 1, "tok_b"), &sealed),
+            Err(CryptoError::DecryptionFailed)
+        );
+        assert_eq!(
+            k.open(&Aad::token("pan", 2, "tok_a"), &sealed),
+            Err(CryptoError::DecryptionFailed)
+        );
+        assert_eq!(
+            key(8).open(&aad, &sealed),
+            Err(CryptoError::DecryptionFailed)
+        );
         for i in 0..sealed.len() * 8 {
             let mut flipped = sealed.clone();
             flipped[i / 8] ^= 1 << (i % 8);
-            assert_eq!(k.open(&aad, &flipped), Err(CryptoError::DecryptionFailed), "bit {i}");
+            assert_eq!(
+                k.open(&aad, &flipped),
+                Err(CryptoError::DecryptionFailed),
+                "bit {i}"
+            );
         }
-        assert_eq!(k.open(&aad, &sealed[..20]), Err(CryptoError::DecryptionFailed));
+        assert_eq!(
+            k.open(&aad, &sealed[..20]),
+            Err(CryptoError::DecryptionFailed)
+        );
     }
 
     #[test]
@@ -195,9 +231,18 @@ mod tests {
         let fk = FingerprintKey::from_bytes(Zeroizing::new(vec![3; 32])).unwrap();
         let other = FingerprintKey::from_bytes(Zeroizing::new(vec![4; 32])).unwrap();
         let v = b"4111111111111111";
-        assert_eq!(fk.derive("type:pan").fingerprint(v), fk.derive("type:pan").fingerprint(v));
-        assert_ne!(fk.derive("type:pan").fingerprint(v), fk.derive("type:ssn").fingerprint(v));
-        assert_ne!(fk.derive("type:pan").fingerprint(v), other.derive("type:pan").fingerprint(v));
+        assert_eq!(
+            fk.derive("type:pan").fingerprint(v),
+            fk.derive("type:pan").fingerprint(v)
+        );
+        assert_ne!(
+            fk.derive("type:pan").fingerprint(v),
+            fk.derive("type:ssn").fingerprint(v)
+        );
+        assert_ne!(
+            fk.derive("type:pan").fingerprint(v),
+            other.derive("type:pan").fingerprint(v)
+        );
         let plain: [u8; 32] = <Sha256 as sha2::Digest>::digest(v).into();
         assert_ne!(fk.derive("type:pan").fingerprint(v), plain);
     }
@@ -205,9 +250,16 @@ mod tests {
     #[test]
     fn debug_output_of_secret_types_is_redacted() {
         let fk = FingerprintKey::from_bytes(Zeroizing::new(vec![0x41; 32])).unwrap();
-        for s in [format!("{:?}", key(0x41)), format!("{fk:?}"), format!("{:?}", fk.derive("x"))] {
+        for s in [
+            format!("{:?}", key(0x41)),
+            format!("{fk:?}"),
+            format!("{:?}", fk.derive("x")),
+        ] {
             assert!(s.contains("REDACTED"), "{s}");
-            assert!(!s.contains("65") && !s.contains("AAAA") && !s.contains("41, 41"), "{s}");
+            assert!(
+                !s.contains("65") && !s.contains("AAAA") && !s.contains("41, 41"),
+                "{s}"
+            );
         }
     }
 }

@@ -112,8 +112,9 @@ impl WrapMechanism {
         match self {
             WrapMechanism::AesKeyWrapPad => MechanismType::AES_KEY_WRAP_PAD,
             WrapMechanism::AesKeyWrap => MechanismType::AES_KEY_WRAP,
-            WrapMechanism::AesKeyWrapKwp => MechanismType::new_vendor_defined(0x210B)
-                .unwrap_or(MechanismType::AES_KEY_WRAP_PAD),
+            WrapMechanism::AesKeyWrapKwp => {
+                MechanismType::new_vendor_defined(0x210B).unwrap_or(MechanismType::AES_KEY_WRAP_PAD)
+            }
             WrapMechanism::Vendor(code) => {
                 MechanismType::new_vendor_defined(code as _).unwrap_or(MechanismType::AES_KEY_WRAP)
             }
@@ -200,11 +201,17 @@ impl Pin {
 
     /// Reads a PIN file, refusing one that group or others may read.
     pub fn from_file(path: &Path) -> Result<Self, HsmError> {
-        let err = |reason: String| HsmError::PinFile { path: path.to_owned(), reason };
+        let err = |reason: String| HsmError::PinFile {
+            path: path.to_owned(),
+            reason,
+        };
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path).map_err(|e| err(e.to_string()))?.permissions().mode();
+            let mode = std::fs::metadata(path)
+                .map_err(|e| err(e.to_string()))?
+                .permissions()
+                .mode();
             if mode & 0o077 != 0 {
                 return Err(err(format!(
                     "mode {:o} lets others read it — run chmod 600 {}",
@@ -268,11 +275,17 @@ struct Module {
 
 fn module(path: &Path) -> Result<Arc<Module>, HsmError> {
     static MODULES: OnceLock<Mutex<HashMap<PathBuf, Arc<Module>>>> = OnceLock::new();
-    let mut modules = MODULES.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    let mut modules = MODULES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     if let Some(m) = modules.get(path) {
         return Ok(m.clone());
     }
-    let load_err = |reason: String| HsmError::ModuleLoad { path: path.to_owned(), reason };
+    let load_err = |reason: String| HsmError::ModuleLoad {
+        path: path.to_owned(),
+        reason,
+    };
     if !path.exists() {
         return Err(load_err("no such file".into()));
     }
@@ -302,7 +315,10 @@ pub struct Hsm {
 
 impl fmt::Debug for Hsm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hsm").field("token", &self.token_label).field("wrap", &self.wrap).finish()
+        f.debug_struct("Hsm")
+            .field("token", &self.token_label)
+            .field("wrap", &self.wrap)
+            .finish()
     }
 }
 
@@ -352,13 +368,16 @@ impl Hsm {
                 Ok(())
             }
             // Login is per process: the slot is already logged in. Accept only the same PIN.
-            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => match logins.get(&self.slot.id()) {
-                Some(known) if bool::from(known.ct_eq(&digest)) => Ok(()),
-                _ => Err(HsmError::PinIncorrect),
-            },
-            Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange, _)) => {
-                Err(HsmError::PinIncorrect)
+            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+                match logins.get(&self.slot.id()) {
+                    Some(known) if bool::from(known.ct_eq(&digest)) => Ok(()),
+                    _ => Err(HsmError::PinIncorrect),
+                }
             }
+            Err(CkError::Pkcs11(
+                RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange,
+                _,
+            )) => Err(HsmError::PinIncorrect),
             Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(HsmError::PinLocked),
             Err(e) => Err(device(e)),
         }
@@ -374,7 +393,11 @@ impl Hsm {
 
     /// Token identity for evidence: model, serial, firmware.
     pub fn token_evidence(&self) -> Result<TokenEvidence, HsmError> {
-        let info = self.module.pkcs11.get_token_info(self.slot).map_err(device)?;
+        let info = self
+            .module
+            .pkcs11
+            .get_token_info(self.slot)
+            .map_err(device)?;
         let fw = info.firmware_version();
         Ok(TokenEvidence {
             label: info.label().trim_end().to_owned(),
@@ -388,17 +411,28 @@ impl Hsm {
     /// A cheap round trip to the token, for readiness checks.
     pub fn ping(&self) -> Result<(), HsmError> {
         let session = self.pool.get()?;
-        session.get_session_info().map(|_| ()).map_err(|e| session.fail(device(e)))
+        session
+            .get_session_info()
+            .map(|_| ())
+            .map_err(|e| session.fail(device(e)))
     }
 
     fn find(&self, class: ObjectClass, label: &str) -> Result<Option<ObjectHandle>, HsmError> {
         let cache_key = format!("{class}/{label}");
-        if let Some(h) = self.handles.lock().unwrap_or_else(|p| p.into_inner()).get(&cache_key) {
+        if let Some(h) = self
+            .handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&cache_key)
+        {
             return Ok(Some(*h));
         }
         let session = self.pool.get()?;
         let found = session
-            .find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())])
+            .find_objects(&[
+                Attribute::Class(class),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
             .map_err(|e| session.fail(device(e)))?;
         let handle = match found.as_slice() {
             [] => return Ok(None),
@@ -410,20 +444,30 @@ impl Hsm {
                 });
             }
         };
-        self.handles.lock().unwrap_or_else(|p| p.into_inner()).insert(cache_key, handle);
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(cache_key, handle);
         Ok(Some(handle))
     }
 
     /// Finds the KEK labelled `label` or generates it inside the HSM, then checks that it
     /// obeys the policy. Returns whether it was created.
     pub fn ensure_kek(&self, label: &str) -> Result<bool, HsmError> {
-        let _create = self.module.create_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _create = self
+            .module
+            .create_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let created = match self.find(ObjectClass::SECRET_KEY, label)? {
             Some(_) => false,
             None => {
                 let session = self.pool.get()?;
                 session
-                    .generate_key(&Mechanism::AesKeyGen, &policy::template(KeyRole::Kek, label))
+                    .generate_key(
+                        &Mechanism::AesKeyGen,
+                        &policy::template(KeyRole::Kek, label),
+                    )
                     .map_err(|e| session.fail(device(e)))?;
                 true
             }
@@ -451,7 +495,10 @@ impl Hsm {
             None
         };
         match problem {
-            Some(p) => Err(HsmError::KeyPolicy { label: label.to_owned(), problem: p.to_owned() }),
+            Some(p) => Err(HsmError::KeyPolicy {
+                label: label.to_owned(),
+                problem: p.to_owned(),
+            }),
             None => Ok(()),
         }
     }
@@ -467,7 +514,9 @@ impl Hsm {
     }
 
     fn key_evidence(&self, class: ObjectClass, label: &str) -> Result<KeyEvidence, HsmError> {
-        let handle = self.find(class, label)?.ok_or_else(|| HsmError::KeyMissing(label.to_owned()))?;
+        let handle = self
+            .find(class, label)?
+            .ok_or_else(|| HsmError::KeyMissing(label.to_owned()))?;
         let session = self.pool.get()?;
         let wanted = [
             AttributeType::KeyType,
@@ -478,12 +527,17 @@ impl Hsm {
             AttributeType::Local,
             AttributeType::Token,
         ];
-        let attrs = session.get_attributes(handle, &wanted).map_err(|e| session.fail(device(e)))?;
+        let attrs = session
+            .get_attributes(handle, &wanted)
+            .map_err(|e| session.fail(device(e)))?;
         // Usage flags differ per class (a private key has no CKA_WRAP on some tokens), so
         // they are read one by one and a missing one counts as false.
         let flag = |t: AttributeType| -> bool {
-            session.get_attributes(handle, &[t]).ok().and_then(|a| a.into_iter().next()).is_some_and(
-                |a| {
+            session
+                .get_attributes(handle, &[t])
+                .ok()
+                .and_then(|a| a.into_iter().next())
+                .is_some_and(|a| {
                     matches!(
                         a,
                         Attribute::Wrap(true)
@@ -492,8 +546,7 @@ impl Hsm {
                             | Attribute::Decrypt(true)
                             | Attribute::Sign(true)
                     )
-                },
-            )
+                })
         };
         let mut ev = KeyEvidence {
             label: label.to_owned(),
@@ -533,20 +586,32 @@ impl Hsm {
     }
 
     fn kek_handle(&self, label: &str) -> Result<ObjectHandle, HsmError> {
-        self.find(ObjectClass::SECRET_KEY, label)?.ok_or_else(|| HsmError::KeyMissing(label.to_owned()))
+        self.find(ObjectClass::SECRET_KEY, label)?
+            .ok_or_else(|| HsmError::KeyMissing(label.to_owned()))
     }
 
     /// Generates a 256-bit data key with the HSM's generator and returns it wrapped under
     /// the KEK (with this HSM's wrap mechanism) together with its value for the process.
-    pub fn generate_data_key(&self, kek_label: &str) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), HsmError> {
+    pub fn generate_data_key(
+        &self,
+        kek_label: &str,
+    ) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), HsmError> {
         let kek = self.kek_handle(kek_label)?;
-        let _create = self.module.create_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _create = self
+            .module
+            .create_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let session = self.pool.get()?;
         let mut template = policy::template(KeyRole::TransientDataKey, "");
         template.push(Attribute::ValueLen(32.into()));
-        let dek = session.generate_key(&Mechanism::AesKeyGen, &template).map_err(|e| session.fail(device(e)))?;
+        let dek = session
+            .generate_key(&Mechanism::AesKeyGen, &template)
+            .map_err(|e| session.fail(device(e)))?;
         let result = (|| {
-            let wrapped = session.wrap_key(&self.wrap.mechanism(), kek, dek).map_err(device)?;
+            let wrapped = session
+                .wrap_key(&self.wrap.mechanism(), kek, dek)
+                .map_err(device)?;
             let value = read_value(&session, dek)?;
             Ok((wrapped, value))
         })();
@@ -563,10 +628,19 @@ impl Hsm {
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
         let kek = self.kek_handle(kek_label)?;
-        let _create = self.module.create_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _create = self
+            .module
+            .create_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let session = self.pool.get()?;
         let dek = session
-            .unwrap_key(&mechanism.mechanism(), kek, wrapped, &policy::template(KeyRole::TransientDataKey, ""))
+            .unwrap_key(
+                &mechanism.mechanism(),
+                kek,
+                wrapped,
+                &policy::template(KeyRole::TransientDataKey, ""),
+            )
             .map_err(|e| match e {
                 // SoftHSM reports a bad integrity check as a general error: on unwrap, it is one.
                 CkError::Pkcs11(
@@ -593,12 +667,23 @@ impl Hsm {
     ) -> Result<Vec<u8>, HsmError> {
         let from = self.kek_handle(from_kek)?;
         let to = self.kek_handle(to_kek)?;
-        let _create = self.module.create_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _create = self
+            .module
+            .create_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let session = self.pool.get()?;
         let dek = session
-            .unwrap_key(&mechanism.mechanism(), from, wrapped, &policy::template(KeyRole::TransientDataKey, ""))
+            .unwrap_key(
+                &mechanism.mechanism(),
+                from,
+                wrapped,
+                &policy::template(KeyRole::TransientDataKey, ""),
+            )
             .map_err(|_| HsmError::UnwrapFailed)?;
-        let out = session.wrap_key(&self.wrap.mechanism(), to, dek).map_err(device);
+        let out = session
+            .wrap_key(&self.wrap.mechanism(), to, dek)
+            .map_err(device);
         let _ = session.destroy_object(dek);
         out
     }
@@ -607,13 +692,19 @@ impl Hsm {
     pub fn random(&self, len: usize) -> Result<Zeroizing<Vec<u8>>, HsmError> {
         let session = self.pool.get()?;
         let mut buf = Zeroizing::new(vec![0u8; len]);
-        session.generate_random_slice(&mut buf).map_err(|e| session.fail(device(e)))?;
+        session
+            .generate_random_slice(&mut buf)
+            .map_err(|e| session.fail(device(e)))?;
         Ok(buf)
     }
 
     /// Finds or generates the EC P-256 audit signing key pair. Returns whether it was created.
     pub fn ensure_signing_key(&self, label: &str) -> Result<bool, HsmError> {
-        let _create = self.module.create_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _create = self
+            .module
+            .create_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let private = self.find(ObjectClass::PRIVATE_KEY, label)?;
         let public = self.find(ObjectClass::PUBLIC_KEY, label)?;
         let created = match (private, public) {
@@ -629,7 +720,11 @@ impl Hsm {
                     .map_err(|e| session.fail(device(e)))?;
                 true
             }
-            _ => return Err(HsmError::KeyMissing(format!("{label} (one half of the key pair)"))),
+            _ => {
+                return Err(HsmError::KeyMissing(format!(
+                    "{label} (one half of the key pair)"
+                )));
+            }
         };
         let ev = self.signing_key_evidence(label)?;
         if !ev.sensitive || ev.extractable || !ev.local {
@@ -643,12 +738,17 @@ impl Hsm {
 
     /// The uncompressed SEC1 point (0x04 ‖ X ‖ Y) of the audit signing public key.
     pub fn signing_public_key(&self, label: &str) -> Result<Vec<u8>, HsmError> {
-        let handle =
-            self.find(ObjectClass::PUBLIC_KEY, label)?.ok_or_else(|| HsmError::KeyMissing(label.to_owned()))?;
+        let handle = self
+            .find(ObjectClass::PUBLIC_KEY, label)?
+            .ok_or_else(|| HsmError::KeyMissing(label.to_owned()))?;
         let session = self.pool.get()?;
-        let attrs = session.get_attributes(handle, &[AttributeType::EcPoint]).map_err(|e| session.fail(device(e)))?;
+        let attrs = session
+            .get_attributes(handle, &[AttributeType::EcPoint])
+            .map_err(|e| session.fail(device(e)))?;
         let Some(Attribute::EcPoint(der)) = attrs.into_iter().next() else {
-            return Err(HsmError::Device("the public key has no CKA_EC_POINT".into()));
+            return Err(HsmError::Device(
+                "the public key has no CKA_EC_POINT".into(),
+            ));
         };
         // CKA_EC_POINT is a DER OCTET STRING (04 41 04‖X‖Y); some tokens return the raw point.
         match der.as_slice() {
@@ -660,17 +760,22 @@ impl Hsm {
 
     /// ECDSA P-256 over SHA-256(`message`): the 64-byte r ‖ s signature.
     pub fn sign(&self, label: &str, message: &[u8]) -> Result<Vec<u8>, HsmError> {
-        let handle =
-            self.find(ObjectClass::PRIVATE_KEY, label)?.ok_or_else(|| HsmError::KeyMissing(label.to_owned()))?;
+        let handle = self
+            .find(ObjectClass::PRIVATE_KEY, label)?
+            .ok_or_else(|| HsmError::KeyMissing(label.to_owned()))?;
         let digest = Sha256::digest(message);
         let session = self.pool.get()?;
-        session.sign(&Mechanism::Ecdsa, handle, &digest).map_err(|e| session.fail(device(e)))
+        session
+            .sign(&Mechanism::Ecdsa, handle, &digest)
+            .map_err(|e| session.fail(device(e)))
     }
 
     /// Labels of every object in the token under `prefix`, for reconciliation.
     pub fn labels_with_prefix(&self, prefix: &str) -> Result<Vec<String>, HsmError> {
         let session = self.pool.get()?;
-        let handles = session.find_objects(&[]).map_err(|e| session.fail(device(e)))?;
+        let handles = session
+            .find_objects(&[])
+            .map_err(|e| session.fail(device(e)))?;
         let mut labels = Vec::new();
         for h in handles {
             if let Ok(attrs) = session.get_attributes(h, &[AttributeType::Label]) {
@@ -691,27 +796,43 @@ impl Hsm {
 
     /// Destroys every object labelled `label` (used by `keys destroy` of a KEK and by tests).
     pub fn destroy_objects(&self, label: &str) -> Result<usize, HsmError> {
-        let _create = self.module.create_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _create = self
+            .module
+            .create_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let session = self.pool.get()?;
         let handles = session
             .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
             .map_err(|e| session.fail(device(e)))?;
         for h in &handles {
-            session.destroy_object(*h).map_err(|e| session.fail(device(e)))?;
+            session
+                .destroy_object(*h)
+                .map_err(|e| session.fail(device(e)))?;
         }
-        self.handles.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| !k.ends_with(&format!("/{label}")));
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| !k.ends_with(&format!("/{label}")));
         Ok(handles.len())
     }
 }
 
-fn read_value(session: &cryptoki::session::Session, key: ObjectHandle) -> Result<Zeroizing<Vec<u8>>, HsmError> {
-    let attrs = session.get_attributes(key, &[AttributeType::Value]).map_err(device)?;
+fn read_value(
+    session: &cryptoki::session::Session,
+    key: ObjectHandle,
+) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+    let attrs = session
+        .get_attributes(key, &[AttributeType::Value])
+        .map_err(device)?;
     match attrs.into_iter().next() {
         Some(Attribute::Value(v)) if v.len() == 32 => Ok(Zeroizing::new(v)),
         Some(Attribute::Value(mut v)) => {
             zeroize::Zeroize::zeroize(&mut v);
             Err(HsmError::UnwrapFailed)
         }
-        _ => Err(HsmError::Device("the data key value could not be read".into())),
+        _ => Err(HsmError::Device(
+            "the data key value could not be read".into(),
+        )),
     }
 }

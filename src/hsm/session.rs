@@ -22,7 +22,13 @@ pub(super) struct SessionPool {
 
 impl SessionPool {
     pub(super) fn new(pkcs11: Pkcs11, slot: Slot, max_idle: usize) -> Self {
-        Self { pkcs11, slot, anchor: Mutex::new(None), idle: Mutex::new(Vec::new()), max_idle }
+        Self {
+            pkcs11,
+            slot,
+            anchor: Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+        }
     }
 
     /// The anchor session, opened on first use.
@@ -40,7 +46,11 @@ impl SessionPool {
             Some(s) => s,
             None => self.pkcs11.open_rw_session(self.slot).map_err(device)?,
         };
-        Ok(PooledSession { pool: self, session: Some(session), broken: Cell::new(false) })
+        Ok(PooledSession {
+            pool: self,
+            session: Some(session),
+            broken: Cell::new(false),
+        })
     }
 }
 
@@ -74,7 +84,9 @@ impl Deref for PooledSession<'_> {
     type Target = Session;
     fn deref(&self) -> &Session {
         // Invariant: the option is only emptied in `drop`.
-        self.session.as_ref().expect("pooled session present until drop")
+        self.session
+            .as_ref()
+            .expect("pooled session present until drop")
     }
 }
 

@@ -65,7 +65,9 @@ pub struct KeyLabels {
 
 impl KeyLabels {
     pub fn new(prefix: &str) -> Self {
-        Self { prefix: prefix.to_owned() }
+        Self {
+            prefix: prefix.to_owned(),
+        }
     }
 
     pub fn kek(&self, n: usize) -> String {
@@ -132,7 +134,9 @@ pub struct KeyManager {
 
 impl std::fmt::Debug for KeyManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyManager").field("labels", &self.labels).finish_non_exhaustive()
+        f.debug_struct("KeyManager")
+            .field("labels", &self.labels)
+            .finish_non_exhaustive()
     }
 }
 
@@ -140,7 +144,10 @@ impl std::fmt::Debug for KeyManager {
 pub fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| ms.to_string())
 }
 
@@ -192,7 +199,9 @@ impl KeyManager {
                 let label = row.label.clone();
                 let found = self.hsm_call(move |h| h.check_kek(&label)).await;
                 match found {
-                    Err(KeyError::Hsm(HsmError::KeyMissing(_))) => return Err(KeyError::KekMissing(row.label)),
+                    Err(KeyError::Hsm(HsmError::KeyMissing(_))) => {
+                        return Err(KeyError::KekMissing(row.label));
+                    }
                     other => other?,
                 }
                 row.label
@@ -205,7 +214,8 @@ impl KeyManager {
                 }
                 let mut tx = self.store.begin().await?;
                 self.store.insert_kek(&mut tx, &label, now).await?;
-                let event = AuditEvent::new(actor, "key.kek.create", Outcome::Success).resource(&label);
+                let event =
+                    AuditEvent::new(actor, "key.kek.create", Outcome::Success).resource(&label);
                 self.audit.append(&mut tx, &event, now).await?;
                 tx.commit().await?;
                 label
@@ -214,10 +224,16 @@ impl KeyManager {
         let signing = self.labels.audit_signing();
         let s = signing.clone();
         if self.hsm_call(move |h| h.ensure_signing_key(&s)).await? {
-            report.created.push(format!("audit signing key {signing} (EC P-256, in the HSM)"));
+            report.created.push(format!(
+                "audit signing key {signing} (EC P-256, in the HSM)"
+            ));
         }
-        let names: Vec<String> =
-            self.keyrings.keys().cloned().chain([FINGERPRINT_KEYRING.to_owned()]).collect();
+        let names: Vec<String> = self
+            .keyrings
+            .keys()
+            .cloned()
+            .chain([FINGERPRINT_KEYRING.to_owned()])
+            .collect();
         for keyring in names {
             if self.store.active_data_key(&keyring).await?.is_none() {
                 let v = self.create_version(&keyring, &kek, actor, now).await?;
@@ -228,7 +244,10 @@ impl KeyManager {
     }
 
     fn cryptoperiod_ms(&self, keyring: &str) -> i64 {
-        let days = self.keyrings.get(keyring).map_or(365, |k| k.cryptoperiod_days);
+        let days = self
+            .keyrings
+            .get(keyring)
+            .map_or(365, |k| k.cryptoperiod_days);
         i64::from(days) * DAY_MS
     }
 
@@ -246,7 +265,8 @@ impl KeyManager {
         let mechanism = self.hsm.wrap_mechanism().to_string();
         let mut tx = self.store.begin().await?;
         let version = self.store.max_version(&mut tx, keyring).await? + 1;
-        let v = KeyVersion::from_db(version).ok_or_else(|| KeyError::Internal("version overflow".into()))?;
+        let v = KeyVersion::from_db(version)
+            .ok_or_else(|| KeyError::Internal("version overflow".into()))?;
         self.store
             .insert_active_data_key(
                 &mut tx,
@@ -262,39 +282,59 @@ impl KeyManager {
                 },
             )
             .await?;
-        let event = AuditEvent::new(actor, "key.create", Outcome::Success).resource(format!("{keyring}/{v}"));
+        let event = AuditEvent::new(actor, "key.create", Outcome::Success)
+            .resource(format!("{keyring}/{v}"));
         self.audit.append(&mut tx, &event, now).await?;
         tx.commit().await?;
         self.remember(keyring, v, value)?;
-        self.active.write().unwrap_or_else(|p| p.into_inner()).insert(keyring.to_owned(), v);
+        self.active
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(keyring.to_owned(), v);
         Ok(v)
     }
 
-    fn remember(&self, keyring: &str, v: KeyVersion, value: Zeroizing<Vec<u8>>) -> Result<(), KeyError> {
+    fn remember(
+        &self,
+        keyring: &str,
+        v: KeyVersion,
+        value: Zeroizing<Vec<u8>>,
+    ) -> Result<(), KeyError> {
         if keyring == FINGERPRINT_KEYRING {
             let fk = FingerprintKey::from_bytes(value)?;
             *self.fingerprint.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(fk));
         } else {
             let dk = DataKey::from_bytes(value)?;
-            self.cache.write().unwrap_or_else(|p| p.into_inner()).insert((keyring.to_owned(), v), Arc::new(dk));
+            self.cache
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((keyring.to_owned(), v), Arc::new(dk));
         }
         Ok(())
     }
 
     /// Unwraps a stored data key through the HSM and checks it against its KCV.
     async fn unwrap(&self, row: &DataKeyRow) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-        let v = KeyVersion::from_db(row.version).ok_or_else(|| StoreError::Corrupt("key version".into()))?;
+        let v = KeyVersion::from_db(row.version)
+            .ok_or_else(|| StoreError::Corrupt("key version".into()))?;
         match KeyState::parse(&row.state) {
             Some(KeyState::Destroyed) => return Err(KeyError::Destroyed(row.keyring.clone(), v)),
             Some(KeyState::Retired) => return Err(KeyError::Retired(row.keyring.clone(), v)),
             Some(_) => {}
             None => return Err(StoreError::Corrupt(format!("key state `{}`", row.state)).into()),
         }
-        let wrapped = row.wrapped_key.clone().ok_or_else(|| KeyError::Destroyed(row.keyring.clone(), v))?;
-        let mechanism: WrapMechanism =
-            row.wrap_mechanism.parse().map_err(|e: String| StoreError::Corrupt(e))?;
+        let wrapped = row
+            .wrapped_key
+            .clone()
+            .ok_or_else(|| KeyError::Destroyed(row.keyring.clone(), v))?;
+        let mechanism: WrapMechanism = row
+            .wrap_mechanism
+            .parse()
+            .map_err(|e: String| StoreError::Corrupt(e))?;
         let kek = row.kek_label.clone();
-        let value = self.hsm_call(move |h| h.unwrap_data_key(&kek, mechanism, &wrapped)).await?;
+        let value = self
+            .hsm_call(move |h| h.unwrap_data_key(&kek, mechanism, &wrapped))
+            .await?;
         let expected = hex::decode(&row.kcv).unwrap_or_default();
         if !bool::from(crypto::kcv(&value).as_slice().ct_eq(&expected)) {
             return Err(KeyError::KcvMismatch(row.keyring.clone(), v));
@@ -305,7 +345,12 @@ impl KeyManager {
     /// The data key `keyring` v`version`, from the cache or unwrapped once through the HSM.
     pub async fn key(&self, keyring: &str, version: KeyVersion) -> Result<Arc<DataKey>, KeyError> {
         let cache_key = (keyring.to_owned(), version);
-        if let Some(k) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(&cache_key) {
+        if let Some(k) = self
+            .cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&cache_key)
+        {
             return Ok(k.clone());
         }
         let row = self
@@ -325,7 +370,12 @@ impl KeyManager {
 
     /// The active version of `keyring` and its key.
     pub async fn active(&self, keyring: &str) -> Result<(KeyVersion, Arc<DataKey>), KeyError> {
-        let known = self.active.read().unwrap_or_else(|p| p.into_inner()).get(keyring).copied();
+        let known = self
+            .active
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(keyring)
+            .copied();
         let version = match known {
             Some(v) => v,
             None => {
@@ -334,8 +384,12 @@ impl KeyManager {
                     .active_data_key(keyring)
                     .await?
                     .ok_or_else(|| KeyError::NotInitialized(keyring.to_owned()))?;
-                let v = KeyVersion::from_db(row.version).ok_or_else(|| StoreError::Corrupt("key version".into()))?;
-                self.active.write().unwrap_or_else(|p| p.into_inner()).insert(keyring.to_owned(), v);
+                let v = KeyVersion::from_db(row.version)
+                    .ok_or_else(|| StoreError::Corrupt("key version".into()))?;
+                self.active
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(keyring.to_owned(), v);
                 v
             }
         };
@@ -344,7 +398,12 @@ impl KeyManager {
 
     /// The fingerprint key, unwrapped once.
     pub async fn fingerprint_key(&self) -> Result<Arc<FingerprintKey>, KeyError> {
-        if let Some(k) = self.fingerprint.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(k) = self
+            .fingerprint
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             return Ok(k.clone());
         }
         let row = self
@@ -383,18 +442,30 @@ impl KeyManager {
 
     /// The key inventory. Reads the database only; never key material.
     pub async fn inventory(&self) -> Result<Inventory, KeyError> {
-        let records: HashMap<(String, i64), i64> =
-            self.store.records_per_key().await?.into_iter().map(|(k, v, n)| ((k, v), n)).collect();
+        let records: HashMap<(String, i64), i64> = self
+            .store
+            .records_per_key()
+            .await?
+            .into_iter()
+            .map(|(k, v, n)| ((k, v), n))
+            .collect();
         let keys = self
             .store
             .data_keys()
             .await?
             .into_iter()
             .map(|r| KeyInfo {
-                records: records.get(&(r.keyring.clone(), r.version)).copied().unwrap_or(0),
+                records: records
+                    .get(&(r.keyring.clone(), r.version))
+                    .copied()
+                    .unwrap_or(0),
                 version: u32::try_from(r.version).unwrap_or(0),
                 state: r.state,
-                algorithm: if r.keyring == FINGERPRINT_KEYRING { "HMAC-SHA-256 (HKDF subkeys)".into() } else { r.algorithm },
+                algorithm: if r.keyring == FINGERPRINT_KEYRING {
+                    "HMAC-SHA-256 (HKDF subkeys)".into()
+                } else {
+                    r.algorithm
+                },
                 created_at: rfc3339(r.created_at),
                 activated_at: r.activated_at.map(rfc3339),
                 cryptoperiod_ends_at: rfc3339(r.cryptoperiod_ends_at),
@@ -410,7 +481,11 @@ impl KeyManager {
             .keks()
             .await?
             .into_iter()
-            .map(|k| KekInfo { label: k.label, state: k.state, created_at: rfc3339(k.created_at) })
+            .map(|k| KekInfo {
+                label: k.label,
+                state: k.state,
+                created_at: rfc3339(k.created_at),
+            })
             .collect();
         Ok(Inventory {
             hsm_token: self.hsm.token_label().to_owned(),

@@ -14,7 +14,9 @@ impl KeyringName {
     pub fn parse(s: &str) -> Result<Self, &'static str> {
         let ok_len = (1..=32).contains(&s.len());
         let ok_first = s.bytes().next().is_some_and(|b| b.is_ascii_lowercase());
-        let ok_chars = s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        let ok_chars = s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
         if ok_len && ok_first && ok_chars {
             Ok(Self(s.to_owned()))
         } else {

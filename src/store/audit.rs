@@ -23,9 +23,10 @@ pub struct AuditRow {
 impl Store {
     /// Reserves the next sequence number; returns it with the previous chain hash.
     pub async fn bump_audit_head(&self, tx: &mut Tx) -> Result<(i64, Vec<u8>), StoreError> {
-        let row = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
-            .fetch_one(&mut **tx)
-            .await?;
+        let row =
+            sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
+                .fetch_one(&mut **tx)
+                .await?;
         Ok((row.try_get("seq")?, row.try_get("hash")?))
     }
 
@@ -47,7 +48,10 @@ impl Store {
         .bind(&r.hash)
         .execute(&mut **tx)
         .await?;
-        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&r.hash).execute(&mut **tx).await?;
+        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+            .bind(&r.hash)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 

@@ -85,9 +85,11 @@ fn kek(row: &AnyRow) -> Result<KekRow, sqlx::Error> {
 
 impl Store {
     pub async fn keks(&self) -> Result<Vec<KekRow>, StoreError> {
-        let rows = sqlx::query("SELECT label, state, created_at, retired_at FROM keks ORDER BY created_at, label")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT label, state, created_at, retired_at FROM keks ORDER BY created_at, label",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.iter().map(kek).collect::<Result<_, _>>()?)
     }
 
@@ -117,9 +119,18 @@ impl Store {
         Ok(rows.iter().map(data_key).collect::<Result<_, _>>()?)
     }
 
-    pub async fn data_key(&self, keyring: &str, version: i64) -> Result<Option<DataKeyRow>, StoreError> {
-        let sql = format!("SELECT {DATA_KEY_COLUMNS} FROM data_keys WHERE keyring = $1 AND version = $2");
-        let row = sqlx::query(&sql).bind(keyring).bind(version).fetch_optional(&self.pool).await?;
+    pub async fn data_key(
+        &self,
+        keyring: &str,
+        version: i64,
+    ) -> Result<Option<DataKeyRow>, StoreError> {
+        let sql =
+            format!("SELECT {DATA_KEY_COLUMNS} FROM data_keys WHERE keyring = $1 AND version = $2");
+        let row = sqlx::query(&sql)
+            .bind(keyring)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(data_key).transpose()?)
     }
 
@@ -128,21 +139,29 @@ impl Store {
             "SELECT {DATA_KEY_COLUMNS} FROM data_keys WHERE keyring = $1 AND state = 'active' \
              ORDER BY version DESC LIMIT 1"
         );
-        let row = sqlx::query(&sql).bind(keyring).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(keyring)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(data_key).transpose()?)
     }
 
     pub async fn max_version(&self, tx: &mut Tx, keyring: &str) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM data_keys WHERE keyring = $1")
-            .bind(keyring)
-            .fetch_one(&mut **tx)
-            .await?;
+        let row =
+            sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM data_keys WHERE keyring = $1")
+                .bind(keyring)
+                .fetch_one(&mut **tx)
+                .await?;
         Ok(row.try_get("v")?)
     }
 
     /// Inserts a new active version and turns the previous active one decrypt-only,
     /// in the caller's transaction.
-    pub async fn insert_active_data_key(&self, tx: &mut Tx, k: &NewDataKey<'_>) -> Result<(), StoreError> {
+    pub async fn insert_active_data_key(
+        &self,
+        tx: &mut Tx,
+        k: &NewDataKey<'_>,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE data_keys SET state = 'decrypt-only', state_changed_at = $2 \
              WHERE keyring = $1 AND state = 'active'",
@@ -177,7 +196,13 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("keyring")?, r.try_get("key_version")?, r.try_get("n")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("keyring")?,
+                    r.try_get("key_version")?,
+                    r.try_get("n")?,
+                ))
+            })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
     }

@@ -27,7 +27,9 @@ pub enum StoreError {
          (TOKENVAULT_DATABASE__URL)"
     )]
     BadUrl,
-    #[error("cannot open the database: {0} — check TOKENVAULT_DATABASE__URL and that the server is up")]
+    #[error(
+        "cannot open the database: {0} — check TOKENVAULT_DATABASE__URL and that the server is up"
+    )]
     Connect(String),
     #[error("database migration failed: {0}")]
     Migrate(String),
@@ -42,9 +44,10 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
-                StoreError::Unavailable(e.to_string())
-            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => StoreError::Unavailable(e.to_string()),
             _ => StoreError::Query(e.to_string()),
         }
     }
@@ -70,19 +73,32 @@ impl Store {
         let raw = url.expose_secret();
         let (backend, url) = if let Some(path) = raw.strip_prefix("sqlite://") {
             let file = path.split('?').next().unwrap_or_default();
-            if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::Connect(format!("{}: {e}", dir.display())))?;
+            if let Some(dir) = Path::new(file)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Connect(format!("{}: {e}", dir.display())))?;
             }
-            let url = if path.contains('?') { raw.to_owned() } else { format!("{raw}?mode=rwc") };
+            let url = if path.contains('?') {
+                raw.to_owned()
+            } else {
+                format!("{raw}?mode=rwc")
+            };
             (Backend::Sqlite, url)
         } else if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
             (Backend::Postgres, raw.to_owned())
         } else {
             return Err(StoreError::BadUrl);
         };
-        let options = AnyConnectOptions::from_str(&url).map_err(|e| StoreError::Connect(redact(e, raw)))?;
+        let options =
+            AnyConnectOptions::from_str(&url).map_err(|e| StoreError::Connect(redact(e, raw)))?;
         let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { max_connections.max(2) } else { max_connections })
+            .max_connections(if backend == Backend::Sqlite {
+                max_connections.max(2)
+            } else {
+                max_connections
+            })
             .acquire_timeout(Duration::from_secs(5))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
@@ -105,7 +121,10 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
             Backend::Postgres => sqlx::migrate!("migrations/postgres"),
         };
-        migrator.run(&pool).await.map_err(|e| StoreError::Migrate(e.to_string()))?;
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()))?;
         Ok(Self { pool, backend })
     }
 
@@ -131,10 +150,9 @@ impl Store {
 /// Connection errors may quote the URL, which may hold a password.
 fn redact(e: impl std::fmt::Display, url: &str) -> String {
     let msg = e.to_string();
-    if url.is_empty() { msg } else { msg.replace(url, "<database url>") }
-}
-
-/// Whether an error is a unique-constraint violation (a lost race, not a failure).
-pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+    if url.is_empty() {
+        msg
+    } else {
+        msg.replace(url, "<database url>")
+    }
 }

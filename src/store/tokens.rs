@@ -102,7 +102,10 @@ impl Store {
 
     /// Deletes the row and with it the only ciphertext of the value.
     pub async fn delete_token(&self, tx: &mut Tx, token: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM tokens WHERE token = $1").bind(token).execute(&mut **tx).await?;
+        let done = sqlx::query("DELETE FROM tokens WHERE token = $1")
+            .bind(token)
+            .execute(&mut **tx)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 }
