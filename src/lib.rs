@@ -20,6 +20,8 @@ pub mod devpki;
 pub mod hsm;
 /// Keyrings, versions, states and the cache of unwrapped data keys.
 pub mod keys;
+/// Identities and permissions: default deny.
+pub mod policy;
 /// All SQL, for SQLite and PostgreSQL.
 pub mod store;
 /// Logging set-up; never logs values or keys.

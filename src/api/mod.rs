@@ -1,4 +1,204 @@
-//! HTTPS API.
-pub async fn serve(_s: crate::config::Settings) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+//! The HTTPS API: axum behind rustls with mutual TLS. Each resource file exposes its
+//! routes; `app` merges them and adds the cross-cutting layer (metrics, logs by matched
+//! route — never the raw URI, which may hold a token — and `Cache-Control: no-store`).
+
+pub mod auth;
+mod crypto;
+pub mod error;
+mod health;
+pub mod json;
+mod keys;
+mod openapi;
+pub mod server;
+mod tokens;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+use crate::audit::{AuditEvent, AuditLog, Outcome};
+use crate::config::Settings;
+use crate::policy::Policy;
+use crate::tokenize::{CryptoService, TokenService};
+use crate::vault::{Vault, now_ms};
+use error::ApiError;
+
+/// Shared state of every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub vault: Vault,
+    pub tokens: Arc<TokenService>,
+    pub crypto: Arc<CryptoService>,
+    pub policy: Arc<Policy>,
+    pub audit: AuditLog,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    pub fn new(vault: Vault) -> Self {
+        let s = &vault.settings;
+        Self {
+            tokens: Arc::new(TokenService::new(
+                vault.keys.clone(),
+                vault.store.clone(),
+                s.types.clone(),
+                s.limits.clone(),
+            )),
+            crypto: Arc::new(CryptoService::new(
+                vault.keys.clone(),
+                vault.store.clone(),
+                s.keyrings.clone(),
+            )),
+            policy: Arc::new(Policy::from_config(&s.clients)),
+            audit: AuditLog::new(vault.store.clone()),
+            metrics: metrics_handle(),
+            vault,
+        }
+    }
+}
+
+/// The process-wide Prometheus recorder (installed once; tests run several servers).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may exist already (embedding); then ours just stays empty.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// The router with every route and layer; no socket (tests may call it directly).
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(tokens::router())
+        .merge(crypto::router())
+        .merge(keys::router())
+        .merge(health::router())
+        .merge(openapi::router())
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed",
+            )
+        })
+        .layer(middleware::from_fn(observe))
+        .with_state(state)
+}
+
+/// Metrics and a log line per request, by matched route; `no-store` on every response.
+async fn observe(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().clone();
+    let start = Instant::now();
+    let mut resp = next.run(req).await;
+    let elapsed = start.elapsed();
+    let status = resp.status().as_u16();
+    metrics::counter!("tokenvault_requests_total", "route" => route.clone(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!("tokenvault_request_duration_seconds", "route" => route.clone())
+        .record(elapsed.as_secs_f64());
+    tracing::debug!(%method, route, status, micros = elapsed.as_micros() as u64, "request");
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// A bound, ready server: keys loaded, listener open.
+pub struct Server {
+    listener: TcpListener,
+    addr: SocketAddr,
+    tls: rustls::ServerConfig,
+    state: AppState,
+}
+
+impl Server {
+    /// Opens the vault, loads every active key (so requests make no HSM call), binds.
+    pub async fn bind(settings: Settings) -> anyhow::Result<Self> {
+        let tls = server::tls_config(&settings.server)?;
+        let vault = Vault::open(settings).await?;
+        vault.keys.warm().await?;
+        let (listener, addr) = server::bind(&vault.settings.server.listen).await?;
+        let state = AppState::new(vault);
+        let event = AuditEvent::new("system", "service.start", Outcome::Success)
+            .resource(format!("https://{addr}"))
+            .reason(Some(format!("tokenvault {}", env!("CARGO_PKG_VERSION"))));
+        state.audit.record(&event, now_ms()).await?;
+        Ok(Self {
+            listener,
+            addr,
+            tls,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` completes. Rotations made elsewhere are picked up every 2 s.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let keys = self.state.vault.keys.clone();
+        let refresher = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                if let Err(e) = keys.refresh().await {
+                    tracing::warn!(error = %e, "could not refresh the active key versions");
+                }
+            }
+        });
+        let limits = self.state.vault.settings.limits.clone();
+        let router = app(self.state);
+        server::accept_loop(self.listener, self.tls, router, limits, shutdown).await;
+        refresher.abort();
+    }
+}
+
+/// `tokenvault serve`: until SIGINT or SIGTERM.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let server = Server::bind(settings).await?;
+    tracing::info!(addr = %server.local_addr(), "tokenvault listening (TLS 1.3, client certificates required)");
+    server.run(shutdown_signal()).await;
+    tracing::info!("tokenvault stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
+
+/// JSON response helper for handlers.
+pub(crate) fn ok<T: serde::Serialize>(body: T) -> Response {
+    axum::Json(body).into_response()
 }

@@ -74,6 +74,11 @@ impl HsmError {
     }
 }
 
+/// Counts a call into the HSM (`tokenvault_hsm_calls_total`): the steady state makes none.
+fn count(op: &'static str) {
+    metrics::counter!("tokenvault_hsm_calls_total", "op" => op).increment(1);
+}
+
 /// Maps a cryptoki error from a call that is not an integrity check.
 fn device(err: CkError) -> HsmError {
     match &err {
@@ -410,6 +415,7 @@ impl Hsm {
 
     /// A cheap round trip to the token, for readiness checks.
     pub fn ping(&self) -> Result<(), HsmError> {
+        count("ping");
         let session = self.pool.get()?;
         session
             .get_session_info()
@@ -427,6 +433,7 @@ impl Hsm {
         {
             return Ok(Some(*h));
         }
+        count("find");
         let session = self.pool.get()?;
         let found = session
             .find_objects(&[
@@ -596,6 +603,7 @@ impl Hsm {
         &self,
         kek_label: &str,
     ) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), HsmError> {
+        count("generate_data_key");
         let kek = self.kek_handle(kek_label)?;
         let _create = self
             .module
@@ -627,6 +635,7 @@ impl Hsm {
         mechanism: WrapMechanism,
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+        count("unwrap_data_key");
         let kek = self.kek_handle(kek_label)?;
         let _create = self
             .module
@@ -665,6 +674,7 @@ impl Hsm {
         wrapped: &[u8],
         to_kek: &str,
     ) -> Result<Vec<u8>, HsmError> {
+        count("rewrap_data_key");
         let from = self.kek_handle(from_kek)?;
         let to = self.kek_handle(to_kek)?;
         let _create = self
@@ -690,6 +700,7 @@ impl Hsm {
 
     /// Random bytes from the HSM's generator.
     pub fn random(&self, len: usize) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+        count("random");
         let session = self.pool.get()?;
         let mut buf = Zeroizing::new(vec![0u8; len]);
         session
@@ -760,6 +771,7 @@ impl Hsm {
 
     /// ECDSA P-256 over SHA-256(`message`): the 64-byte r ‖ s signature.
     pub fn sign(&self, label: &str, message: &[u8]) -> Result<Vec<u8>, HsmError> {
+        count("sign");
         let handle = self
             .find(ObjectClass::PRIVATE_KEY, label)?
             .ok_or_else(|| HsmError::KeyMissing(label.to_owned()))?;

@@ -1,0 +1,74 @@
+//! `/healthz` (the process answers), `/readyz` (HSM session and database answer) and
+//! `/metrics` (Prometheus text).
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::ApiError;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+    pub hsm: &'static str,
+    pub database: &'static str,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        hsm: "unchecked",
+        database: "unchecked",
+    })
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+async fn readyz(State(state): State<AppState>) -> Response {
+    let hsm = state.vault.keys.hsm().clone();
+    let hsm_ok = tokio::task::spawn_blocking(move || hsm.ping())
+        .await
+        .is_ok_and(|r| r.is_ok());
+    let db_ok = state.vault.store.ping().await.is_ok();
+    let word = |ok| if ok { "ok" } else { "unavailable" };
+    let body = Health {
+        status: word(hsm_ok && db_ok),
+        hsm: word(hsm_ok),
+        database: word(db_ok),
+    };
+    metrics::gauge!("tokenvault_ready").set(if hsm_ok && db_ok { 1.0 } else { 0.0 });
+    let status = if hsm_ok && db_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+async fn metrics(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+) -> Result<Response, ApiError> {
+    if !state.vault.settings.server.public_metrics {
+        caller?
+            .require(&state, "metrics:read", "metrics.read")
+            .await?;
+    }
+    let text = state.metrics.render();
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}

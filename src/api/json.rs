@@ -1,0 +1,108 @@
+//! Request bodies: size-limited, depth-limited JSON whose errors never quote the input.
+
+use axum::extract::{FromRequest, Request};
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use super::error::ApiError;
+
+/// JSON body extractor enforcing `limits.max_body_bytes` and `limits.max_json_depth`.
+pub struct ApiJson<T>(pub T);
+
+/// Whether brackets nest deeper than `max` (strings are skipped).
+pub fn too_deep(bytes: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Parses JSON into `T`, describing a failure by position and kind only: serde's own
+/// messages can quote the offending value.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8], max_depth: usize) -> Result<T, ApiError> {
+    if too_deep(bytes, max_depth) {
+        return Err(ApiError::invalid_request(format!(
+            "JSON nests deeper than {max_depth} levels"
+        )));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        let what = match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => "the body is not valid JSON",
+            Category::Data => {
+                "the JSON does not match this endpoint's request shape (see /openapi.json)"
+            }
+        };
+        ApiError::invalid_request(format!("{what} (line {}, column {})", e.line(), e.column()))
+    })
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let limits = &state.vault.settings.limits;
+        let bytes = axum::body::to_bytes(req.into_body(), limits.max_body_bytes)
+            .await
+            .map_err(|_| {
+                ApiError::too_large(format!(
+                    "the request body exceeds {} bytes",
+                    limits.max_body_bytes
+                ))
+            })?;
+        parse(&bytes, limits.max_json_depth).map(ApiJson)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_counts_brackets_outside_strings() {
+        assert!(!too_deep(br#"{"a":[1,{"b":"[[[[[[["}]}"#, 3));
+        assert!(too_deep(br#"[[[[1]]]]"#, 3));
+        assert!(!too_deep(br#"{"a":"\"[[[[["}"#, 1));
+    }
+
+    #[test]
+    fn parse_errors_never_quote_the_input() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct R {
+            n: u64,
+        }
+        let err = parse::<R>(br#"{"n":"4111111111111111"}"#, 8).unwrap_err();
+        assert!(
+            !err.detail().message.contains("4111"),
+            "{}",
+            err.detail().message
+        );
+        let err = parse::<R>(b"4111111111111111 x", 8).unwrap_err();
+        assert!(
+            !err.detail().message.contains("4111"),
+            "{}",
+            err.detail().message
+        );
+    }
+}

@@ -1,0 +1,300 @@
+//! `/v1/tokenize`, `/v1/detokenize` (single and batch) and `/v1/tokens/{token}`.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::auth::Caller;
+use super::error::{ApiError, ErrorBody, ErrorDetail};
+use super::json::ApiJson;
+use super::{AppState, ok};
+use crate::config::TokenFormat;
+use crate::keys::rfc3339;
+use crate::tokenize::{RawValue, ServiceError, TokenizeInput, Tokenized};
+use crate::vault::now_ms;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tokenize", post(tokenize))
+        .route("/v1/tokenize/batch", post(tokenize_batch))
+        .route("/v1/detokenize", post(detokenize))
+        .route("/v1/detokenize/batch", post(detokenize_batch))
+        .route("/v1/tokens/{token}", get(token_info).delete(delete_token))
+}
+
+/// A submitted secret string: cleared on drop, never printed.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub struct SecretField(Zeroizing<String>);
+
+impl std::fmt::Debug for SecretField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizeRequest {
+    /// Token type: `pan` or a type declared in the config.
+    #[serde(rename = "type")]
+    pub token_type: String,
+    /// The value to protect. Never echoed in any response or error.
+    #[schema(value_type = String)]
+    pub value: SecretField,
+    /// Token format; deterministic types always use their configured one.
+    pub format: Option<TokenFormat>,
+    /// Non-sensitive JSON object stored with the token.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    /// The token expires after this many seconds.
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenizeResponse {
+    pub token: String,
+    #[serde(rename = "type")]
+    pub token_type: String,
+    pub masked: String,
+    /// Keyed fingerprint of the value (HMAC-SHA-256, base64url): equal values, equal fingerprints.
+    pub fingerprint: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+impl From<Tokenized> for TokenizeResponse {
+    fn from(t: Tokenized) -> Self {
+        Self {
+            token: t.token,
+            token_type: t.token_type,
+            masked: t.masked,
+            fingerprint: t.fingerprint,
+            expires_at: t.expires_at.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizeBatchRequest {
+    #[schema(value_type = Vec<TokenizeRequest>)]
+    pub items: Vec<serde_json::Value>,
+}
+
+/// One result of a batch: the result, or `{"error": …}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum BatchItem<T> {
+    Ok(T),
+    Err(ErrorBody),
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenizeBatchResponse {
+    pub items: Vec<BatchItem<TokenizeResponse>>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DetokenizeRequest {
+    pub token: String,
+    /// Why the value is needed; recorded in the audit trail.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DetokenizeResponse {
+    pub token: String,
+    #[serde(rename = "type")]
+    pub token_type: String,
+    pub value: String,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DetokenizeBatchRequest {
+    pub tokens: Vec<String>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DetokenizeBatchResponse {
+    pub items: Vec<BatchItem<DetokenizeResponse>>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenInfoResponse {
+    pub token: String,
+    #[serde(rename = "type")]
+    pub token_type: String,
+    pub masked: String,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    pub keyring: String,
+    pub key_version: i64,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+}
+
+fn item_error(e: ApiError) -> ErrorBody {
+    ErrorBody {
+        error: ErrorDetail {
+            code: e.detail().code,
+            message: e.detail().message.clone(),
+        },
+    }
+}
+
+fn check_batch(state: &AppState, n: usize) -> Result<(), ApiError> {
+    let max = state.vault.settings.limits.max_batch;
+    if n > max {
+        return Err(ApiError::too_large(format!(
+            "a batch holds at most {max} items; this one has {n}"
+        )));
+    }
+    Ok(())
+}
+
+fn input(r: TokenizeRequest) -> TokenizeInput {
+    TokenizeInput {
+        token_type: r.token_type,
+        value: RawValue(r.value.0),
+        format: r.format,
+        metadata: r.metadata,
+        ttl_seconds: r.ttl_seconds,
+    }
+}
+
+#[utoipa::path(post, path = "/v1/tokenize", tag = "tokens", request_body = TokenizeRequest,
+    responses((status = 200, body = TokenizeResponse), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn tokenize(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    ApiJson(req): ApiJson<TokenizeRequest>,
+) -> Result<Response, ApiError> {
+    let t = state.tokens.tokenize(&who, input(req), now_ms()).await?;
+    Ok(ok(TokenizeResponse::from(t)))
+}
+
+#[utoipa::path(post, path = "/v1/tokenize/batch", tag = "tokens", request_body = TokenizeBatchRequest,
+    responses((status = 200, body = TokenizeBatchResponse), (status = 413, body = ErrorBody)))]
+async fn tokenize_batch(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    ApiJson(req): ApiJson<TokenizeBatchRequest>,
+) -> Result<Response, ApiError> {
+    check_batch(&state, req.items.len())?;
+    let now = now_ms();
+    let mut items = Vec::with_capacity(req.items.len());
+    for raw in req.items {
+        let one = match serde_json::from_value::<TokenizeRequest>(raw) {
+            Ok(r) => state
+                .tokens
+                .tokenize(&who, input(r), now)
+                .await
+                .map_err(ApiError::from),
+            Err(_) => Err(ApiError::invalid_request(
+                "item does not match the tokenize request shape",
+            )),
+        };
+        match one {
+            Ok(t) => items.push(BatchItem::Ok(TokenizeResponse::from(t))),
+            // A failing HSM or audit trail fails the whole batch closed.
+            Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE => return Err(e),
+            Err(e) => items.push(BatchItem::Err(item_error(e))),
+        }
+    }
+    Ok(ok(TokenizeBatchResponse { items }))
+}
+
+async fn detokenize_one(
+    state: &AppState,
+    who: &crate::policy::Principal,
+    token: &str,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<DetokenizeResponse, ServiceError> {
+    let d = state.tokens.detokenize(who, token, reason, now).await?;
+    Ok(DetokenizeResponse {
+        token: d.token,
+        token_type: d.token_type,
+        value: d.value.as_str().to_owned(),
+        metadata: d.metadata,
+    })
+}
+
+#[utoipa::path(post, path = "/v1/detokenize", tag = "tokens", request_body = DetokenizeRequest,
+    responses((status = 200, body = DetokenizeResponse), (status = 404, body = ErrorBody),
+        (status = 410, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn detokenize(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    ApiJson(req): ApiJson<DetokenizeRequest>,
+) -> Result<Response, ApiError> {
+    let d = detokenize_one(&state, &who, &req.token, req.reason.as_deref(), now_ms()).await?;
+    Ok(ok(d))
+}
+
+#[utoipa::path(post, path = "/v1/detokenize/batch", tag = "tokens", request_body = DetokenizeBatchRequest,
+    responses((status = 200, body = DetokenizeBatchResponse), (status = 413, body = ErrorBody)))]
+async fn detokenize_batch(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    ApiJson(req): ApiJson<DetokenizeBatchRequest>,
+) -> Result<Response, ApiError> {
+    check_batch(&state, req.tokens.len())?;
+    let now = now_ms();
+    let mut items = Vec::with_capacity(req.tokens.len());
+    for token in &req.tokens {
+        match detokenize_one(&state, &who, token, req.reason.as_deref(), now)
+            .await
+            .map_err(ApiError::from)
+        {
+            Ok(d) => items.push(BatchItem::Ok(d)),
+            Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE => return Err(e),
+            Err(e) => items.push(BatchItem::Err(item_error(e))),
+        }
+    }
+    Ok(ok(DetokenizeBatchResponse { items }))
+}
+
+#[utoipa::path(get, path = "/v1/tokens/{token}", tag = "tokens",
+    params(("token" = String, Path, description = "A token")),
+    responses((status = 200, body = TokenInfoResponse), (status = 404, body = ErrorBody)))]
+async fn token_info(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
+    let i = state.tokens.info(&who, &token, now_ms()).await?;
+    Ok(ok(TokenInfoResponse {
+        token: i.token,
+        token_type: i.token_type,
+        masked: i.masked,
+        metadata: i.metadata,
+        keyring: i.keyring,
+        key_version: i.key_version,
+        created_at: rfc3339(i.created_at),
+        expires_at: i.expires_at.map(rfc3339),
+    }))
+}
+
+#[utoipa::path(delete, path = "/v1/tokens/{token}", tag = "tokens",
+    params(("token" = String, Path, description = "A token")),
+    responses((status = 204, description = "Deleted: the ciphertext is gone"), (status = 404, body = ErrorBody)))]
+async fn delete_token(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
+    state.tokens.delete(&who, &token, now_ms()).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
