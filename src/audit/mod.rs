@@ -103,7 +103,53 @@ pub fn chain_hash(seq: i64, at: i64, e: &AuditRow) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Appends events to the chain.
+/// A write transaction that holds the audit chain head: the change and its events
+/// commit together or not at all.
+pub struct AuditTx {
+    pub tx: Tx,
+    store: Store,
+    seq: i64,
+    hash: Vec<u8>,
+    appended: bool,
+}
+
+impl AuditTx {
+    /// Appends `event` to the chain inside this transaction; returns its sequence number.
+    pub async fn append(&mut self, event: &AuditEvent, now: i64) -> Result<i64, StoreError> {
+        let seq = self.seq + 1;
+        let mut row = AuditRow {
+            seq,
+            at: now,
+            actor: event.actor.clone(),
+            action: event.action.clone(),
+            outcome: event.outcome.as_str().to_owned(),
+            resource: event.resource.clone(),
+            origin: event.origin.clone(),
+            reason: event.reason.clone(),
+            prev_hash: std::mem::take(&mut self.hash),
+            hash: Vec::new(),
+        };
+        row.hash = chain_hash(seq, now, &row).to_vec();
+        let result = self.store.insert_audit(&mut self.tx, &row).await;
+        self.seq = seq;
+        self.hash = row.hash;
+        self.appended = true;
+        result.map(|()| seq)
+    }
+
+    /// Moves the chain head and commits the change with its events.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        if self.appended {
+            self.store
+                .set_audit_head(&mut self.tx, self.seq, &self.hash)
+                .await?;
+        }
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Opens write transactions and appends events to the chain.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     store: Store,
@@ -114,36 +160,32 @@ impl AuditLog {
         Self { store }
     }
 
-    /// Appends `event` inside `tx`; the caller commits it with its own change.
-    pub async fn append(
-        &self,
-        tx: &mut Tx,
-        event: &AuditEvent,
-        now: i64,
-    ) -> Result<i64, StoreError> {
-        let (seq, prev_hash) = self.store.bump_audit_head(tx).await?;
-        let mut row = AuditRow {
+    /// Begins a write transaction that owns the chain head until it commits.
+    pub async fn begin(&self) -> Result<AuditTx, StoreError> {
+        let mut tx = self.store.begin().await?;
+        let (seq, hash) = self.store.lock_audit_head(&mut tx).await?;
+        Ok(AuditTx {
+            tx,
+            store: self.store.clone(),
             seq,
-            at: now,
-            actor: event.actor.clone(),
-            action: event.action.clone(),
-            outcome: event.outcome.as_str().to_owned(),
-            resource: event.resource.clone(),
-            origin: event.origin.clone(),
-            reason: event.reason.clone(),
-            prev_hash,
-            hash: Vec::new(),
-        };
-        row.hash = chain_hash(seq, now, &row).to_vec();
-        self.store.insert_audit(tx, &row).await?;
-        Ok(seq)
+            hash,
+            appended: false,
+        })
     }
 
     /// Appends `event` in a transaction of its own (reads, denials) and commits it.
     pub async fn record(&self, event: &AuditEvent, now: i64) -> Result<i64, StoreError> {
-        let mut tx = self.store.begin().await?;
-        let seq = self.append(&mut tx, event, now).await?;
-        tx.commit().await?;
+        let mut atx = self.begin().await.inspect_err(|_| audit_failed())?;
+        let seq = atx
+            .append(event, now)
+            .await
+            .inspect_err(|_| audit_failed())?;
+        atx.commit().await.inspect_err(|_| audit_failed())?;
         Ok(seq)
     }
+}
+
+/// Counts an audit write that failed (the request it belonged to failed closed).
+pub fn audit_failed() {
+    metrics::counter!("tokenvault_audit_failures_total").increment(1);
 }

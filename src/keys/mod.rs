@@ -212,12 +212,12 @@ impl KeyManager {
                 if self.hsm_call(move |h| h.ensure_kek(&l)).await? {
                     report.created.push(format!("KEK {label} (in the HSM)"));
                 }
-                let mut tx = self.store.begin().await?;
-                self.store.insert_kek(&mut tx, &label, now).await?;
+                let mut atx = self.audit.begin().await?;
+                self.store.insert_kek(&mut atx.tx, &label, now).await?;
                 let event =
                     AuditEvent::new(actor, "key.kek.create", Outcome::Success).resource(&label);
-                self.audit.append(&mut tx, &event, now).await?;
-                tx.commit().await?;
+                atx.append(&event, now).await?;
+                atx.commit().await?;
                 label
             }
         };
@@ -263,13 +263,13 @@ impl KeyManager {
         let (wrapped, value) = self.hsm_call(move |h| h.generate_data_key(&kek)).await?;
         let kcv = hex::encode(crypto::kcv(&value));
         let mechanism = self.hsm.wrap_mechanism().to_string();
-        let mut tx = self.store.begin().await?;
-        let version = self.store.max_version(&mut tx, keyring).await? + 1;
+        let mut atx = self.audit.begin().await?;
+        let version = self.store.max_version(&mut atx.tx, keyring).await? + 1;
         let v = KeyVersion::from_db(version)
             .ok_or_else(|| KeyError::Internal("version overflow".into()))?;
         self.store
             .insert_active_data_key(
-                &mut tx,
+                &mut atx.tx,
                 &NewDataKey {
                     keyring,
                     version,
@@ -284,8 +284,8 @@ impl KeyManager {
             .await?;
         let event = AuditEvent::new(actor, "key.create", Outcome::Success)
             .resource(format!("{keyring}/{v}"));
-        self.audit.append(&mut tx, &event, now).await?;
-        tx.commit().await?;
+        atx.append(&event, now).await?;
+        atx.commit().await?;
         self.remember(keyring, v, value)?;
         self.active
             .write()

@@ -1,6 +1,6 @@
-//! Audit rows and the chain head. Appends serialize on the single `audit_head` row:
-//! the first statement of the transaction bumps it, which takes SQLite's write lock or
-//! PostgreSQL's row lock until commit, so concurrent writers (and nodes) form one chain.
+//! Audit rows and the chain head. Appends serialize on the single `audit_head` row: the
+//! first statement of every write transaction locks it until commit, so concurrent
+//! writers (and nodes) form one chain.
 
 use sqlx::Row;
 
@@ -21,16 +21,16 @@ pub struct AuditRow {
 }
 
 impl Store {
-    /// Reserves the next sequence number; returns it with the previous chain hash.
-    pub async fn bump_audit_head(&self, tx: &mut Tx) -> Result<(i64, Vec<u8>), StoreError> {
-        let row =
-            sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
-                .fetch_one(&mut **tx)
-                .await?;
+    /// Locks the chain head for this transaction and returns it (sequence, hash). As the
+    /// transaction's first statement it is a write: SQLite takes its write lock here (and
+    /// waits for it), PostgreSQL its row lock, so no read snapshot goes stale before a write.
+    pub async fn lock_audit_head(&self, tx: &mut Tx) -> Result<(i64, Vec<u8>), StoreError> {
+        let row = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+            .fetch_one(&mut **tx)
+            .await?;
         Ok((row.try_get("seq")?, row.try_get("hash")?))
     }
 
-    /// Inserts a chained event and moves the head to its hash.
     pub async fn insert_audit(&self, tx: &mut Tx, r: &AuditRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO audit_events (seq, at, actor, action, outcome, resource, origin, reason, prev_hash, hash) \
@@ -48,8 +48,18 @@ impl Store {
         .bind(&r.hash)
         .execute(&mut **tx)
         .await?;
-        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
-            .bind(&r.hash)
+        Ok(())
+    }
+
+    pub async fn set_audit_head(
+        &self,
+        tx: &mut Tx,
+        seq: i64,
+        hash: &[u8],
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(seq)
+            .bind(hash)
             .execute(&mut **tx)
             .await?;
         Ok(())

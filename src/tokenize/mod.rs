@@ -358,23 +358,23 @@ impl TokenService {
                 &Aad::token(&ty.keyring, version.get(), &token),
                 value.as_str().as_bytes(),
             );
-            let mut tx = self.store.begin().await?;
+            let mut atx = self.audit.begin().await?;
             if let Some(fp) = &lookup_fp {
                 // An expired token of a deterministic type gives way to a fresh one.
                 if let Some(old) = self
                     .store
-                    .token_by_fingerprint(Some(&mut tx), type_name, fp)
+                    .token_by_fingerprint(Some(&mut atx.tx), type_name, fp)
                     .await?
                 {
                     if is_expired(&old, now) {
-                        self.store.delete_token(&mut tx, &old.token).await?;
+                        self.store.delete_token(&mut atx.tx, &old.token).await?;
                     }
                 }
             }
             let inserted = self
                 .store
                 .insert_token(
-                    &mut tx,
+                    &mut atx.tx,
                     &NewToken {
                         token: &token,
                         token_type: type_name,
@@ -394,7 +394,7 @@ impl TokenService {
             } else if let Some(fp) = &lookup_fp {
                 // Another request tokenized the same value first: its token is the answer.
                 self.store
-                    .token_by_fingerprint(Some(&mut tx), type_name, fp)
+                    .token_by_fingerprint(Some(&mut atx.tx), type_name, fp)
                     .await?
                     .map(|w| (w.token, w.expires_at))
             } else {
@@ -406,13 +406,10 @@ impl TokenService {
             let event = self
                 .event(who, "tokenize", Outcome::Success)
                 .resource(&token);
-            self.audit
-                .append(&mut tx, &event, now)
-                .await
-                .inspect_err(|_| {
-                    metrics::counter!("tokenvault_audit_failures_total").increment(1);
-                })?;
-            tx.commit().await.map_err(StoreError::from)?;
+            atx.append(&event, now).await.inspect_err(|_| {
+                metrics::counter!("tokenvault_audit_failures_total").increment(1);
+            })?;
+            atx.commit().await?;
             return Ok(done(token, expires_at));
         }
         Err(ServiceError::Unavailable(
@@ -526,13 +523,13 @@ impl TokenService {
     /// Deletes a token and with it the only ciphertext of its value.
     pub async fn delete(&self, who: &Principal, token: &str, now: i64) -> Result<(), ServiceError> {
         let row = self.visible(who, "delete", token, now).await?;
-        let mut tx = self.store.begin().await?;
-        if !self.store.delete_token(&mut tx, &row.token).await? {
+        let mut atx = self.audit.begin().await?;
+        if !self.store.delete_token(&mut atx.tx, &row.token).await? {
             return Err(ServiceError::NotFound);
         }
         let event = self.event(who, "delete", Outcome::Success).resource(token);
-        self.audit.append(&mut tx, &event, now).await?;
-        tx.commit().await.map_err(StoreError::from)?;
+        atx.append(&event, now).await?;
+        atx.commit().await?;
         Ok(())
     }
 }

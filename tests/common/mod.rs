@@ -106,3 +106,325 @@ pub fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<PathBuf> {
     }
     hits
 }
+
+// ---------------------------------------------------------------------------------------
+// The API harness: real server on port 0, real TLS, real SoftHSM2, SQLite in a test dir.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use tokenvault::devpki::{DevCa, Issued};
+
+/// Certificates for every test client, made once per test process.
+pub struct TestPki {
+    pub ca: DevCa,
+    pub server: Issued,
+    pub clients: HashMap<&'static str, Issued>,
+    /// A client certificate from a CA the server does not trust.
+    pub foreign: Issued,
+    /// A client certificate from the right CA whose validity ended yesterday.
+    pub expired: Issued,
+}
+
+pub fn pki() -> &'static TestPki {
+    static PKI: OnceLock<TestPki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let ca = DevCa::new("tokenvault test CA").unwrap();
+        let clients = ["app", "tokenizer", "auditor", "stranger"]
+            .into_iter()
+            .map(|n| (n, ca.client(n).unwrap()))
+            .collect();
+        let foreign = DevCa::new("someone else's CA")
+            .unwrap()
+            .client("app")
+            .unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let expired = ca
+            .client_valid(
+                "app",
+                (
+                    now - time::Duration::days(30),
+                    now - time::Duration::days(1),
+                ),
+            )
+            .unwrap();
+        TestPki {
+            server: ca.server().unwrap(),
+            ca,
+            clients,
+            foreign,
+            expired,
+        }
+    })
+}
+
+/// A directory for one test's files. Kept (not deleted) under TOKENVAULT_TEST_DATA_DIR,
+/// which scripts/test sets, so the leak scan can read every database the suite wrote.
+pub fn test_dir(tag: &str) -> PathBuf {
+    match std::env::var_os("TOKENVAULT_TEST_DATA_DIR") {
+        Some(base) => {
+            std::fs::create_dir_all(&base).unwrap();
+            tempfile::Builder::new()
+                .prefix(&format!("{tag}-"))
+                .tempdir_in(base)
+                .unwrap()
+                .keep()
+        }
+        None => tempfile::Builder::new()
+            .prefix(&format!("tv-{tag}-"))
+            .tempdir()
+            .unwrap()
+            .keep(),
+    }
+}
+
+/// Sends this process's logs (debug level) to a file the tests and the leak scan read.
+pub fn capture_logs() -> PathBuf {
+    static LOG: OnceLock<PathBuf> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let dir = std::env::var_os("TOKENVAULT_TEST_LOG_DIR")
+            .map_or_else(std::env::temp_dir, PathBuf::from);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("test-{}.log", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "debug,sqlx=info,hyper=info,h2=info,rustls=info",
+            ))
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .try_init();
+        path
+    })
+    .clone()
+}
+
+pub fn read_logs() -> String {
+    std::fs::read_to_string(capture_logs()).unwrap_or_default()
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    pub settings: Settings,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Writes the server's TLS files into `dir` and points `settings` at them.
+pub fn tls_files(dir: &std::path::Path, s: &mut Settings) {
+    let p = pki();
+    std::fs::write(dir.join("ca.pem"), &p.ca.cert_pem).unwrap();
+    std::fs::write(dir.join("server.pem"), &p.server.cert_pem).unwrap();
+    std::fs::write(dir.join("server-key.pem"), &p.server.key_pem).unwrap();
+    s.server.client_ca = dir.join("ca.pem");
+    s.server.tls_cert = dir.join("server.pem");
+    s.server.tls_key = dir.join("server-key.pem");
+    s.server.listen = "127.0.0.1:0".into();
+}
+
+/// Test settings plus the types the API tests exercise: `card` is a random (not
+/// deterministic) PAN type so every format can be tried on card numbers.
+pub fn api_settings(dir: &std::path::Path, tag: &str) -> Settings {
+    use tokenvault::config::{TokenFormat, TypeSettings, Validator};
+    let mut s = settings(dir, tag);
+    tls_files(dir, &mut s);
+    s.types.insert(
+        "card".into(),
+        TypeSettings {
+            validator: Validator::Pan,
+            keyring: "pan".into(),
+            format: TokenFormat::Opaque,
+            deterministic: false,
+        },
+    );
+    s.types.insert(
+        "email_det".into(),
+        TypeSettings {
+            validator: Validator::Email,
+            keyring: "pii".into(),
+            format: TokenFormat::Opaque,
+            deterministic: true,
+        },
+    );
+    s.limits.max_batch = 50;
+    s
+}
+
+/// Starts the real server (init first) on a random port.
+pub async fn spawn_app(tag: &str) -> TestApp {
+    spawn_with(tag, |_| {}).await
+}
+
+pub async fn spawn_with(tag: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    capture_logs();
+    let dir = test_dir(tag);
+    let mut settings = api_settings(&dir, tag);
+    tweak(&mut settings);
+    let vault = tokenvault::vault::Vault::open(settings.clone())
+        .await
+        .unwrap();
+    vault
+        .keys
+        .init("test", tokenvault::vault::now_ms())
+        .await
+        .unwrap();
+    vault.store.close().await;
+    let server = tokenvault::api::Server::bind(settings.clone())
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        dir,
+        settings,
+        shutdown: Some(tx),
+    }
+}
+
+fn root_store() -> rustls::RootCertStore {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(pki().ca.cert_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    roots
+}
+
+/// A rustls client config presenting `cert` (or no certificate), for `versions`.
+pub fn client_tls(
+    cert: Option<&Issued>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::ClientConfig {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(root_store());
+    match cert {
+        Some(c) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(c.cert_pem.as_bytes())
+                    .map(Result::unwrap)
+                    .collect(),
+                PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    }
+}
+
+pub fn http_client(cert: Option<&Issued>) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(client_tls(cert, &[&rustls::version::TLS13]))
+        .build()
+        .unwrap()
+}
+
+/// An HTTPS client for one of the test identities.
+pub fn client(name: &str) -> reqwest::Client {
+    http_client(Some(&pki().clients[name]))
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
+    }
+
+    pub async fn post(
+        &self,
+        who: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let r = client(who)
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn get(&self, who: &str, path: &str) -> (u16, serde_json::Value) {
+        let r = client(who).get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn delete(&self, who: &str, path: &str) -> (u16, serde_json::Value) {
+        let r = client(who).delete(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn tokenize(&self, ty: &str, value: &str) -> String {
+        let (status, body) = self
+            .post(
+                "app",
+                "/v1/tokenize",
+                serde_json::json!({"type": ty, "value": value}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// A direct connection to the test's SQLite database.
+    pub async fn db(&self) -> sqlx::SqliteConnection {
+        let url = format!("sqlite://{}", self.dir.join("vault.db").display());
+        <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+            .await
+            .unwrap()
+    }
+}
+
+/// The canary values of tests/canaries.txt.
+pub fn canaries() -> Vec<&'static str> {
+    include_str!("../canaries.txt")
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+/// Panics if any canary appears in `text`.
+pub fn assert_no_canary(text: &str, what: &str) {
+    for c in canaries() {
+        assert!(!text.contains(c), "{what} contains the canary {c}");
+    }
+}
+
+/// Every route of the API (method, OpenAPI path). The permission matrix and the OpenAPI
+/// test both compare against this list, so a route added to one place only fails a test.
+pub const ROUTES: [(&str, &str); 14] = [
+    ("POST", "/v1/tokenize"),
+    ("POST", "/v1/tokenize/batch"),
+    ("POST", "/v1/detokenize"),
+    ("POST", "/v1/detokenize/batch"),
+    ("GET", "/v1/tokens/{token}"),
+    ("DELETE", "/v1/tokens/{token}"),
+    ("POST", "/v1/encrypt"),
+    ("POST", "/v1/decrypt"),
+    ("POST", "/v1/rewrap"),
+    ("GET", "/v1/keys"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+];
