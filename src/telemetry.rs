@@ -10,7 +10,8 @@ pub fn init() {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(filter))
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let result = if std::env::var("TOKENVAULT_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().try_init()
     } else {

@@ -198,6 +198,12 @@ async fn shutdown_signal() {
     tokio::select! { () = ctrl_c => {}, () = term => {} }
 }
 
+/// The OpenAPI document as pretty JSON (for `tokenvault openapi`).
+pub fn openapi_json() -> serde_json::Result<String> {
+    use utoipa::OpenApi;
+    serde_json::to_string_pretty(&openapi::ApiDoc::openapi())
+}
+
 /// JSON response helper for handlers.
 pub(crate) fn ok<T: serde::Serialize>(body: T) -> Response {
     axum::Json(body).into_response()

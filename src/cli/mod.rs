@@ -35,17 +35,24 @@ pub enum Command {
     Keys(keys::KeysCommand),
     /// Write development TLS certificates (CA, server, clients app, tokenizer, auditor).
     DevCerts(dev_certs::DevCertsArgs),
+    /// Print the OpenAPI 3 document of the HTTP API.
+    Openapi,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::DevCerts(args) = &cli.command {
-        return dev_certs::run(args);
+    match &cli.command {
+        Command::DevCerts(args) => return dev_certs::run(args),
+        Command::Openapi => {
+            println!("{}", crate::api::openapi_json()?);
+            return Ok(());
+        }
+        _ => {}
     }
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve => crate::api::serve(settings).await,
         Command::Init => init::run(settings).await,
         Command::Keys(cmd) => keys::run(settings, cmd).await,
-        Command::DevCerts(_) => unreachable!("handled above"),
+        Command::DevCerts(_) | Command::Openapi => unreachable!("handled above"),
     }
 }

@@ -190,7 +190,7 @@ pub fn capture_logs() -> PathBuf {
         let file = std::fs::File::create(&path).unwrap();
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "debug,sqlx=info,hyper=info,h2=info,rustls=info",
+                "debug,sqlx=warn,hyper=info,h2=info,rustls=info,reqwest=info",
             ))
             .with_writer(std::sync::Mutex::new(file))
             .with_ansi(false)

@@ -1,0 +1,180 @@
+//! The real binary: `init` is idempotent, `keys list` shows the inventory, and a record
+//! acknowledged by `serve` survives `kill -9` and a restart (keys come back from the
+//! database through the HSM).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tokenvault");
+
+/// The binary with the test's configuration in the environment, as an operator would.
+fn tokenvault(dir: &Path, prefix: &str) -> Command {
+    let hsm = common::test_hsm();
+    let mut c = Command::new(BIN);
+    c.env(
+        "TOKENVAULT_DATABASE__URL",
+        format!("sqlite://{}", dir.join("vault.db").display()),
+    )
+    .env("TOKENVAULT_HSM__TOKEN_LABEL", &hsm.token)
+    .env("TOKENVAULT_HSM__PIN_FILE", &hsm.pin_file)
+    .env("TOKENVAULT_HSM__LABEL_PREFIX", prefix)
+    .env("TOKENVAULT_SERVER__LISTEN", "127.0.0.1:0")
+    .env("TOKENVAULT_SERVER__TLS_CERT", dir.join("server.pem"))
+    .env("TOKENVAULT_SERVER__TLS_KEY", dir.join("server-key.pem"))
+    .env("TOKENVAULT_SERVER__CLIENT_CA", dir.join("ca.pem"))
+    .env(
+        "TOKENVAULT_LOG",
+        "debug,sqlx=warn,hyper=info,h2=info,rustls=info",
+    )
+    .env_remove("TOKENVAULT_CONFIG");
+    c
+}
+
+/// Starts `serve`, copies its log to the test log directory, returns it and its address.
+fn serve(dir: &Path, prefix: &str, run: usize) -> (Child, String) {
+    let mut child = tokenvault(dir, prefix)
+        .arg("serve")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log_dir =
+        std::env::var_os("TOKENVAULT_TEST_LOG_DIR").map_or_else(std::env::temp_dir, Into::into);
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let mut log =
+        std::fs::File::create(Path::new(&log_dir).join(format!("serve-{prefix}-{run}.log")))
+            .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(log, "{line}");
+            if let Some(addr) = line
+                .split("addr=")
+                .nth(1)
+                .filter(|_| line.contains("listening"))
+            {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(
+                        addr.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
+                }
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("serve announced its address");
+    (child, addr)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_keys_list_and_a_record_surviving_kill_9() {
+    let dir = common::test_dir("process");
+    let mut s = common::settings(&dir, "proc");
+    common::tls_files(&dir, &mut s);
+    let prefix = s.hsm.label_prefix.clone();
+
+    let first = tokenvault(&dir, &prefix).arg("init").output().unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let out = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        out.contains(&format!("created KEK {prefix}-kek-1")),
+        "{out}"
+    );
+    let second = tokenvault(&dir, &prefix).arg("init").output().unwrap();
+    assert!(second.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&second.stdout).trim(),
+        "tokenvault is initialized; nothing to create."
+    );
+
+    let list = tokenvault(&dir, &prefix)
+        .args(["keys", "list"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&list.stdout);
+    for needle in [
+        "KEYRING",
+        "VERSION",
+        "STATE",
+        "KCV",
+        "pan",
+        "pii",
+        "fingerprint",
+        "active",
+        &format!("{prefix}-kek-1"),
+    ] {
+        assert!(table.contains(needle), "missing {needle} in\n{table}");
+    }
+    let json_list = tokenvault(&dir, &prefix)
+        .args(["keys", "list", "--json"])
+        .output()
+        .unwrap();
+    let inv: serde_json::Value = serde_json::from_slice(&json_list.stdout).unwrap();
+    assert_eq!(inv["keys"].as_array().unwrap().len(), 3);
+
+    // A usage error exits 2; an operational failure exits 1 with a hint.
+    assert_eq!(
+        tokenvault(&dir, &prefix)
+            .args(["keys", "frobnicate"])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(2)
+    );
+    let bad = tokenvault(&dir, &prefix)
+        .env("TOKENVAULT_HSM__TOKEN_LABEL", "missing-token")
+        .arg("init")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("run scripts/run"));
+
+    let (mut child, addr) = serve(&dir, &prefix, 1);
+    let port = addr.rsplit(':').next().unwrap().to_owned();
+    let url = |p: &str| format!("https://localhost:{port}{p}");
+    let app = common::client("app");
+    let resp: serde_json::Value = app
+        .post(url("/v1/tokenize"))
+        .json(&json!({"type": "pan", "value": "5555555555554444"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = resp["token"].as_str().unwrap().to_owned();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let (mut child, addr) = serve(&dir, &prefix, 2);
+    let port = addr.rsplit(':').next().unwrap().to_owned();
+    let url = format!("https://localhost:{port}/v1/detokenize");
+    let back: serde_json::Value = app
+        .post(url)
+        .json(&json!({"token": token}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(back["value"], "5555555555554444");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
