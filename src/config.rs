@@ -45,6 +45,9 @@ pub struct Settings {
     /// Client identities (certificate SAN URI or CN) and their permissions.
     #[serde(default = "default_clients")]
     pub clients: BTreeMap<String, ClientSettings>,
+    /// Security officers and their Ed25519 public keys (dual control).
+    #[serde(default)]
+    pub officers: BTreeMap<String, crate::officers::OfficerSettings>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,14 +152,18 @@ impl Default for Limits {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct KeyringSettings {
-    /// How long a data key version may encrypt before it must be rotated.
+    /// How long a data key version may encrypt before it is rotated.
     pub cryptoperiod_days: u32,
+    /// Encryptions per data key version before it is rotated: far below the 2^32 limit
+    /// of AES-GCM with random 96-bit nonces.
+    pub usage_limit: u64,
 }
 
 impl Default for KeyringSettings {
     fn default() -> Self {
         Self {
             cryptoperiod_days: 365,
+            usage_limit: 1 << 30,
         }
     }
 }

@@ -20,6 +20,8 @@ pub mod devpki;
 pub mod hsm;
 /// Keyrings, versions, states and the cache of unwrapped data keys.
 pub mod keys;
+/// Dual control: officer keys, signed requests and approvals.
+pub mod officers;
 /// Identities and permissions: default deny.
 pub mod policy;
 /// All SQL, for SQLite and PostgreSQL.

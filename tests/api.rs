@@ -284,10 +284,9 @@ async fn encrypt_decrypt_and_rewrap_bind_the_context() {
     let vault = tokenvault::vault::Vault::open(app.settings.clone())
         .await
         .unwrap();
-    let kek = vault.keys.labels().kek(1);
     vault
         .keys
-        .create_version("pii", &kek, "test", tokenvault::vault::now_ms())
+        .rotate("pii", "test", None, tokenvault::vault::now_ms())
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await; // the server refreshes every 2 s
@@ -491,4 +490,46 @@ async fn the_openapi_document_is_openapi_3_and_lists_every_route() {
             "dangling $ref {name}"
         );
     }
+}
+
+#[tokio::test]
+async fn deep_json_is_refused_and_metrics_count_requests_without_values() {
+    let app = spawn_app("limits").await;
+    let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
+    let r = common::client("app")
+        .post(app.url("/v1/tokenize"))
+        .header("content-type", "application/json")
+        .body(format!(
+            r#"{{"type":"pan","value":"4111111111111111","metadata":{{"x":{deep}}}}}"#
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("deeper")
+    );
+    assert!(!body.to_string().contains("4111111111111111"));
+
+    app.tokenize("card", VISA).await;
+    let text = common::client("auditor")
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("tokenvault_requests_total"), "{text}");
+    assert!(text.contains(r#"route="/v1/tokenize""#));
+    assert_no_canary(&text, "the metrics");
+    let (status, ready) = app.get("auditor", "/readyz").await;
+    assert_eq!(
+        (status, ready["hsm"].as_str(), ready["database"].as_str()),
+        (200, Some("ok"), Some("ok"))
+    );
 }

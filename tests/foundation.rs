@@ -124,10 +124,10 @@ async fn init_twice_creates_nothing_new_and_the_inventory_shows_every_keyring() 
     let vault = open(dir.path(), "init").await;
     let first = vault.keys.init("test", NOW).await.unwrap();
     assert_eq!(first.created.len(), 5, "{:?}", first.created);
-    let before = vault.keys.inventory().await.unwrap();
+    let before = vault.keys.inventory(NOW).await.unwrap();
     let second = vault.keys.init("test", NOW + 1000).await.unwrap();
     assert!(second.created.is_empty(), "{:?}", second.created);
-    let after = vault.keys.inventory().await.unwrap();
+    let after = vault.keys.inventory(NOW).await.unwrap();
     assert_eq!(
         serde_json::to_value(&before).unwrap(),
         serde_json::to_value(&after).unwrap()
@@ -180,10 +180,9 @@ async fn sealed_values_open_only_in_their_place_and_survive_a_fresh_key_manager(
     assert_eq!(key.open(&aad, &flipped), Err(CryptoError::DecryptionFailed));
 
     // A second version cannot open what the first sealed, even with the first's AAD.
-    let kek = vault.keys.labels().kek(1);
     let v2 = vault
         .keys
-        .create_version("pii", &kek, "test", NOW + 1)
+        .rotate("pii", "test", None, NOW + 1)
         .await
         .unwrap();
     assert_eq!(v2.get(), 2);

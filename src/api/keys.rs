@@ -21,7 +21,7 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response,
     let inventory = state
         .vault
         .keys
-        .inventory()
+        .inventory(crate::vault::now_ms())
         .await
         .map_err(crate::tokenize::ServiceError::from)?;
     Ok(ok(inventory))

@@ -152,7 +152,8 @@ impl Server {
         self.addr
     }
 
-    /// Serves until `shutdown` completes. Rotations made elsewhere are picked up every 2 s.
+    /// Serves until `shutdown` completes. Every 2 s it picks up key changes made elsewhere
+    /// (rotation, retirement, destruction) and rotates keys whose cryptoperiod ended.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let keys = self.state.vault.keys.clone();
         let refresher = tokio::spawn(async move {
@@ -161,6 +162,13 @@ impl Server {
                 tick.tick().await;
                 if let Err(e) = keys.refresh().await {
                     tracing::warn!(error = %e, "could not refresh the active key versions");
+                }
+                // Cryptoperiods and usage limits: rotate what is due (once, across nodes).
+                match keys.maintain(now_ms()).await {
+                    Ok(rotated) => rotated
+                        .iter()
+                        .for_each(|r| tracing::info!(rotation = %r, "automatic rotation")),
+                    Err(e) => tracing::warn!(error = %e, "automatic rotation check failed"),
                 }
             }
         });

@@ -3,6 +3,7 @@
 mod dev_certs;
 mod init;
 mod keys;
+mod officer;
 
 use std::path::PathBuf;
 
@@ -37,6 +38,9 @@ pub enum Command {
     DevCerts(dev_certs::DevCertsArgs),
     /// Print the OpenAPI 3 document of the HTTP API.
     Openapi,
+    /// Security officer tools (dual-control keys).
+    #[command(subcommand)]
+    Officer(officer::OfficerCommand),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -46,6 +50,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", crate::api::openapi_json()?);
             return Ok(());
         }
+        Command::Officer(cmd) => return officer::run(cmd),
         _ => {}
     }
     let settings = Settings::load(cli.config.as_deref())?;
@@ -53,6 +58,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => crate::api::serve(settings).await,
         Command::Init => init::run(settings).await,
         Command::Keys(cmd) => keys::run(settings, cmd).await,
-        Command::DevCerts(_) | Command::Openapi => unreachable!("handled above"),
+        Command::DevCerts(_) | Command::Openapi | Command::Officer(_) => {
+            unreachable!("handled above")
+        }
     }
 }

@@ -3,8 +3,10 @@
 //!
 //! Time is always a parameter (`now`, Unix milliseconds); only the edges read the clock.
 
+mod lifecycle;
 mod names;
 
+pub use lifecycle::KekRotation;
 pub use names::{FINGERPRINT_KEYRING, KeyState, KeyVersion, KeyringName};
 
 use std::collections::{BTreeMap, HashMap};
@@ -47,6 +49,8 @@ pub enum KeyError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+    #[error("{0}")]
+    Lifecycle(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -91,8 +95,12 @@ pub struct KeyInfo {
     pub state: String,
     pub algorithm: String,
     pub created_at: String,
+    pub age_days: i64,
     pub activated_at: Option<String>,
     pub cryptoperiod_ends_at: String,
+    /// Whether the cryptoperiod has ended (the version is overdue for rotation if active).
+    pub cryptoperiod_ended: bool,
+    pub state_reason: Option<String>,
     pub usage_count: i64,
     pub records: i64,
     pub kcv: String,
@@ -129,7 +137,11 @@ pub struct KeyManager {
     keyrings: BTreeMap<String, KeyringSettings>,
     cache: RwLock<HashMap<(String, KeyVersion), Arc<DataKey>>>,
     active: RwLock<HashMap<String, KeyVersion>>,
-    fingerprint: RwLock<Option<Arc<FingerprintKey>>>,
+    fingerprints: RwLock<BTreeMap<KeyVersion, Arc<FingerprintKey>>>,
+    /// The usable fingerprint keys, active first; rebuilt after `refresh`.
+    fingerprint_list: RwLock<Option<Vec<(KeyVersion, Arc<FingerprintKey>)>>>,
+    /// Encryptions already reserved in the database and not yet used, per keyring.
+    reservations: tokio::sync::Mutex<HashMap<String, lifecycle::Reservation>>,
 }
 
 impl std::fmt::Debug for KeyManager {
@@ -166,7 +178,9 @@ impl KeyManager {
             keyrings,
             cache: RwLock::default(),
             active: RwLock::default(),
-            fingerprint: RwLock::default(),
+            fingerprints: RwLock::default(),
+            fingerprint_list: RwLock::default(),
+            reservations: tokio::sync::Mutex::default(),
         }
     }
 
@@ -236,27 +250,25 @@ impl KeyManager {
             .collect();
         for keyring in names {
             if self.store.active_data_key(&keyring).await?.is_none() {
-                let v = self.create_version(&keyring, &kek, actor, now).await?;
+                let v = self
+                    .create_version(&keyring, &kek, None, actor, Some("init"), now)
+                    .await?;
                 report.created.push(format!("data key {keyring} v{v}"));
             }
         }
         Ok(report)
     }
 
-    fn cryptoperiod_ms(&self, keyring: &str) -> i64 {
-        let days = self
-            .keyrings
-            .get(keyring)
-            .map_or(365, |k| k.cryptoperiod_days);
-        i64::from(days) * DAY_MS
-    }
-
     /// Generates a new data key in the HSM and makes it the keyring's active version.
-    pub async fn create_version(
+    /// With `replaces`, nothing happens unless that version is still the active one
+    /// (another process may have rotated first); the active version is returned.
+    pub(crate) async fn create_version(
         &self,
         keyring: &str,
         kek_label: &str,
+        replaces: Option<KeyVersion>,
         actor: &str,
+        reason: Option<&str>,
         now: i64,
     ) -> Result<KeyVersion, KeyError> {
         let kek = kek_label.to_owned();
@@ -264,6 +276,14 @@ impl KeyManager {
         let kcv = hex::encode(crypto::kcv(&value));
         let mechanism = self.hsm.wrap_mechanism().to_string();
         let mut atx = self.audit.begin().await?;
+        if let Some(expected) = replaces {
+            let current = self.store.active_version_in(&mut atx.tx, keyring).await?;
+            if current != Some(i64::from(expected.get())) {
+                drop(atx);
+                self.refresh().await?;
+                return Ok(self.active(keyring).await?.0);
+            }
+        }
         let version = self.store.max_version(&mut atx.tx, keyring).await? + 1;
         let v = KeyVersion::from_db(version)
             .ok_or_else(|| KeyError::Internal("version overflow".into()))?;
@@ -278,12 +298,13 @@ impl KeyManager {
                     kek_label,
                     kcv: &kcv,
                     now,
-                    cryptoperiod_ends_at: now + self.cryptoperiod_ms(keyring),
+                    cryptoperiod_ends_at: now + self.settings(keyring).0,
                 },
             )
             .await?;
         let event = AuditEvent::new(actor, "key.create", Outcome::Success)
-            .resource(format!("{keyring}/{v}"));
+            .resource(format!("{keyring}/{v}"))
+            .reason(reason.map(str::to_owned));
         atx.append(&event, now).await?;
         atx.commit().await?;
         self.remember(keyring, v, value)?;
@@ -291,6 +312,12 @@ impl KeyManager {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(keyring.to_owned(), v);
+        if keyring == FINGERPRINT_KEYRING {
+            *self
+                .fingerprint_list
+                .write()
+                .unwrap_or_else(|p| p.into_inner()) = None;
+        }
         Ok(v)
     }
 
@@ -302,7 +329,10 @@ impl KeyManager {
     ) -> Result<(), KeyError> {
         if keyring == FINGERPRINT_KEYRING {
             let fk = FingerprintKey::from_bytes(value)?;
-            *self.fingerprint.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(fk));
+            self.fingerprints
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(v, Arc::new(fk));
         } else {
             let dk = DataKey::from_bytes(value)?;
             self.cache
@@ -370,6 +400,12 @@ impl KeyManager {
 
     /// The active version of `keyring` and its key.
     pub async fn active(&self, keyring: &str) -> Result<(KeyVersion, Arc<DataKey>), KeyError> {
+        let (version, _) = self.active_version(keyring).await?;
+        Ok((version, self.key(keyring, version).await?))
+    }
+
+    /// The active version of `keyring` (from memory; the database on first use).
+    async fn active_version(&self, keyring: &str) -> Result<(KeyVersion, ()), KeyError> {
         let known = self
             .active
             .read()
@@ -393,28 +429,66 @@ impl KeyManager {
                 v
             }
         };
-        Ok((version, self.key(keyring, version).await?))
+        Ok((version, ()))
     }
 
-    /// The fingerprint key, unwrapped once.
-    pub async fn fingerprint_key(&self) -> Result<Arc<FingerprintKey>, KeyError> {
-        if let Some(k) = self
-            .fingerprint
+    /// The usable fingerprint keys, the active one first: lookups try each, so a value
+    /// finds its token while the fingerprints are re-indexed to a new key.
+    pub async fn fingerprint_keys(
+        &self,
+    ) -> Result<Vec<(KeyVersion, Arc<FingerprintKey>)>, KeyError> {
+        if let Some(list) = self
+            .fingerprint_list
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
         {
-            return Ok(k.clone());
+            return Ok(list.clone());
         }
-        let row = self
+        let (active, _) = self.active_version(FINGERPRINT_KEYRING).await?;
+        let mut rows: Vec<DataKeyRow> = self
             .store
-            .active_data_key(FINGERPRINT_KEYRING)
+            .data_keys()
             .await?
-            .ok_or_else(|| KeyError::NotInitialized(FINGERPRINT_KEYRING.to_owned()))?;
-        let value = self.unwrap(&row).await?;
-        let fk = Arc::new(FingerprintKey::from_bytes(value)?);
-        *self.fingerprint.write().unwrap_or_else(|p| p.into_inner()) = Some(fk.clone());
-        Ok(fk)
+            .into_iter()
+            .filter(|r| {
+                r.keyring == FINGERPRINT_KEYRING
+                    && (r.state == "active" || r.state == "decrypt-only")
+            })
+            .collect();
+        let active = i64::from(active.get());
+        rows.sort_by_key(|r| (r.version != active, std::cmp::Reverse(r.version)));
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let Some(v) = KeyVersion::from_db(row.version) else {
+                continue;
+            };
+            let known = self
+                .fingerprints
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&v)
+                .cloned();
+            let key = match known {
+                Some(k) => k,
+                None => {
+                    let value = self.unwrap(&row).await?;
+                    self.remember(FINGERPRINT_KEYRING, v, value)?;
+                    self.fingerprints
+                        .read()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&v)
+                        .cloned()
+                        .ok_or_else(|| KeyError::Internal("fingerprint cache".into()))?
+                }
+            };
+            out.push((v, key));
+        }
+        *self
+            .fingerprint_list
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(out.clone());
+        Ok(out)
     }
 
     /// Loads every active key so the first requests make no HSM call.
@@ -422,26 +496,55 @@ impl KeyManager {
         for keyring in self.keyrings.keys() {
             self.active(keyring).await?;
         }
-        self.fingerprint_key().await?;
+        self.fingerprint_keys().await?;
         Ok(())
     }
 
-    /// Re-reads which version is active in each keyring (another process may have rotated).
+    /// Re-reads key states (another process may have rotated, retired or destroyed):
+    /// updates the active versions and drops cached keys that may no longer be used.
     pub async fn refresh(&self) -> Result<(), KeyError> {
         let mut fresh = HashMap::new();
+        let mut unusable = Vec::new();
         for row in self.store.data_keys().await? {
-            if row.state == KeyState::Active.as_str() {
-                if let Some(v) = KeyVersion::from_db(row.version) {
+            let Some(v) = KeyVersion::from_db(row.version) else {
+                continue;
+            };
+            match KeyState::parse(&row.state) {
+                Some(KeyState::Active) => {
                     fresh.insert(row.keyring, v);
+                }
+                Some(KeyState::DecryptOnly) => {}
+                _ => unusable.push((row.keyring, v)),
+            }
+        }
+        {
+            let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+            for k in &unusable {
+                cache.remove(k);
+            }
+        }
+        {
+            let mut fps = self.fingerprints.write().unwrap_or_else(|p| p.into_inner());
+            for (ring, v) in &unusable {
+                if ring == FINGERPRINT_KEYRING {
+                    fps.remove(v);
                 }
             }
         }
-        *self.active.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        let mut active = self.active.write().unwrap_or_else(|p| p.into_inner());
+        if active.get(FINGERPRINT_KEYRING) != fresh.get(FINGERPRINT_KEYRING) || !unusable.is_empty()
+        {
+            *self
+                .fingerprint_list
+                .write()
+                .unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        *active = fresh;
         Ok(())
     }
 
     /// The key inventory. Reads the database only; never key material.
-    pub async fn inventory(&self) -> Result<Inventory, KeyError> {
+    pub async fn inventory(&self, now: i64) -> Result<Inventory, KeyError> {
         let records: HashMap<(String, i64), i64> = self
             .store
             .records_per_key()
@@ -467,8 +570,11 @@ impl KeyManager {
                     r.algorithm
                 },
                 created_at: rfc3339(r.created_at),
+                age_days: (now - r.created_at).max(0) / DAY_MS,
                 activated_at: r.activated_at.map(rfc3339),
                 cryptoperiod_ends_at: rfc3339(r.cryptoperiod_ends_at),
+                cryptoperiod_ended: now >= r.cryptoperiod_ends_at,
+                state_reason: r.state_reason,
                 usage_count: r.usage_count,
                 kcv: r.kcv,
                 kek_label: r.kek_label,

@@ -29,6 +29,7 @@ pub struct DataKeyRow {
     pub cryptoperiod_ends_at: i64,
     pub state_changed_at: i64,
     pub usage_count: i64,
+    pub state_reason: Option<String>,
 }
 
 impl std::fmt::Debug for DataKeyRow {
@@ -54,7 +55,7 @@ pub struct NewDataKey<'a> {
 }
 
 const DATA_KEY_COLUMNS: &str = "keyring, version, state, algorithm, wrapped_key, wrap_mechanism, \
-     kek_label, kcv, created_at, activated_at, cryptoperiod_ends_at, state_changed_at, usage_count";
+     kek_label, kcv, created_at, activated_at, cryptoperiod_ends_at, state_changed_at, usage_count, state_reason";
 
 fn data_key(row: &AnyRow) -> Result<DataKeyRow, sqlx::Error> {
     Ok(DataKeyRow {
@@ -71,6 +72,7 @@ fn data_key(row: &AnyRow) -> Result<DataKeyRow, sqlx::Error> {
         cryptoperiod_ends_at: row.try_get("cryptoperiod_ends_at")?,
         state_changed_at: row.try_get("state_changed_at")?,
         usage_count: row.try_get("usage_count")?,
+        state_reason: row.try_get("state_reason")?,
     })
 }
 
@@ -155,6 +157,177 @@ impl Store {
         Ok(row.try_get("v")?)
     }
 
+    /// The active version of `keyring` as seen inside `tx`.
+    pub async fn active_version_in(
+        &self,
+        tx: &mut Tx,
+        keyring: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT MAX(version) AS v FROM data_keys WHERE keyring = $1 AND state = 'active'",
+        )
+        .bind(keyring)
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok(row.try_get("v")?)
+    }
+
+    /// Moves a version from one of `from` to `to`; false when it was in none of them.
+    pub async fn set_key_state(
+        &self,
+        tx: &mut Tx,
+        keyring: &str,
+        version: i64,
+        from: &[&str],
+        to: &str,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut changed = false;
+        for state in from {
+            let done = sqlx::query(
+                "UPDATE data_keys SET state = $1, state_reason = $2, state_changed_at = $3 \
+                 WHERE keyring = $4 AND version = $5 AND state = $6",
+            )
+            .bind(to)
+            .bind(reason)
+            .bind(now)
+            .bind(keyring)
+            .bind(version)
+            .bind(*state)
+            .execute(&mut **tx)
+            .await?;
+            changed |= done.rows_affected() == 1;
+        }
+        Ok(changed)
+    }
+
+    /// Crypto-shredding: erases the wrapped key and marks the version destroyed.
+    pub async fn destroy_data_key(
+        &self,
+        tx: &mut Tx,
+        keyring: &str,
+        version: i64,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE data_keys SET state = 'destroyed', wrapped_key = NULL, state_reason = $1, \
+             state_changed_at = $2 WHERE keyring = $3 AND version = $4 AND state = 'retired'",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(keyring)
+        .bind(version)
+        .execute(&mut **tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Reserves `n` more encryptions under a key if its count is still `seen` (compare and
+    /// set, so nodes never hand out the same budget twice).
+    pub async fn reserve_usage(
+        &self,
+        keyring: &str,
+        version: i64,
+        seen: i64,
+        n: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE data_keys SET usage_count = usage_count + $1 \
+             WHERE keyring = $2 AND version = $3 AND usage_count = $4 AND state = 'active'",
+        )
+        .bind(n)
+        .bind(keyring)
+        .bind(version)
+        .bind(seen)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records still sealed under `keyring` v`version`.
+    pub async fn records_under(&self, keyring: &str, version: i64) -> Result<i64, StoreError> {
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM tokens WHERE keyring = $1 AND key_version = $2")
+                .bind(keyring)
+                .bind(version)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Records a KEK in a given state (`pending` while a KEK rotation is under way).
+    pub async fn insert_kek_state(
+        &self,
+        tx: &mut Tx,
+        label: &str,
+        state: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO keks (label, state, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(label)
+            .bind(state)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_kek_state(
+        &self,
+        tx: &mut Tx,
+        label: &str,
+        state: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let retired_at = (state != "active" && state != "pending").then_some(now);
+        let done = sqlx::query(
+            "UPDATE keks SET state = $1, retired_at = COALESCE(retired_at, $2) WHERE label = $3",
+        )
+        .bind(state)
+        .bind(retired_at)
+        .bind(label)
+        .execute(&mut **tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Points a data key at a new wrapping (KEK rotation).
+    pub async fn rewrap_data_key(
+        &self,
+        tx: &mut Tx,
+        keyring: &str,
+        version: i64,
+        wrapped: &[u8],
+        mechanism: &str,
+        kek_label: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE data_keys SET wrapped_key = $1, wrap_mechanism = $2, kek_label = $3 \
+             WHERE keyring = $4 AND version = $5 AND wrapped_key IS NOT NULL",
+        )
+        .bind(wrapped)
+        .bind(mechanism)
+        .bind(kek_label)
+        .bind(keyring)
+        .bind(version)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// How many data keys each KEK still wraps.
+    pub async fn keys_per_kek(&self, kek_label: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM data_keys WHERE kek_label = $1 AND wrapped_key IS NOT NULL",
+        )
+        .bind(kek_label)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// Inserts a new active version and turns the previous active one decrypt-only,
     /// in the caller's transaction.
     pub async fn insert_active_data_key(
@@ -163,8 +336,8 @@ impl Store {
         k: &NewDataKey<'_>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE data_keys SET state = 'decrypt-only', state_changed_at = $2 \
-             WHERE keyring = $1 AND state = 'active'",
+            "UPDATE data_keys SET state = 'decrypt-only', state_changed_at = $2, \
+             state_reason = 'rotated' WHERE keyring = $1 AND state = 'active'",
         )
         .bind(k.keyring)
         .bind(k.now)

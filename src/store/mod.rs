@@ -4,10 +4,12 @@
 
 mod audit;
 mod keys;
+mod officers;
 mod tokens;
 
 pub use audit::AuditRow;
 pub use keys::{DataKeyRow, KekRow, NewDataKey};
+pub use officers::RequestRow;
 pub use tokens::{NewToken, TokenRow};
 
 use std::path::Path;

@@ -12,6 +12,7 @@ pub struct NewToken<'a> {
     pub key_version: i64,
     pub ciphertext: &'a [u8],
     pub fingerprint: Option<&'a [u8]>,
+    pub fingerprint_version: Option<i64>,
     pub masked: &'a str,
     pub metadata: Option<&'a str>,
     pub created_at: i64,
@@ -29,7 +30,11 @@ pub struct TokenRow {
     pub metadata: Option<String>,
     pub created_at: i64,
     pub expires_at: Option<i64>,
+    pub fingerprint_version: Option<i64>,
 }
+
+const COLUMNS: &str = "token, token_type, keyring, key_version, ciphertext, masked, metadata, created_at, \
+     expires_at, fingerprint_version";
 
 fn token_row(row: &AnyRow) -> Result<TokenRow, sqlx::Error> {
     Ok(TokenRow {
@@ -42,6 +47,7 @@ fn token_row(row: &AnyRow) -> Result<TokenRow, sqlx::Error> {
         metadata: row.try_get("metadata")?,
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
+        fingerprint_version: row.try_get("fingerprint_version")?,
     })
 }
 
@@ -51,8 +57,8 @@ impl Store {
     pub async fn insert_token(&self, tx: &mut Tx, t: &NewToken<'_>) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "INSERT INTO tokens (token, token_type, keyring, key_version, ciphertext, fingerprint, masked, \
-             metadata, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-             ON CONFLICT DO NOTHING",
+             metadata, created_at, expires_at, fingerprint_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
         )
         .bind(t.token)
         .bind(t.token_type)
@@ -64,6 +70,7 @@ impl Store {
         .bind(t.metadata)
         .bind(t.created_at)
         .bind(t.expires_at)
+        .bind(t.fingerprint_version)
         .execute(&mut **tx)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -72,7 +79,7 @@ impl Store {
     pub async fn token(&self, token: &str) -> Result<Option<TokenRow>, StoreError> {
         let row = sqlx::query(
             "SELECT token, token_type, keyring, key_version, ciphertext, masked, metadata, created_at, \
-             expires_at FROM tokens WHERE token = $1",
+             expires_at, fingerprint_version FROM tokens WHERE token = $1",
         )
         .bind(token)
         .fetch_optional(&self.pool)
@@ -89,7 +96,7 @@ impl Store {
     ) -> Result<Option<TokenRow>, StoreError> {
         let q = sqlx::query(
             "SELECT token, token_type, keyring, key_version, ciphertext, masked, metadata, created_at, \
-             expires_at FROM tokens WHERE token_type = $1 AND fingerprint = $2",
+             expires_at, fingerprint_version FROM tokens WHERE token_type = $1 AND fingerprint = $2",
         )
         .bind(token_type)
         .bind(fingerprint);
@@ -106,6 +113,117 @@ impl Store {
             .bind(token)
             .execute(&mut **tx)
             .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+impl Store {
+    /// Records of `keyring` not under version `active`, after `after` in token order: a
+    /// resumable cursor. With no keyring: deterministic records whose lookup fingerprint
+    /// was not made by fingerprint key `active`.
+    pub async fn tokens_to_rewrap(
+        &self,
+        keyring: Option<&str>,
+        active: i64,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<TokenRow>, StoreError> {
+        let rows = match keyring {
+            Some(k) => {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM tokens WHERE keyring = $1 AND key_version <> $2 AND token > $3 \
+                     ORDER BY token LIMIT $4"
+                );
+                sqlx::query(&sql)
+                    .bind(k)
+                    .bind(active)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM tokens WHERE fingerprint IS NOT NULL \
+                     AND COALESCE(fingerprint_version, 1) <> $1 AND token > $2 ORDER BY token LIMIT $3"
+                );
+                sqlx::query(&sql)
+                    .bind(active)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        Ok(rows.iter().map(token_row).collect::<Result<_, _>>()?)
+    }
+
+    /// How many records `tokens_to_rewrap` would visit from the start.
+    pub async fn count_to_rewrap(
+        &self,
+        keyring: Option<&str>,
+        active: i64,
+    ) -> Result<i64, StoreError> {
+        let row = match keyring {
+            Some(k) => {
+                sqlx::query(
+                    "SELECT COUNT(*) AS n FROM tokens WHERE keyring = $1 AND key_version <> $2",
+                )
+                .bind(k)
+                .bind(active)
+                .fetch_one(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT COUNT(*) AS n FROM tokens WHERE fingerprint IS NOT NULL \
+                     AND COALESCE(fingerprint_version, 1) <> $1",
+                )
+                .bind(active)
+                .fetch_one(&self.pool)
+                .await?
+            }
+        };
+        Ok(row.try_get("n")?)
+    }
+
+    /// Replaces a record's ciphertext if it is still under `old_version`.
+    pub async fn update_ciphertext(
+        &self,
+        tx: &mut Tx,
+        token: &str,
+        old_version: i64,
+        new_version: i64,
+        ciphertext: &[u8],
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE tokens SET ciphertext = $1, key_version = $2 WHERE token = $3 AND key_version = $4",
+        )
+        .bind(ciphertext)
+        .bind(new_version)
+        .bind(token)
+        .bind(old_version)
+        .execute(&mut **tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Replaces a record's lookup fingerprint with one made by fingerprint key `version`.
+    pub async fn update_fingerprint(
+        &self,
+        tx: &mut Tx,
+        token: &str,
+        fingerprint: &[u8],
+        version: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE tokens SET fingerprint = $1, fingerprint_version = $2 WHERE token = $3",
+        )
+        .bind(fingerprint)
+        .bind(version)
+        .bind(token)
+        .execute(&mut **tx)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 }

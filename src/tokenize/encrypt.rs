@@ -82,7 +82,7 @@ impl CryptoService {
         self.known(keyring)?;
         let name =
             KeyringName::parse(keyring).map_err(|e| ServiceError::InvalidRequest(e.into()))?;
-        let (version, key) = self.keys.active(keyring).await?;
+        let (version, key) = self.keys.seal_key(keyring, 1, now).await?;
         let sealed = key.seal(&Aad::encrypt(keyring, version.get(), context), plaintext);
         Ok(Ciphertext {
             keyring: name,
@@ -170,7 +170,7 @@ impl CryptoService {
         }
         self.known(keyring)?;
         let plain = self.open(&ct, context).await?;
-        let (version, key) = self.keys.active(keyring).await?;
+        let (version, key) = self.keys.seal_key(keyring, 1, now).await?;
         let sealed = key.seal(&Aad::encrypt(keyring, version.get(), context), &plain);
         let event = AuditEvent::new(&who.identity, "rewrap", Outcome::Success)
             .origin(&who.origin)

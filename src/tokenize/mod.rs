@@ -4,9 +4,11 @@
 
 mod encrypt;
 pub mod format;
+mod rewrap;
 pub mod values;
 
 pub use encrypt::CryptoService;
+pub use rewrap::{RewrapOptions, RewrapReport};
 pub use values::{Value, ValueError};
 
 use std::collections::{BTreeMap, HashMap};
@@ -156,7 +158,7 @@ pub struct TokenService {
     audit: AuditLog,
     types: BTreeMap<String, TypeSettings>,
     limits: Limits,
-    fingerprints: RwLock<HashMap<String, TypeFingerprints>>,
+    fingerprints: RwLock<HashMap<(String, KeyVersion), TypeFingerprints>>,
 }
 
 /// Checks the caller-supplied reason: short, and never a place to put a card number.
@@ -196,25 +198,38 @@ impl TokenService {
         }
     }
 
-    async fn fingerprinters(&self, token_type: &str) -> Result<TypeFingerprints, ServiceError> {
-        if let Some(f) = self
-            .fingerprints
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(token_type)
-        {
-            return Ok(f.clone());
+    /// The type's fingerprinters under every usable fingerprint key, the active first.
+    async fn fingerprinters(
+        &self,
+        token_type: &str,
+    ) -> Result<Vec<(KeyVersion, TypeFingerprints)>, ServiceError> {
+        let keys = self.keys.fingerprint_keys().await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (version, key) in keys {
+            let cache_key = (token_type.to_owned(), version);
+            let known = self
+                .fingerprints
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&cache_key)
+                .cloned();
+            let f = match known {
+                Some(f) => f,
+                None => {
+                    let f = TypeFingerprints {
+                        lookup: key.derive(&lookup_label(token_type)),
+                        public: key.derive(&format!("public/type/{token_type}")),
+                    };
+                    self.fingerprints
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(cache_key, f.clone());
+                    f
+                }
+            };
+            out.push((version, f));
         }
-        let key = self.keys.fingerprint_key().await?;
-        let f = TypeFingerprints {
-            lookup: key.derive(&format!("lookup/type/{token_type}")),
-            public: key.derive(&format!("public/type/{token_type}")),
-        };
-        self.fingerprints
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(token_type.to_owned(), f.clone());
-        Ok(f)
+        Ok(out)
     }
 
     /// Records a read-side or failed event in a transaction of its own.
@@ -326,10 +341,14 @@ impl TokenService {
             }
         };
         let fps = self.fingerprinters(type_name).await?;
-        let public_fp = URL_SAFE_NO_PAD.encode(fps.public.fingerprint(value.as_str().as_bytes()));
+        let (fp_version, active_fp) = fps
+            .first()
+            .ok_or_else(|| ServiceError::Unavailable("no fingerprint key".into()))?;
+        let bytes = value.as_str().as_bytes();
+        let public_fp = URL_SAFE_NO_PAD.encode(active_fp.public.fingerprint(bytes));
         let lookup_fp = ty
             .deterministic
-            .then(|| fps.lookup.fingerprint(value.as_str().as_bytes()));
+            .then(|| active_fp.lookup.fingerprint(bytes));
         let masked = values::mask(ty.validator, &value);
         let done = |row_token: String, expires_at| Tokenized {
             token: row_token,
@@ -339,19 +358,28 @@ impl TokenService {
             expires_at,
         };
 
-        if let Some(fp) = &lookup_fp {
-            if let Some(row) = self.store.token_by_fingerprint(None, type_name, fp).await? {
-                if !is_expired(&row, now) {
-                    let event = self
-                        .event(who, "tokenize", Outcome::Success)
-                        .resource(&row.token);
-                    self.record(event, now).await?;
-                    return Ok(done(row.token, row.expires_at));
+        if ty.deterministic {
+            // Under every usable fingerprint key: during re-indexing a value's row may
+            // still carry a fingerprint made by the previous key.
+            for (_, f) in &fps {
+                let fp = f.lookup.fingerprint(bytes);
+                if let Some(row) = self
+                    .store
+                    .token_by_fingerprint(None, type_name, &fp)
+                    .await?
+                {
+                    if !is_expired(&row, now) {
+                        let event = self
+                            .event(who, "tokenize", Outcome::Success)
+                            .resource(&row.token);
+                        self.record(event, now).await?;
+                        return Ok(done(row.token, row.expires_at));
+                    }
                 }
             }
         }
 
-        let (version, key) = self.keys.active(&ty.keyring).await?;
+        let (version, key) = self.keys.seal_key(&ty.keyring, 1, now).await?;
         for _ in 0..16 {
             let token = format::generate(format, value.as_str());
             let sealed = key.seal(
@@ -382,6 +410,9 @@ impl TokenService {
                         key_version: i64::from(version.get()),
                         ciphertext: &sealed,
                         fingerprint: lookup_fp.as_ref().map(|f| f.as_slice()),
+                        fingerprint_version: lookup_fp
+                            .as_ref()
+                            .map(|_| i64::from(fp_version.get())),
                         masked: &masked,
                         metadata: metadata.as_deref(),
                         created_at: now,
@@ -532,6 +563,11 @@ impl TokenService {
         atx.commit().await?;
         Ok(())
     }
+}
+
+/// The HKDF label of the lookup fingerprint of a type.
+pub fn lookup_label(token_type: &str) -> String {
+    format!("lookup/type/{token_type}")
 }
 
 fn is_expired(row: &TokenRow, now: i64) -> bool {
