@@ -8,7 +8,7 @@ use super::{FINGERPRINT_KEYRING, KeyError, KeyManager, KeyState, KeyVersion};
 use crate::audit::{AuditEvent, Outcome};
 use crate::crypto::DataKey;
 use crate::hsm::{HsmError, WrapMechanism};
-use crate::store::StoreError;
+use crate::store::{StateChange, StoreError};
 
 /// Encryptions reserved in the database for this process and not used yet. A crash
 /// loses at most the unused part of a block: the count errs high, never low.
@@ -322,19 +322,15 @@ impl KeyManager {
         self.check_retire(keyring, version, force).await?;
         let mut atx = self.audit.begin().await?;
         let v = i64::from(version.get());
-        if !self
-            .store
-            .set_key_state(
-                &mut atx.tx,
-                keyring,
-                v,
-                &["decrypt-only"],
-                "retired",
-                reason,
-                now,
-            )
-            .await?
-        {
+        let change = StateChange {
+            keyring,
+            version: v,
+            from: &["decrypt-only"],
+            to: "retired",
+            reason,
+            now,
+        };
+        if !self.store.set_key_state(&mut atx.tx, &change).await? {
             return Err(KeyError::Lifecycle(format!(
                 "{keyring} v{version} changed state meanwhile; look again"
             )));

@@ -129,6 +129,9 @@ pub struct InitReport {
     pub created: Vec<String>,
 }
 
+/// The usable fingerprint keys by version, the active one first.
+pub type FingerprintKeys = Vec<(KeyVersion, Arc<FingerprintKey>)>;
+
 pub struct KeyManager {
     hsm: Arc<Hsm>,
     store: Store,
@@ -139,7 +142,7 @@ pub struct KeyManager {
     active: RwLock<HashMap<String, KeyVersion>>,
     fingerprints: RwLock<BTreeMap<KeyVersion, Arc<FingerprintKey>>>,
     /// The usable fingerprint keys, active first; rebuilt after `refresh`.
-    fingerprint_list: RwLock<Option<Vec<(KeyVersion, Arc<FingerprintKey>)>>>,
+    fingerprint_list: RwLock<Option<FingerprintKeys>>,
     /// Encryptions already reserved in the database and not yet used, per keyring.
     reservations: tokio::sync::Mutex<HashMap<String, lifecycle::Reservation>>,
 }

@@ -43,6 +43,16 @@ impl std::fmt::Debug for DataKeyRow {
     }
 }
 
+/// A state transition of one data key version, with who-knows-why.
+pub struct StateChange<'a> {
+    pub keyring: &'a str,
+    pub version: i64,
+    pub from: &'a [&'a str],
+    pub to: &'a str,
+    pub reason: Option<&'a str>,
+    pub now: i64,
+}
+
 pub struct NewDataKey<'a> {
     pub keyring: &'a str,
     pub version: i64,
@@ -172,28 +182,23 @@ impl Store {
         Ok(row.try_get("v")?)
     }
 
-    /// Moves a version from one of `from` to `to`; false when it was in none of them.
+    /// Moves a version from one of `change.from` to `change.to`; false when it was in none.
     pub async fn set_key_state(
         &self,
         tx: &mut Tx,
-        keyring: &str,
-        version: i64,
-        from: &[&str],
-        to: &str,
-        reason: Option<&str>,
-        now: i64,
+        change: &StateChange<'_>,
     ) -> Result<bool, StoreError> {
         let mut changed = false;
-        for state in from {
+        for state in change.from {
             let done = sqlx::query(
                 "UPDATE data_keys SET state = $1, state_reason = $2, state_changed_at = $3 \
                  WHERE keyring = $4 AND version = $5 AND state = $6",
             )
-            .bind(to)
-            .bind(reason)
-            .bind(now)
-            .bind(keyring)
-            .bind(version)
+            .bind(change.to)
+            .bind(change.reason)
+            .bind(change.now)
+            .bind(change.keyring)
+            .bind(change.version)
             .bind(*state)
             .execute(&mut **tx)
             .await?;

@@ -8,7 +8,7 @@ mod officers;
 mod tokens;
 
 pub use audit::AuditRow;
-pub use keys::{DataKeyRow, KekRow, NewDataKey};
+pub use keys::{DataKeyRow, KekRow, NewDataKey, StateChange};
 pub use officers::RequestRow;
 pub use tokens::{NewToken, TokenRow};
 

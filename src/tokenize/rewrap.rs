@@ -9,7 +9,7 @@ use super::{ServiceError, TokenService, lookup_label};
 use crate::audit::{AuditEvent, Outcome};
 use crate::crypto::Aad;
 use crate::keys::{FINGERPRINT_KEYRING, KeyVersion};
-use crate::store::{StoreError, TokenRow};
+use crate::store::TokenRow;
 
 #[derive(Debug, Clone, Copy)]
 pub struct RewrapOptions {
@@ -173,7 +173,7 @@ impl TokenService {
             .resource(format!("{keyring}/{version}"))
             .reason(Some(format!("{n} records re-sealed")));
         atx.append(&event, now).await?;
-        atx.commit().await.map_err(StoreError::from)?;
+        atx.commit().await?;
         Ok(n)
     }
 
@@ -215,7 +215,7 @@ impl TokenService {
             .resource(format!("{FINGERPRINT_KEYRING}/{active}"))
             .reason(Some(format!("{n} fingerprints re-computed")));
         atx.append(&event, now).await?;
-        atx.commit().await.map_err(StoreError::from)?;
+        atx.commit().await?;
         Ok(n)
     }
 }

@@ -428,3 +428,65 @@ pub const ROUTES: [(&str, &str); 14] = [
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
 ];
+
+/// The `tokenvault` binary configured (through the environment, as an operator would)
+/// for the same database, HSM token, labels, TLS files and officers as `settings`.
+pub fn cli(settings: &Settings) -> std::process::Command {
+    use secrecy::ExposeSecret;
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_tokenvault"));
+    c.env_remove("TOKENVAULT_CONFIG")
+        .env(
+            "TOKENVAULT_DATABASE__URL",
+            settings.database.url.expose_secret(),
+        )
+        .env("TOKENVAULT_HSM__TOKEN_LABEL", &settings.hsm.token_label)
+        .env(
+            "TOKENVAULT_HSM__PIN_FILE",
+            settings.hsm.pin_file.as_ref().expect("pin file"),
+        )
+        .env("TOKENVAULT_HSM__LABEL_PREFIX", &settings.hsm.label_prefix)
+        .env("TOKENVAULT_SERVER__LISTEN", "127.0.0.1:0")
+        .env("TOKENVAULT_SERVER__TLS_CERT", &settings.server.tls_cert)
+        .env("TOKENVAULT_SERVER__TLS_KEY", &settings.server.tls_key)
+        .env("TOKENVAULT_SERVER__CLIENT_CA", &settings.server.client_ca)
+        .env("TOKENVAULT_LOG", "warn");
+    for (name, o) in &settings.officers {
+        c.env(
+            format!("TOKENVAULT_OFFICERS__{}__PUBLIC_KEY", name.to_uppercase()),
+            &o.public_key,
+        );
+    }
+    c
+}
+
+/// Registers officers `alice` and `bob` (keys written to `dir`) and makes `mallory`'s key,
+/// which is not registered.
+pub fn add_officers(dir: &std::path::Path, s: &mut Settings) {
+    for name in ["alice", "bob", "mallory"] {
+        let path = dir.join(format!("{name}.key"));
+        let public = tokenvault::officers::OfficerKey::generate(&path).unwrap();
+        if name != "mallory" {
+            s.officers.insert(
+                name.into(),
+                tokenvault::officers::OfficerSettings { public_key: public },
+            );
+        }
+    }
+}
+
+/// A random Luhn-valid 16-digit card number (not one of the canaries).
+pub fn random_pan() -> String {
+    let mut b = [0u8; 15];
+    tokenvault::crypto::random_bytes(&mut b);
+    let mut digits: Vec<u8> = std::iter::once(b'4')
+        .chain(b[1..].iter().map(|x| b'0' + x % 10))
+        .collect();
+    for check in b'0'..=b'9' {
+        digits.push(check);
+        if tokenvault::tokenize::format::luhn_valid(&digits) {
+            break;
+        }
+        digits.pop();
+    }
+    String::from_utf8(digits).unwrap()
+}

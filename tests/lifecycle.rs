@@ -1,0 +1,778 @@
+//! Issue 4: key lifecycle for security officers, on the real SoftHSM2 token and SQLite,
+//! with a real server taking traffic while the CLI rotates and rewraps.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use common::{TestApp, cli, spawn_with};
+use serde_json::json;
+use tokenvault::keys::KeyVersion;
+use tokenvault::officers::{self, OfficerKey, Officers, Operation};
+use tokenvault::tokenize::{RewrapOptions, TokenService};
+use tokenvault::vault::{Vault, now_ms};
+
+fn v(n: u32) -> KeyVersion {
+    KeyVersion::new(n).unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+async fn lifecycle_app(tag: &str) -> TestApp {
+    spawn_with(tag, |s| {
+        let dir = std::path::PathBuf::from(s.database.url_path());
+        common::add_officers(dir.parent().unwrap(), s);
+        s.limits.max_batch = 1000;
+    })
+    .await
+}
+
+trait UrlPath {
+    fn url_path(&self) -> String;
+}
+
+impl UrlPath for tokenvault::config::DatabaseSettings {
+    fn url_path(&self) -> String {
+        use secrecy::ExposeSecret;
+        self.url
+            .expose_secret()
+            .trim_start_matches("sqlite://")
+            .to_owned()
+    }
+}
+
+async fn vault(app: &TestApp) -> Vault {
+    Vault::open(app.settings.clone()).await.unwrap()
+}
+
+fn service(v: &Vault) -> TokenService {
+    let s = &v.settings;
+    TokenService::new(
+        v.keys.clone(),
+        v.store.clone(),
+        s.types.clone(),
+        s.limits.clone(),
+    )
+}
+
+async fn key_versions(app: &TestApp) -> BTreeMap<String, i64> {
+    let mut db = app.db().await;
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT token, key_version FROM tokens")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    rows.into_iter().collect()
+}
+
+/// Tokenizes `n` random card numbers through the batch API; returns token → value.
+async fn fill(app: &TestApp, n: usize) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(500);
+        let values: Vec<String> = (0..k).map(|_| common::random_pan()).collect();
+        let items: Vec<_> = values
+            .iter()
+            .map(|v| json!({"type": "card", "value": v}))
+            .collect();
+        let (status, body) = app
+            .post("app", "/v1/tokenize/batch", json!({"items": items}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        for (item, value) in body["items"].as_array().unwrap().iter().zip(values) {
+            out.insert(item["token"].as_str().unwrap().to_owned(), value);
+        }
+        left -= k;
+    }
+    out
+}
+
+/// Every token detokenizes to its value (batch API).
+async fn check_all(app: &TestApp, expected: &BTreeMap<String, String>) {
+    let tokens: Vec<&String> = expected.keys().collect();
+    for chunk in tokens.chunks(500) {
+        let (status, body) = app
+            .post("app", "/v1/detokenize/batch", json!({"tokens": chunk}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        for (t, item) in chunk.iter().zip(body["items"].as_array().unwrap()) {
+            assert_eq!(
+                item["value"].as_str(),
+                Some(expected[*t].as_str()),
+                "{t}: {item}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotate_rewrap_retire_destroy_and_destroyed_data_is_reported_as_such() {
+    let app = lifecycle_app("cycle").await;
+    let before = fill(&app, 300).await;
+    let pan_token = app.tokenize("pan", "4111111111111111").await;
+    let vault = vault(&app).await;
+    assert_eq!(
+        vault
+            .keys
+            .rotate("pan", "test", Some("scheduled"), now_ms())
+            .await
+            .unwrap(),
+        v(2)
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await; // serve refreshes every 2 s
+    let after = fill(&app, 5).await;
+    let versions = key_versions(&app).await;
+    assert!(
+        after.keys().all(|t| versions[t] == 2),
+        "new writes use the new version"
+    );
+    assert!(before.keys().all(|t| versions[t] == 1));
+    check_all(&app, &before).await;
+
+    // Retiring the active version, or one that still protects records, is refused.
+    let err = vault
+        .keys
+        .retire("pan", v(2), false, "test", None, now_ms())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("active version"), "{err}");
+    let err = vault
+        .keys
+        .retire("pan", v(1), false, "test", None, now_ms())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("keys rewrap pan"), "{err}");
+    // Destroying a version that is not retired is refused.
+    assert!(vault.keys.check_destroy("pan", v(1)).await.is_err());
+
+    let report = service(&vault)
+        .rewrap(
+            "pan",
+            RewrapOptions {
+                batch: 64,
+                rate: None,
+            },
+            "test",
+            now_ms,
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!((report.total, report.done, report.failed), (301, 301, 0));
+    let versions = key_versions(&app).await;
+    assert!(versions.values().all(|v| *v == 2), "rewrap converged");
+    check_all(&app, &before).await;
+    assert_eq!(
+        common::TestApp::post(&app, "app", "/v1/detokenize", json!({"token": pan_token}))
+            .await
+            .1["value"],
+        "4111111111111111"
+    );
+
+    vault
+        .keys
+        .retire("pan", v(1), false, "test", Some("rewrapped"), now_ms())
+        .await
+        .unwrap();
+    let officers = Officers::from_config(&vault.settings.officers).unwrap();
+    let alice = OfficerKey::load(&app.dir.join("alice.key")).unwrap();
+    let bob = OfficerKey::load(&app.dir.join("bob.key")).unwrap();
+    let destroy = |n| Operation::Destroy {
+        keyring: "pan".into(),
+        version: n,
+    };
+    let req = officers::submit(
+        &vault.store,
+        &officers,
+        "alice",
+        &alice,
+        &destroy(1),
+        Some("end of life"),
+        3_600_000,
+        now_ms(),
+    )
+    .await
+    .unwrap();
+    officers::approve(&vault.store, &officers, &req.id, "bob", &bob, now_ms())
+        .await
+        .unwrap();
+    vault
+        .keys
+        .destroy("pan", v(1), "officer:alice+officer:bob", None, now_ms())
+        .await
+        .unwrap();
+    let inv = vault.keys.inventory(now_ms()).await.unwrap();
+    let pan1 = inv
+        .keys
+        .iter()
+        .find(|k| k.keyring == "pan" && k.version == 1)
+        .unwrap();
+    assert_eq!(pan1.state, "destroyed");
+    let mut db = app.db().await;
+    let wrapped: Option<Vec<u8>> = sqlx::query_scalar(
+        "SELECT wrapped_key FROM data_keys WHERE keyring = 'pan' AND version = 1",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert!(wrapped.is_none(), "the wrapped key material is erased");
+
+    // Data under a destroyed version: rotate to v3, force-retire v2 under dual control,
+    // destroy it; its records answer 410 key_destroyed, not a generic error.
+    vault
+        .keys
+        .rotate("pan", "test", None, now_ms())
+        .await
+        .unwrap();
+    let force = Operation::ForceRetire {
+        keyring: "pan".into(),
+        version: 2,
+    };
+    let req = officers::submit(
+        &vault.store,
+        &officers,
+        "alice",
+        &alice,
+        &force,
+        None,
+        3_600_000,
+        now_ms(),
+    )
+    .await
+    .unwrap();
+    officers::approve(&vault.store, &officers, &req.id, "bob", &bob, now_ms())
+        .await
+        .unwrap();
+    vault
+        .keys
+        .retire(
+            "pan",
+            v(2),
+            true,
+            "officer:alice+officer:bob",
+            None,
+            now_ms(),
+        )
+        .await
+        .unwrap();
+    vault
+        .keys
+        .destroy("pan", v(2), "officer:alice+officer:bob", None, now_ms())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let some = before.keys().next().unwrap();
+    let (status, body) = app
+        .post("app", "/v1/detokenize", json!({"token": some}))
+        .await;
+    assert_eq!(status, 410, "{body}");
+    assert_eq!(body["error"]["code"], "key_destroyed");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("destroyed")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dual_control_needs_two_distinct_registered_officers() {
+    let app = lifecycle_app("dual").await;
+    app.tokenize("card", "4111111111111111").await;
+    let vault = vault(&app).await;
+    vault
+        .keys
+        .rotate("pan", "test", None, now_ms())
+        .await
+        .unwrap();
+    let key = |n: &str| app.dir.join(format!("{n}.key"));
+    let run = |args: &[&str]| cli(&app.settings).args(args).output().unwrap();
+
+    // The version still protects a record: destroy is refused until it is retired.
+    let o = run(&[
+        "keys",
+        "destroy",
+        "pan",
+        "1",
+        "--officer",
+        "alice",
+        "--key",
+        key("alice").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("only a retired version"), "{}", text(&o));
+    let o = run(&["keys", "rewrap", "pan", "--quiet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&["keys", "retire", "pan", "1", "--reason", "rewrapped"]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let o = run(&[
+        "keys",
+        "destroy",
+        "pan",
+        "1",
+        "--officer",
+        "alice",
+        "--key",
+        key("alice").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    let id = out
+        .split_whitespace()
+        .find(|w| w.starts_with("req-"))
+        .unwrap()
+        .to_owned();
+
+    // Alone, alice cannot finish it.
+    let o = run(&[
+        "keys",
+        "approve",
+        &id,
+        "--officer",
+        "alice",
+        "--key",
+        key("alice").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("cannot approve their own request"),
+        "{}",
+        text(&o)
+    );
+    // Not with someone else's key, nor as an unregistered officer.
+    let o = run(&[
+        "keys",
+        "approve",
+        &id,
+        "--officer",
+        "bob",
+        "--key",
+        key("alice").to_str().unwrap(),
+    ]);
+    assert!(text(&o).contains("not the registered key"), "{}", text(&o));
+    let o = run(&[
+        "keys",
+        "approve",
+        &id,
+        "--officer",
+        "mallory",
+        "--key",
+        key("mallory").to_str().unwrap(),
+    ]);
+    assert!(
+        text(&o).contains("not a registered officer"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        vault
+            .keys
+            .inventory(now_ms())
+            .await
+            .unwrap()
+            .keys
+            .iter()
+            .find(|k| k.keyring == "pan" && k.version == 1)
+            .unwrap()
+            .state,
+        "retired"
+    );
+
+    // An expired request cannot be approved.
+    let o = run(&[
+        "keys",
+        "destroy",
+        "pan",
+        "1",
+        "--officer",
+        "alice",
+        "--key",
+        key("alice").to_str().unwrap(),
+        "--expires-in-hours",
+        "0",
+    ]);
+    let expired = text(&o)
+        .split_whitespace()
+        .find(|w| w.starts_with("req-"))
+        .unwrap()
+        .to_owned();
+    let o = run(&[
+        "keys",
+        "approve",
+        &expired,
+        "--officer",
+        "bob",
+        "--key",
+        key("bob").to_str().unwrap(),
+    ]);
+    assert!(text(&o).contains("expired"), "{}", text(&o));
+
+    // Two distinct officers succeed.
+    let o = run(&[
+        "keys",
+        "approve",
+        &id,
+        "--officer",
+        "bob",
+        "--key",
+        key("bob").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let inv = vault.keys.inventory(now_ms()).await.unwrap();
+    assert_eq!(
+        inv.keys
+            .iter()
+            .find(|k| k.keyring == "pan" && k.version == 1)
+            .unwrap()
+            .state,
+        "destroyed"
+    );
+    let o = run(&[
+        "keys",
+        "approve",
+        &id,
+        "--officer",
+        "bob",
+        "--key",
+        key("bob").to_str().unwrap(),
+    ]);
+    assert!(
+        text(&o).contains("executed"),
+        "a request runs once: {}",
+        text(&o)
+    );
+
+    // Every step is in the audit trail, refusals included.
+    let mut db = app.db().await;
+    let events: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT actor, action, outcome FROM audit_events WHERE action LIKE 'officer.%' OR action LIKE 'key.%' ORDER BY seq")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    let has = |actor: &str, action: &str, outcome: &str| {
+        events
+            .iter()
+            .any(|e| e.0 == actor && e.1 == action && e.2 == outcome)
+    };
+    assert!(has("officer:alice", "officer.request", "success"));
+    assert!(has("officer:alice", "officer.approve", "denied"));
+    assert!(has("officer:mallory", "officer.approve", "denied"));
+    assert!(has("officer:bob", "officer.approve", "success"));
+    assert!(has("officer:alice+officer:bob", "key.destroy", "success"));
+    assert!(events.iter().any(|e| e.1 == "key.retire"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traffic_during_rotate_and_rewrap_sees_no_failures() {
+    let app = Arc::new(lifecycle_app("traffic").await);
+    fill(&app, 1500).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ok, bad) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        let (app, stop, ok, bad) = (app.clone(), stop.clone(), ok.clone(), bad.clone());
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let value = common::random_pan();
+                let (s1, t) = app
+                    .post(
+                        "app",
+                        "/v1/tokenize",
+                        json!({"type": "card", "value": value}),
+                    )
+                    .await;
+                let token = t["token"].as_str().unwrap_or_default().to_owned();
+                let (s2, d) = app
+                    .post("app", "/v1/detokenize", json!({"token": token}))
+                    .await;
+                if s1 == 200 && s2 == 200 && d["value"] == value.as_str() {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("traffic failure: {s1} {s2} {d}");
+                }
+            }
+        }));
+    }
+    for _ in 0..2 {
+        let o = cli(&app.settings)
+            .args(["keys", "rotate", "pan"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let o = cli(&app.settings)
+            .args(["keys", "rewrap", "pan", "--batch", "100", "--quiet"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let o = cli(&app.settings)
+        .args(["keys", "rotate-kek"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let (ok, bad) = (ok.load(Ordering::Relaxed), bad.load(Ordering::Relaxed));
+    eprintln!("traffic during rotation: {ok} tokenize+detokenize pairs, {bad} failures");
+    assert!(ok > 20, "too little traffic to mean anything: {ok}");
+    assert_eq!(bad, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rewrap_and_rotate_kek_killed_at_random_points_lose_nothing() {
+    let app = lifecycle_app("crash").await;
+    let records = fill(&app, 3000).await;
+    let vault = vault(&app).await;
+    let (mut rewrap_kills, mut kek_kills) = (0, 0);
+    let trials = 12;
+    for trial in 0..trials {
+        vault
+            .keys
+            .rotate("pan", "test", None, now_ms())
+            .await
+            .unwrap();
+        let mut rnd = [0u8; 2];
+        tokenvault::crypto::random_bytes(&mut rnd);
+        let mut child = cli(&app.settings)
+            .args(["keys", "rewrap", "pan", "--batch", "50", "--quiet"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(40 + u64::from(rnd[0]) * 2));
+        if child.try_wait().unwrap().is_none() {
+            rewrap_kills += 1;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        if trial % 2 == 0 {
+            let mut child = cli(&app.settings)
+                .args(["keys", "rotate-kek"])
+                .spawn()
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(5 + u64::from(rnd[1]) % 60));
+            if child.try_wait().unwrap().is_none() {
+                kek_kills += 1;
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+    // Re-run both to completion.
+    let o = cli(&app.settings)
+        .args(["keys", "rotate-kek"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = cli(&app.settings)
+        .args(["keys", "rewrap", "pan", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    eprintln!(
+        "crash trials: {trials}; rewrap killed mid-run {rewrap_kills} times, rotate-kek {kek_kills} times; {} records checked",
+        records.len()
+    );
+    assert!(
+        rewrap_kills >= trials / 2,
+        "the kills must land while rewrap runs ({rewrap_kills})"
+    );
+
+    // No duplicates, no record under a missing key, every record opens to its value.
+    let mut db = app.db().await;
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens WHERE token_type = 'card'")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(n as usize, records.len());
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM tokens t LEFT JOIN data_keys k ON k.keyring = t.keyring AND k.version = t.key_version \
+         WHERE k.wrapped_key IS NULL",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(orphans, 0);
+    let fresh = Vault::open(app.settings.clone()).await.unwrap();
+    for k in fresh.keys.inventory(now_ms()).await.unwrap().keys {
+        if k.keyring != "fingerprint" {
+            fresh
+                .keys
+                .key(&k.keyring, v(k.version))
+                .await
+                .expect("every data key unwraps under its KEK");
+        }
+    }
+    let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM keks WHERE state = 'pending'")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(pending, 0);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    check_all(&app, &records).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_low_usage_limit_triggers_automatic_rotation() {
+    let app = spawn_with("usage", |s| {
+        s.keyrings.get_mut("pii").unwrap().usage_limit = 5;
+    })
+    .await;
+    let mut tokens = Vec::new();
+    for i in 0..12 {
+        let value = format!("canary-free-text-7f3a {i}");
+        let (status, t) = app
+            .post(
+                "app",
+                "/v1/tokenize",
+                json!({"type": "text", "value": value}),
+            )
+            .await;
+        assert_eq!(status, 200, "{t}");
+        tokens.push((t["token"].as_str().unwrap().to_owned(), value));
+    }
+    let vault = vault(&app).await;
+    let inv = vault.keys.inventory(now_ms()).await.unwrap();
+    let pii: Vec<_> = inv.keys.iter().filter(|k| k.keyring == "pii").collect();
+    assert!(
+        pii.len() >= 3,
+        "12 encryptions at 5 per key need 3 versions: {pii:?}"
+    );
+    assert!(pii.iter().all(|k| k.usage_count <= 5), "{pii:?}");
+    assert_eq!(pii.iter().filter(|k| k.state == "active").count(), 1);
+    for (token, value) in tokens {
+        assert_eq!(
+            app.post("app", "/v1/detokenize", json!({"token": token}))
+                .await
+                .1["value"],
+            value.as_str()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deterministic_tokens_survive_fingerprint_rotation_and_reindexing() {
+    let app = lifecycle_app("fprot").await;
+    let t = app.tokenize("pan", "5555555555554444").await;
+    let vault = vault(&app).await;
+    vault
+        .keys
+        .rotate("fingerprint", "test", None, now_ms())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(
+        app.tokenize("pan", "5555555555554444").await,
+        t,
+        "found through the previous fingerprint key"
+    );
+    let report = service(&vault)
+        .rewrap(
+            "fingerprint",
+            RewrapOptions {
+                batch: 10,
+                rate: None,
+            },
+            "test",
+            now_ms,
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!((report.done, report.failed), (1, 0));
+    let mut db = app.db().await;
+    let fv: Option<i64> =
+        sqlx::query_scalar("SELECT fingerprint_version FROM tokens WHERE token = $1")
+            .bind(&t)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(fv, Some(2));
+    assert_eq!(
+        app.tokenize("pan", "5555555555554444").await,
+        t,
+        "found through the new fingerprint key"
+    );
+    let other = app.tokenize("pan", "378282246310005").await;
+    assert_eq!(app.tokenize("pan", "378282246310005").await, other);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kek_rotation_rewraps_every_data_key_and_the_old_kek_can_be_destroyed() {
+    let app = lifecycle_app("kekrot").await;
+    let records = fill(&app, 20).await;
+    let vault = vault(&app).await;
+    let r = vault
+        .keys
+        .rotate_kek("test", Some("annual"), now_ms())
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.old.clone(), r.new.clone(), r.rewrapped),
+        (vault.keys.labels().kek(1), vault.keys.labels().kek(2), 3)
+    );
+    let inv = vault.keys.inventory(now_ms()).await.unwrap();
+    assert!(inv.keys.iter().all(|k| k.kek_label == r.new));
+    assert_eq!(
+        inv.keks
+            .iter()
+            .map(|k| (k.label.as_str(), k.state.as_str()))
+            .collect::<Vec<_>>(),
+        [(r.old.as_str(), "retired"), (r.new.as_str(), "active")]
+    );
+    check_all(&app, &records).await;
+
+    let fresh = Vault::open(app.settings.clone()).await.unwrap();
+    fresh
+        .keys
+        .key("pan", v(1))
+        .await
+        .expect("unwraps under the new KEK");
+
+    let officers = Officers::from_config(&vault.settings.officers).unwrap();
+    let op = Operation::DestroyKek {
+        label: r.old.clone(),
+    };
+    let alice = OfficerKey::load(&app.dir.join("alice.key")).unwrap();
+    let bob = OfficerKey::load(&app.dir.join("bob.key")).unwrap();
+    let req = officers::submit(
+        &vault.store,
+        &officers,
+        "alice",
+        &alice,
+        &op,
+        None,
+        3_600_000,
+        now_ms(),
+    )
+    .await
+    .unwrap();
+    officers::approve(&vault.store, &officers, &req.id, "bob", &bob, now_ms())
+        .await
+        .unwrap();
+    vault
+        .keys
+        .destroy_kek(&r.old, "officer:alice+officer:bob", None, now_ms())
+        .await
+        .unwrap();
+    let (_p, session) = common::raw_session();
+    let left = session
+        .find_objects(&[cryptoki::object::Attribute::Label(
+            r.old.as_bytes().to_vec(),
+        )])
+        .unwrap();
+    assert!(left.is_empty(), "the old KEK is gone from the HSM");
+    check_all(&app, &records).await;
+}
