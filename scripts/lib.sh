@@ -15,6 +15,8 @@ ensure_packages() {
   command -v softhsm2-util >/dev/null 2>&1 && [ -f "$SOFTHSM_MODULE" ] || missing+=(softhsm2)
   command -v pkcs11-tool >/dev/null 2>&1 || missing+=(opensc)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  # The tests render the HTML audit report with headless Chromium.
+  if [ "${NEED_CHROMIUM:-}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then missing+=(chromium); fi
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     local sudo=""

@@ -45,6 +45,8 @@ pub struct Settings {
     /// Client identities (certificate SAN URI or CN) and their permissions.
     #[serde(default = "default_clients")]
     pub clients: BTreeMap<String, ClientSettings>,
+    #[serde(default)]
+    pub audit: AuditSettings,
     /// Security officers and their Ed25519 public keys (dual control).
     #[serde(default)]
     pub officers: BTreeMap<String, crate::officers::OfficerSettings>,
@@ -119,6 +121,24 @@ impl Default for HsmSettings {
             wrap_mechanism: WrapMechanism::AesKeyWrapPad,
             label_prefix: "tokenvault".into(),
             sessions: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AuditSettings {
+    /// Sign a checkpoint after this many events…
+    pub checkpoint_every: i64,
+    /// …or this many seconds, whichever comes first (while events arrive).
+    pub checkpoint_interval_secs: i64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            checkpoint_every: 1000,
+            checkpoint_interval_secs: 60,
         }
     }
 }

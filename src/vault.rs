@@ -33,6 +33,15 @@ pub fn pin(settings: &Settings) -> Result<Pin, HsmError> {
 }
 
 impl Vault {
+    /// The HSM-backed signer of audit checkpoints and reports.
+    pub fn checkpointer(&self) -> crate::audit::checkpoint::Checkpointer {
+        crate::audit::checkpoint::Checkpointer::new(
+            self.store.clone(),
+            self.keys.hsm().clone(),
+            self.keys.labels().audit_signing(),
+        )
+    }
+
     pub async fn open(settings: Settings) -> Result<Self, OpenError> {
         let pin = pin(&settings)?;
         let h = settings.hsm.clone();

@@ -18,6 +18,17 @@ pub fn router() -> Router<AppState> {
     responses((status = 200, body = Inventory), (status = 403, body = ErrorBody)))]
 async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(&state, "keys:read", "keys.list").await?;
+    let event = crate::audit::AuditEvent::new(
+        &caller.0.identity,
+        "keys.list",
+        crate::audit::Outcome::Success,
+    )
+    .origin(&caller.0.origin);
+    state
+        .audit
+        .record(&event, crate::vault::now_ms())
+        .await
+        .map_err(|e| ApiError::unavailable(&e.to_string()))?;
     let inventory = state
         .vault
         .keys

@@ -140,6 +140,7 @@ impl Server {
             .resource(format!("https://{addr}"))
             .reason(Some(format!("tokenvault {}", env!("CARGO_PKG_VERSION"))));
         state.audit.record(&event, now_ms()).await?;
+        state.vault.checkpointer().publish_key(now_ms()).await?;
         Ok(Self {
             listener,
             addr,
@@ -153,10 +154,13 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes. Every 2 s it picks up key changes made elsewhere
-    /// (rotation, retirement, destruction) and rotates keys whose cryptoperiod ended.
+    /// (rotation, retirement, destruction), rotates keys whose cryptoperiod ended, and
+    /// signs an audit checkpoint when one is due.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let keys = self.state.vault.keys.clone();
-        let refresher = tokio::spawn(async move {
+        let signer = self.state.vault.checkpointer();
+        let audit = self.state.vault.settings.audit.clone();
+        let background = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(2));
             loop {
                 tick.tick().await;
@@ -170,12 +174,19 @@ impl Server {
                         .for_each(|r| tracing::info!(rotation = %r, "automatic rotation")),
                     Err(e) => tracing::warn!(error = %e, "automatic rotation check failed"),
                 }
+                let interval = audit.checkpoint_interval_secs * 1000;
+                if let Err(e) = signer
+                    .checkpoint_if_due(audit.checkpoint_every, interval, now_ms())
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not sign an audit checkpoint");
+                }
             }
         });
         let limits = self.state.vault.settings.limits.clone();
         let router = app(self.state);
         server::accept_loop(self.listener, self.tls, router, limits, shutdown).await;
-        refresher.abort();
+        background.abort();
     }
 }
 

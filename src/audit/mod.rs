@@ -4,6 +4,10 @@
 //!
 //! Events never carry values: no PAN, no PII, no key material, no unkeyed hash of them.
 
+pub mod checkpoint;
+pub mod report;
+pub mod verify;
+
 use sha2::{Digest, Sha256};
 
 use crate::store::{AuditRow, Store, StoreError, Tx};
@@ -44,12 +48,14 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     pub fn new(actor: impl Into<String>, action: impl Into<String>, outcome: Outcome) -> Self {
+        // Events raised inside the vault (CLI, background tasks) come from the local host;
+        // request handlers replace this with the peer address.
         Self {
             actor: actor.into(),
             action: action.into(),
             outcome,
             resource: None,
-            origin: None,
+            origin: Some("local".into()),
             reason: None,
         }
     }

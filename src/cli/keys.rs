@@ -123,8 +123,12 @@ fn cli_actor() -> String {
 pub async fn run(settings: Settings, cmd: KeysCommand) -> anyhow::Result<()> {
     let vault = Vault::open(settings).await?;
     let result = dispatch(&vault, cmd).await;
+    // Seal what the officer just did under a signed checkpoint right away.
+    let sealed = vault.checkpointer().checkpoint(now_ms()).await;
     vault.store.close().await;
-    result
+    result?;
+    sealed?;
+    Ok(())
 }
 
 async fn dispatch(vault: &Vault, cmd: KeysCommand) -> anyhow::Result<()> {

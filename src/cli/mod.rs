@@ -1,5 +1,6 @@
 //! The command line. Exit codes: 0 success, 1 the operation failed, 2 usage error.
 
+mod audit;
 mod dev_certs;
 mod init;
 mod keys;
@@ -38,6 +39,9 @@ pub enum Command {
     DevCerts(dev_certs::DevCertsArgs),
     /// Print the OpenAPI 3 document of the HTTP API.
     Openapi,
+    /// Audit trail verification, checkpoints and the PCI key audit report.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Security officer tools (dual-control keys).
     #[command(subcommand)]
     Officer(officer::OfficerCommand),
@@ -58,6 +62,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => crate::api::serve(settings).await,
         Command::Init => init::run(settings).await,
         Command::Keys(cmd) => keys::run(settings, cmd).await,
+        Command::Audit(cmd) => audit::run(settings, cmd).await,
         Command::DevCerts(_) | Command::Openapi | Command::Officer(_) => {
             unreachable!("handled above")
         }

@@ -76,20 +76,200 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
+            .map(audit_row)
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRow {
+    pub seq: i64,
+    pub head_hash: Vec<u8>,
+    pub at: i64,
+    pub key_label: String,
+    pub signature: Vec<u8>,
+}
+
+impl Store {
+    /// The newest event's (sequence, hash), or (0, zeros) for an empty chain.
+    pub async fn audit_tip(&self) -> Result<(i64, Vec<u8>), StoreError> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => Ok((r.try_get("seq")?, r.try_get("hash")?)),
+            None => Ok((0, vec![0; 32])),
+        }
+    }
+
+    /// The head as the chain's writers last left it.
+    pub async fn audit_head(&self) -> Result<(i64, Vec<u8>), StoreError> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get("seq")?, row.try_get("hash")?))
+    }
+
+    pub async fn insert_checkpoint(&self, c: &CheckpointRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (seq, head_hash, at, key_label, signature) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(c.seq)
+        .bind(&c.head_hash)
+        .bind(c.at)
+        .bind(&c.key_label)
+        .bind(&c.signature)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn checkpoints(&self) -> Result<Vec<CheckpointRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, head_hash, at, key_label, signature FROM audit_checkpoints ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
             .map(|r| {
-                Ok(AuditRow {
+                Ok(CheckpointRow {
                     seq: r.try_get("seq")?,
+                    head_hash: r.try_get("head_hash")?,
                     at: r.try_get("at")?,
-                    actor: r.try_get("actor")?,
-                    action: r.try_get("action")?,
-                    outcome: r.try_get("outcome")?,
-                    resource: r.try_get("resource")?,
-                    origin: r.try_get("origin")?,
-                    reason: r.try_get("reason")?,
-                    prev_hash: r.try_get("prev_hash")?,
-                    hash: r.try_get("hash")?,
+                    key_label: r.try_get("key_label")?,
+                    signature: r.try_get("signature")?,
                 })
             })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    pub async fn insert_audit_key(
+        &self,
+        label: &str,
+        public_key: &[u8],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO audit_keys (label, public_key, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(label)
+            .bind(public_key)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn audit_keys(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT label, public_key FROM audit_keys ORDER BY created_at, label")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("label")?, r.try_get("public_key")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Events whose time falls in [from, to), for reports.
+    pub async fn audit_events_between(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, actor, action, outcome, resource, origin, reason, prev_hash, hash \
+             FROM audit_events WHERE at >= $1 AND at < $2 ORDER BY seq",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(audit_row)
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+}
+
+fn audit_row(r: &sqlx::any::AnyRow) -> Result<AuditRow, sqlx::Error> {
+    Ok(AuditRow {
+        seq: r.try_get("seq")?,
+        at: r.try_get("at")?,
+        actor: r.try_get("actor")?,
+        action: r.try_get("action")?,
+        outcome: r.try_get("outcome")?,
+        resource: r.try_get("resource")?,
+        origin: r.try_get("origin")?,
+        reason: r.try_get("reason")?,
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
+impl Store {
+    /// Event counts by (actor, action, outcome) in [from, to).
+    pub async fn audit_counts(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(String, String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT actor, action, outcome, COUNT(*) AS n FROM audit_events WHERE at >= $1 AND at < $2 \
+             GROUP BY actor, action, outcome ORDER BY actor, action, outcome",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("actor")?,
+                    r.try_get("action")?,
+                    r.try_get("outcome")?,
+                    r.try_get("n")?,
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Successful detokenizations per UTC day (day number since the epoch) in [from, to).
+    pub async fn daily_counts(
+        &self,
+        action: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at / 86400000 AS day, COUNT(*) AS n FROM audit_events \
+             WHERE action = $1 AND outcome = 'success' AND at >= $2 AND at < $3 GROUP BY at / 86400000 ORDER BY day",
+        )
+        .bind(action)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("day")?, r.try_get("n")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Key lifecycle and officer events in [from, to), for the rotation history.
+    pub async fn lifecycle_events(&self, from: i64, to: i64) -> Result<Vec<AuditRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, actor, action, outcome, resource, origin, reason, prev_hash, hash FROM audit_events \
+             WHERE at >= $1 AND at < $2 AND (action LIKE 'key.%' OR action LIKE 'officer.%') ORDER BY seq",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(audit_row)
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
     }

@@ -7,7 +7,7 @@ mod keys;
 mod officers;
 mod tokens;
 
-pub use audit::AuditRow;
+pub use audit::{AuditRow, CheckpointRow};
 pub use keys::{DataKeyRow, KekRow, NewDataKey, StateChange};
 pub use officers::RequestRow;
 pub use tokens::{NewToken, TokenRow};

@@ -84,6 +84,10 @@ impl CryptoService {
             KeyringName::parse(keyring).map_err(|e| ServiceError::InvalidRequest(e.into()))?;
         let (version, key) = self.keys.seal_key(keyring, 1, now).await?;
         let sealed = key.seal(&Aad::encrypt(keyring, version.get(), context), plaintext);
+        let event = AuditEvent::new(&who.identity, "encrypt", Outcome::Success)
+            .origin(&who.origin)
+            .resource(format!("{keyring}/{version}"));
+        self.record(event, now).await?;
         Ok(Ciphertext {
             keyring: name,
             version,

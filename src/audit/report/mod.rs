@@ -1,0 +1,522 @@
+//! The PCI key audit report: what an assessor needs to see, gathered from the database
+//! and read live from the HSM, rendered as HTML (one self-contained file), Markdown or
+//! JSON, and signed by the HSM key (detached signature).
+
+mod html;
+mod markdown;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::verify;
+use crate::hsm::{KeyEvidence, TokenEvidence};
+use crate::keys::{FINGERPRINT_KEYRING, rfc3339};
+use crate::vault::Vault;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Html,
+    Json,
+    Md,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub title: String,
+    pub generated_at: String,
+    pub period_from: String,
+    pub period_to: String,
+    pub vault_version: String,
+    pub summary: Summary,
+    pub findings: Vec<Finding>,
+    pub hsm: HsmSection,
+    pub keys: Vec<KeyEntry>,
+    pub keks: Vec<KekEntry>,
+    pub reconciliation: Reconciliation,
+    pub history: Vec<HistoryEntry>,
+    pub access: Vec<ClientAccess>,
+    pub daily_detokenize: Vec<DayCount>,
+    pub chain: ChainStatus,
+    pub tls: TlsInfo,
+    pub pci_mapping: Vec<PciRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub data_keys: usize,
+    pub active_keys: usize,
+    pub overdue_keys: usize,
+    pub destroyed_keys: usize,
+    pub records: i64,
+    pub detokenize_total: i64,
+    pub denied_total: i64,
+    pub chain_intact: bool,
+    pub findings: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Finding {
+    /// `high`, `medium` or `info`.
+    pub severity: &'static str,
+    pub title: String,
+    pub requirement: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HsmSection {
+    pub token: Option<TokenEvidence>,
+    pub signing_key: Option<KeyEvidence>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeyEntry {
+    pub id: String,
+    pub purpose: String,
+    pub algorithm: String,
+    pub strength_bits: u32,
+    pub location: String,
+    pub created_at: String,
+    pub activated_at: Option<String>,
+    pub cryptoperiod_ends_at: String,
+    pub cryptoperiod_days: i64,
+    pub age_days: i64,
+    pub state: String,
+    pub overdue: bool,
+    pub usage_count: i64,
+    pub records: i64,
+    pub kcv: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KekEntry {
+    pub label: String,
+    pub state: String,
+    pub created_at: String,
+    pub location: String,
+    pub wraps_data_keys: usize,
+    pub in_hsm: bool,
+    pub evidence: Option<KeyEvidence>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Reconciliation {
+    pub hsm_objects: Vec<String>,
+    pub missing_in_hsm: Vec<String>,
+    pub orphans_in_hsm: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HistoryEntry {
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub outcome: String,
+    pub resource: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct ClientAccess {
+    pub client: String,
+    pub detokenize: i64,
+    pub decrypt: i64,
+    pub denied: i64,
+    pub failed: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DayCount {
+    pub day: String,
+    pub count: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChainStatus {
+    pub intact: bool,
+    pub events: i64,
+    pub checkpoints: usize,
+    pub unsigned_tail: i64,
+    pub first_bad_seq: Option<i64>,
+    pub problem: Option<String>,
+    pub events_per_second: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TlsInfo {
+    pub protocols: Vec<&'static str>,
+    pub cipher_suites: Vec<String>,
+    pub client_certificates: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PciRow {
+    pub section: &'static str,
+    pub requirement: &'static str,
+    pub evidence: &'static str,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+fn purpose(keyring: &str) -> String {
+    match keyring {
+        FINGERPRINT_KEYRING => {
+            "keyed fingerprints (deterministic tokens, duplicate detection)".into()
+        }
+        "pan" => "card numbers (PAN) at rest".into(),
+        "pii" => "personal data at rest and the encrypt API".into(),
+        other => format!("data of keyring `{other}`"),
+    }
+}
+
+/// Gathers the report for events in [from, to).
+pub async fn collect(vault: &Vault, from: i64, to: i64) -> anyhow::Result<Report> {
+    let store = &vault.store;
+    let hsm = vault.keys.hsm().clone();
+    let labels = vault.keys.labels().clone();
+    let inventory = vault.keys.inventory(to).await?;
+
+    // Live evidence from the HSM, off the async threads.
+    let kek_labels: Vec<String> = inventory.keks.iter().map(|k| k.label.clone()).collect();
+    let signing_label = labels.audit_signing();
+    let prefix = format!("{}-", labels.prefix());
+    let live = tokio::task::spawn_blocking(move || {
+        let token = hsm.token_evidence();
+        let signing = hsm.signing_key_evidence(&signing_label);
+        let keks: BTreeMap<String, KeyEvidence> = kek_labels
+            .iter()
+            .filter_map(|l| hsm.kek_evidence(l).ok().map(|e| (l.clone(), e)))
+            .collect();
+        let objects = hsm.labels_with_prefix(&prefix);
+        (token, signing, keks, objects)
+    })
+    .await?;
+    let (token, signing, kek_evidence, objects) = live;
+    let token = token.ok();
+    let hsm_error = objects.as_ref().err().map(|e| e.to_string());
+    let objects = objects.unwrap_or_default();
+    let where_token = token.as_ref().map_or_else(
+        || "HSM (token unreadable)".to_owned(),
+        |t| {
+            format!(
+                "HSM token '{}' ({} {}, serial {})",
+                t.label, t.manufacturer, t.model, t.serial
+            )
+        },
+    );
+
+    let mut findings = Vec::new();
+    let keys: Vec<KeyEntry> = inventory
+        .keys
+        .iter()
+        .map(|k| {
+            let cryptoperiod_days = vault
+                .settings
+                .keyrings
+                .get(&k.keyring)
+                .map_or(365, |s| i64::from(s.cryptoperiod_days));
+            let overdue = k.state == "active" && k.cryptoperiod_ended;
+            if overdue {
+                findings.push(Finding {
+                    severity: "high",
+                    title: format!(
+                        "{} v{} is past its cryptoperiod and still active",
+                        k.keyring, k.version
+                    ),
+                    requirement: "3.6.4",
+                });
+            }
+            KeyEntry {
+                id: format!("{}/v{}", k.keyring, k.version),
+                purpose: purpose(&k.keyring),
+                algorithm: k.algorithm.clone(),
+                strength_bits: 256,
+                location: if k.state == "destroyed" {
+                    "destroyed (wrapped material erased)".into()
+                } else {
+                    format!(
+                        "database, wrapped by KEK '{}' ({})",
+                        k.kek_label, k.wrap_mechanism
+                    )
+                },
+                created_at: k.created_at.clone(),
+                activated_at: k.activated_at.clone(),
+                cryptoperiod_ends_at: k.cryptoperiod_ends_at.clone(),
+                cryptoperiod_days,
+                age_days: k.age_days,
+                state: k.state.clone(),
+                overdue,
+                usage_count: k.usage_count,
+                records: k.records,
+                kcv: k.kcv.clone(),
+            }
+        })
+        .collect();
+
+    let mut wraps: BTreeMap<&str, usize> = BTreeMap::new();
+    for k in &inventory.keys {
+        if k.state != "destroyed" {
+            *wraps.entry(k.kek_label.as_str()).or_default() += 1;
+        }
+    }
+    let keks: Vec<KekEntry> = inventory
+        .keks
+        .iter()
+        .map(|k| {
+            let evidence = kek_evidence.get(&k.label).cloned();
+            if let Some(e) = &evidence {
+                if !e.sensitive || e.extractable || !e.never_extractable || !e.local {
+                    findings.push(Finding {
+                        severity: "high",
+                        title: format!("KEK '{}' does not meet the key policy in the HSM", k.label),
+                        requirement: "3.5.1",
+                    });
+                }
+            }
+            KekEntry {
+                label: k.label.clone(),
+                state: k.state.clone(),
+                created_at: k.created_at.clone(),
+                location: where_token.clone(),
+                wraps_data_keys: wraps.get(k.label.as_str()).copied().unwrap_or(0),
+                in_hsm: objects.contains(&k.label),
+                evidence,
+            }
+        })
+        .collect();
+
+    // Reconciliation: what the database expects in the HSM against what is there.
+    let mut expected: Vec<String> = inventory
+        .keks
+        .iter()
+        .filter(|k| k.state != "destroyed")
+        .map(|k| k.label.clone())
+        .collect();
+    expected.push(labels.audit_signing());
+    let missing: Vec<String> = expected
+        .iter()
+        .filter(|l| !objects.contains(l))
+        .cloned()
+        .collect();
+    let orphans: Vec<String> = objects
+        .iter()
+        .filter(|l| !expected.contains(l))
+        .cloned()
+        .collect();
+    for m in &missing {
+        findings.push(Finding {
+            severity: "high",
+            title: format!("key '{m}' is recorded but missing from the HSM"),
+            requirement: "3.6.1.1",
+        });
+    }
+    for o in &orphans {
+        findings.push(Finding {
+            severity: "medium",
+            title: format!("HSM object '{o}' is not recorded in the database"),
+            requirement: "3.6.1.1",
+        });
+    }
+
+    let history = store
+        .lifecycle_events(from, to)
+        .await?
+        .into_iter()
+        .map(|e| HistoryEntry {
+            at: rfc3339(e.at),
+            actor: e.actor,
+            action: e.action,
+            outcome: e.outcome,
+            resource: e.resource.unwrap_or_default(),
+            reason: e.reason.unwrap_or_default(),
+        })
+        .collect();
+
+    let mut access: BTreeMap<String, ClientAccess> = BTreeMap::new();
+    for (actor, action, outcome, n) in store.audit_counts(from, to).await? {
+        if actor == "system" || actor.starts_with("cli:") || actor.starts_with("officer:") {
+            continue;
+        }
+        let a = access.entry(actor.clone()).or_insert_with(|| ClientAccess {
+            client: actor,
+            ..Default::default()
+        });
+        match (action.as_str(), outcome.as_str()) {
+            (_, "denied") => a.denied += n,
+            ("detokenize", "success") => a.detokenize += n,
+            ("decrypt", "success") => a.decrypt += n,
+            (_, "failure") => a.failed += n,
+            _ => {}
+        }
+    }
+    let access: Vec<ClientAccess> = access
+        .into_values()
+        .filter(|a| a.detokenize + a.decrypt + a.denied + a.failed > 0)
+        .collect();
+    let denied_total: i64 = access.iter().map(|a| a.denied).sum();
+    if denied_total > 0 {
+        findings.push(Finding {
+            severity: "info",
+            title: format!("{denied_total} denied requests in the period (see Access)"),
+            requirement: "10.2.1",
+        });
+    }
+
+    let daily = store.daily_counts("detokenize", from, to).await?;
+    let daily_detokenize = daily
+        .into_iter()
+        .map(|(day, count)| DayCount {
+            day: rfc3339(day * DAY_MS)[..10].to_owned(),
+            count,
+        })
+        .collect();
+
+    let keys_for_verify = verify::trusted_keys(store, None).await?;
+    let v = verify::verify(store, &keys_for_verify, None).await?;
+    if let Some((seq, why)) = &v.first_bad {
+        findings.push(Finding {
+            severity: "high",
+            title: format!("audit chain broken at {seq}: {why}"),
+            requirement: "10.3.4",
+        });
+    }
+    let chain = ChainStatus {
+        intact: v.ok(),
+        events: v.events,
+        checkpoints: v.checkpoints,
+        unsigned_tail: v.unsigned_tail,
+        first_bad_seq: v.first_bad.as_ref().map(|f| f.0),
+        problem: v.first_bad.as_ref().map(|f| f.1.clone()),
+        events_per_second: v.events_per_second(),
+    };
+
+    if inventory.keys.is_empty() {
+        findings.push(Finding {
+            severity: "medium",
+            title: "no keys yet: run `tokenvault init`".into(),
+            requirement: "3.6.1",
+        });
+    }
+    findings.sort_by_key(|f| match f.severity {
+        "high" => 0,
+        "medium" => 1,
+        _ => 2,
+    });
+    let tls = TlsInfo {
+        protocols: vec!["TLSv1.3"],
+        cipher_suites: rustls::crypto::ring::default_provider()
+            .cipher_suites
+            .iter()
+            .filter(|s| s.version() == &rustls::version::TLS13)
+            .map(|s| format!("{:?}", s.suite()))
+            .collect(),
+        client_certificates: format!(
+            "required; issued by the CA in {}",
+            vault.settings.server.client_ca.display()
+        ),
+    };
+    let records = keys.iter().map(|k| k.records).sum();
+    let summary = Summary {
+        data_keys: keys.len(),
+        active_keys: keys.iter().filter(|k| k.state == "active").count(),
+        overdue_keys: keys.iter().filter(|k| k.overdue).count(),
+        destroyed_keys: keys.iter().filter(|k| k.state == "destroyed").count(),
+        records,
+        detokenize_total: access.iter().map(|a| a.detokenize).sum(),
+        denied_total,
+        chain_intact: chain.intact,
+        findings: findings.iter().filter(|f| f.severity != "info").count(),
+    };
+    Ok(Report {
+        title: "tokenvault PCI key audit report".into(),
+        generated_at: rfc3339(to),
+        period_from: rfc3339(from),
+        period_to: rfc3339(to),
+        vault_version: env!("CARGO_PKG_VERSION").into(),
+        summary,
+        findings,
+        hsm: HsmSection {
+            token,
+            signing_key: signing.ok(),
+            error: hsm_error,
+        },
+        keys,
+        keks,
+        reconciliation: Reconciliation {
+            hsm_objects: objects,
+            missing_in_hsm: missing,
+            orphans_in_hsm: orphans,
+        },
+        history,
+        access,
+        daily_detokenize,
+        chain,
+        tls,
+        pci_mapping: pci_mapping(),
+    })
+}
+
+fn pci_mapping() -> Vec<PciRow> {
+    let row = |section, requirement, evidence| PciRow {
+        section,
+        requirement,
+        evidence,
+    };
+    vec![
+        row(
+            "HSM evidence, KEKs",
+            "3.5.1 / 3.6.1.2",
+            "KEK generated in and held by the HSM: sensitive, never extractable, local",
+        ),
+        row(
+            "Key inventory",
+            "3.6.1.1",
+            "every key with purpose, algorithm, strength, location, dates and state",
+        ),
+        row(
+            "Key inventory: cryptoperiods",
+            "3.6.4",
+            "cryptoperiod end per version; overdue keys are findings",
+        ),
+        row(
+            "Lifecycle history",
+            "3.6.5 / 3.7.4 / 3.7.5",
+            "rotation, retirement and destruction with actors and reasons",
+        ),
+        row(
+            "Lifecycle history: approvals",
+            "3.6.1.2 / 3.7.6",
+            "destruction and forced retirement approved by a second officer",
+        ),
+        row(
+            "Reconciliation",
+            "3.6.1.1",
+            "database and HSM agree on every key; orphans and missing keys listed",
+        ),
+        row(
+            "Access",
+            "10.2.1 / 10.2.1.1 / 10.2.1.2",
+            "detokenize and decrypt per client; denied attempts",
+        ),
+        row(
+            "Audit chain",
+            "10.3.2 / 10.3.4 / 10.5.1",
+            "hash chain and HSM-signed checkpoints verified; tampering named by sequence",
+        ),
+        row(
+            "TLS",
+            "4.2.1",
+            "TLS 1.3 only, mutual authentication with client certificates",
+        ),
+    ]
+}
+
+/// Renders the report.
+pub fn render(report: &Report, format: Format) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Json => serde_json::to_string_pretty(report)?,
+        Format::Md => markdown::render(report),
+        Format::Html => html::render(report),
+    })
+}
