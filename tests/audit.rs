@@ -682,3 +682,134 @@ fn render_in_chromium(html: &Path) {
         assert!(size > 10_000, "{} is {size} bytes", out.display());
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn when_the_audit_trail_cannot_be_written_requests_fail_closed() {
+    let app = spawn_app("failclosed").await;
+    let token = app.tokenize("card", "4111111111111111").await;
+    let mut db = app.db().await;
+    // Make every audit append fail, as a full disk or a revoked grant would.
+    sqlx::query("CREATE TRIGGER no_audit BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit store unavailable'); END")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    let (status, body) = app
+        .post(
+            "app",
+            "/v1/tokenize",
+            json!({"type": "card", "value": "5555555555554444"}),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+    let after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(before, after, "no token without its audit event");
+    let r = common::client("app")
+        .post(app.url("/v1/detokenize"))
+        .json(&json!({"token": token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body.get("value").is_none(),
+        "no value served without an audit record"
+    );
+    let metrics = common::client("app")
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tokenvault_audit_failures_total"),
+        "the failure is counted"
+    );
+    sqlx::query("DROP TRIGGER no_audit")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.post("app", "/v1/detokenize", json!({"token": token}))
+            .await
+            .0,
+        200,
+        "recovers by itself"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_report_renders_for_an_empty_vault_an_empty_period_and_a_broken_chain() {
+    let dir = common::test_dir("report-empty");
+    let mut s = common::settings(&dir, "repempty");
+    common::tls_files(&dir, &mut s);
+    // No init: no keys at all.
+    let out = dir.join("empty.json");
+    let o = cli(&s)
+        .args([
+            "audit",
+            "report",
+            "--format",
+            "json",
+            "--out",
+            out.to_str().unwrap(),
+            "--days",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(r["keys"], json!([]));
+    assert!(
+        r["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["title"].as_str().unwrap().contains("no keys yet"))
+    );
+
+    // A chain with a break: the report still renders and says so; verify exits non-zero.
+    let app = spawn_app("report-broken").await;
+    app.tokenize("card", "4111111111111111").await;
+    let mut db = app.db().await;
+    sqlx::query("UPDATE audit_events SET actor = 'mallory' WHERE seq = 2")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let html = app.dir.join("broken.html");
+    let o = cli(&app.settings)
+        .args([
+            "audit",
+            "report",
+            "--format",
+            "html",
+            "--out",
+            html.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("BROKEN at sequence 2"),
+        "the report says where the chain broke"
+    );
+    let o = cli(&app.settings)
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("broken at sequence 2"), "{}", text(&o));
+}

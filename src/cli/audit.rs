@@ -206,10 +206,30 @@ async fn hsm_cmd(vault: &Vault, cmd: AuditCommand) -> anyhow::Result<()> {
         }
         AuditCommand::Report { format, out, days } => {
             let now = now_ms();
-            signer.checkpoint(now).await?;
+            // Before `init` there is no signing key: the report still renders (it says
+            // there are no keys) but cannot be signed.
+            let signable = match signer.publish_key(now).await {
+                Ok(_) => true,
+                Err(checkpoint::CheckpointError::Hsm(crate::hsm::HsmError::KeyMissing(_))) => false,
+                Err(e) => return Err(e.into()),
+            };
+            if signable {
+                signer.checkpoint(now).await?;
+            }
             let data = report::collect(vault, now - i64::from(days) * 86_400_000, now).await?;
             let body = report::render(&data, format)?;
             std::fs::write(&out, &body).with_context(|| format!("writing {}", out.display()))?;
+            if !signable {
+                eprintln!(
+                    "warning: the report is not signed: the vault has no audit signing key yet (run `tokenvault init`)"
+                );
+                println!(
+                    "report written to {} ({} findings)",
+                    out.display(),
+                    data.findings.len()
+                );
+                return Ok(());
+            }
             // The detached signature is DER, the form `openssl dgst -verify` reads.
             let raw = signer.sign(body.clone().into_bytes()).await?;
             let sig = p256::ecdsa::Signature::from_slice(&raw)

@@ -494,8 +494,21 @@ impl KeyManager {
         Ok(out)
     }
 
-    /// Loads every active key so the first requests make no HSM call.
+    /// Checks the active KEK against the key policy, then loads every active key so the
+    /// first requests make no HSM call. `serve` refuses to start when this fails.
     pub async fn warm(&self) -> Result<(), KeyError> {
+        let kek = self
+            .store
+            .active_kek()
+            .await?
+            .ok_or_else(|| KeyError::NotInitialized("(KEK)".into()))?;
+        let label = kek.label.clone();
+        match self.hsm_call(move |h| h.check_kek(&label)).await {
+            Err(KeyError::Hsm(HsmError::KeyMissing(_))) => {
+                return Err(KeyError::KekMissing(kek.label));
+            }
+            other => other?,
+        }
         for keyring in self.keyrings.keys() {
             self.active(keyring).await?;
         }
