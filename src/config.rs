@@ -109,6 +109,9 @@ pub struct HsmSettings {
     pub label_prefix: String,
     /// Sessions kept open for concurrent HSM work.
     pub sessions: usize,
+    /// Lock file that serializes token-object changes across processes on this host
+    /// (SoftHSM2 needs it); empty to disable.
+    pub lock_file: PathBuf,
 }
 
 impl Default for HsmSettings {
@@ -121,6 +124,7 @@ impl Default for HsmSettings {
             wrap_mechanism: WrapMechanism::AesKeyWrapPad,
             label_prefix: "tokenvault".into(),
             sessions: 4,
+            lock_file: "data/hsm-objects.lock".into(),
         }
     }
 }

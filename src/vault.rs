@@ -46,12 +46,14 @@ impl Vault {
         let pin = pin(&settings)?;
         let h = settings.hsm.clone();
         let hsm = tokio::task::spawn_blocking(move || {
+            let lock = Some(h.lock_file.as_path()).filter(|p| !p.as_os_str().is_empty());
             Hsm::open(
                 &h.module,
                 &h.token_label,
                 &pin,
                 h.wrap_mechanism,
                 h.sessions,
+                lock,
             )
         })
         .await

@@ -360,6 +360,7 @@ async fn a_wrong_pin_a_missing_token_and_a_missing_module_get_clear_errors() {
             &Pin::new(SecretString::from(pin.to_owned())),
             WrapMechanism::AesKeyWrapPad,
             1,
+            None,
         )
     };
     let wrong = open(&hsm.module, &hsm.token, "not-the-pin").unwrap_err();

@@ -19,6 +19,32 @@ fn v(n: u32) -> KeyVersion {
     KeyVersion::new(n).unwrap()
 }
 
+/// Starts `cmd` and returns once it is logged in to the HSM (it says so on stderr).
+/// SoftHSM2's file store rewrites its token file at login, and a SIGKILL inside that
+/// window destroys the whole token — a limitation of SoftHSM's store that real HSMs do not
+/// share — so the kill timer starts after login, anywhere in the vault's own work.
+fn spawn_logged_in(mut cmd: std::process::Command) -> std::process::Child {
+    use std::io::BufRead;
+    cmd.env("TOKENVAULT_LOG", "info")
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("HSM session open") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the child logged in to the HSM");
+    child
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -547,22 +573,24 @@ async fn rewrap_and_rotate_kek_killed_at_random_points_lose_nothing() {
             .unwrap();
         let mut rnd = [0u8; 2];
         tokenvault::crypto::random_bytes(&mut rnd);
-        let mut child = cli(&app.settings)
-            .args(["keys", "rewrap", "pan", "--batch", "50", "--quiet"])
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(40 + u64::from(rnd[0]) * 2));
+        let mut child = spawn_logged_in({
+            let mut c = cli(&app.settings);
+            c.args(["keys", "rewrap", "pan", "--batch", "50", "--quiet"]);
+            c
+        });
+        std::thread::sleep(std::time::Duration::from_millis(u64::from(rnd[0]) * 2));
         if child.try_wait().unwrap().is_none() {
             rewrap_kills += 1;
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         if trial % 2 == 0 {
-            let mut child = cli(&app.settings)
-                .args(["keys", "rotate-kek"])
-                .spawn()
-                .unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(5 + u64::from(rnd[1]) % 60));
+            let mut child = spawn_logged_in({
+                let mut c = cli(&app.settings);
+                c.args(["keys", "rotate-kek"]);
+                c
+            });
+            std::thread::sleep(std::time::Duration::from_millis(u64::from(rnd[1]) % 40));
             if child.try_wait().unwrap().is_none() {
                 kek_kills += 1;
             }

@@ -308,6 +308,12 @@ fn module(path: &Path) -> Result<Arc<Module>, HsmError> {
     Ok(m)
 }
 
+/// Held while token objects change; the file lock is released when the file closes.
+struct ObjectLock<'a> {
+    _guard: std::sync::MutexGuard<'a, ()>,
+    _file: Option<std::fs::File>,
+}
+
 /// An open, logged-in HSM token.
 pub struct Hsm {
     module: Arc<Module>,
@@ -316,6 +322,7 @@ pub struct Hsm {
     pool: SessionPool,
     wrap: WrapMechanism,
     handles: Mutex<HashMap<String, ObjectHandle>>,
+    lock_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for Hsm {
@@ -335,6 +342,7 @@ impl Hsm {
         pin: &Pin,
         wrap: WrapMechanism,
         sessions: usize,
+        lock_file: Option<&Path>,
     ) -> Result<Self, HsmError> {
         let module = module(module_path)?;
         let slot = module
@@ -357,9 +365,50 @@ impl Hsm {
             pool,
             wrap,
             handles: Mutex::new(HashMap::new()),
+            lock_file: lock_file.map(Path::to_path_buf),
         };
-        hsm.login(pin)?;
+        {
+            // SoftHSM2 rewrites its token file at login: serialize with other writers.
+            let _lock = hsm.object_lock()?;
+            hsm.login(pin)?;
+        }
+        tracing::info!(token = token_label, "HSM session open");
         Ok(hsm)
+    }
+
+    /// Serializes calls that create, destroy or rewrite token objects: across threads
+    /// with a mutex, across processes with an exclusive lock on `hsm.lock_file`.
+    /// SoftHSM2's file store corrupts its token under concurrent writers; network HSMs
+    /// do not need the file (set `hsm.lock_file = ""` there).
+    fn object_lock(&self) -> Result<ObjectLock<'_>, HsmError> {
+        let guard = self
+            .module
+            .create_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let file = match &self.lock_file {
+            Some(path) => {
+                let err = |e: std::io::Error| {
+                    HsmError::Unavailable(format!("HSM lock file {}: {e}", path.display()))
+                };
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(err)?;
+                }
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(path)
+                    .map_err(err)?;
+                f.lock().map_err(err)?;
+                Some(f)
+            }
+            None => None,
+        };
+        Ok(ObjectLock {
+            _guard: guard,
+            _file: file,
+        })
     }
 
     fn login(&self, pin: &Pin) -> Result<(), HsmError> {
@@ -461,11 +510,7 @@ impl Hsm {
     /// Finds the KEK labelled `label` or generates it inside the HSM, then checks that it
     /// obeys the policy. Returns whether it was created.
     pub fn ensure_kek(&self, label: &str) -> Result<bool, HsmError> {
-        let _create = self
-            .module
-            .create_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _create = self.object_lock()?;
         let created = match self.find(ObjectClass::SECRET_KEY, label)? {
             Some(_) => false,
             None => {
@@ -605,11 +650,7 @@ impl Hsm {
     ) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), HsmError> {
         count("generate_data_key");
         let kek = self.kek_handle(kek_label)?;
-        let _create = self
-            .module
-            .create_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _create = self.object_lock()?;
         let session = self.pool.get()?;
         let mut template = policy::template(KeyRole::TransientDataKey, "");
         template.push(Attribute::ValueLen(32.into()));
@@ -637,11 +678,7 @@ impl Hsm {
     ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
         count("unwrap_data_key");
         let kek = self.kek_handle(kek_label)?;
-        let _create = self
-            .module
-            .create_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _create = self.object_lock()?;
         let session = self.pool.get()?;
         let dek = session
             .unwrap_key(
@@ -677,11 +714,7 @@ impl Hsm {
         count("rewrap_data_key");
         let from = self.kek_handle(from_kek)?;
         let to = self.kek_handle(to_kek)?;
-        let _create = self
-            .module
-            .create_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _create = self.object_lock()?;
         let session = self.pool.get()?;
         let dek = session
             .unwrap_key(
@@ -711,11 +744,7 @@ impl Hsm {
 
     /// Finds or generates the EC P-256 audit signing key pair. Returns whether it was created.
     pub fn ensure_signing_key(&self, label: &str) -> Result<bool, HsmError> {
-        let _create = self
-            .module
-            .create_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _create = self.object_lock()?;
         let private = self.find(ObjectClass::PRIVATE_KEY, label)?;
         let public = self.find(ObjectClass::PUBLIC_KEY, label)?;
         let created = match (private, public) {
@@ -808,11 +837,7 @@ impl Hsm {
 
     /// Destroys every object labelled `label` (used by `keys destroy` of a KEK and by tests).
     pub fn destroy_objects(&self, label: &str) -> Result<usize, HsmError> {
-        let _create = self
-            .module
-            .create_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _create = self.object_lock()?;
         let session = self.pool.get()?;
         let handles = session
             .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])

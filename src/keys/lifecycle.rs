@@ -207,7 +207,22 @@ impl KeyManager {
             }
         };
         let l = new.clone();
-        self.hsm_call(move |h| h.ensure_kek(&l)).await?;
+        match self.hsm_call(move |h| h.ensure_kek(&l)).await {
+            Ok(_) => {}
+            // A pending KEK was never committed: nothing is wrapped under it. If an earlier
+            // run died while the HSM created it (a half-made or doubled object), discard
+            // it and generate it again.
+            Err(KeyError::Hsm(HsmError::KeyPolicy { .. }))
+                if self.store.keys_per_kek(&new).await? == 0 =>
+            {
+                tracing::warn!(label = %new, "discarding an incomplete pending KEK left by an interrupted rotation");
+                let l = new.clone();
+                self.hsm_call(move |h| h.destroy_objects(&l)).await?;
+                let l = new.clone();
+                self.hsm_call(move |h| h.ensure_kek(&l)).await?;
+            }
+            Err(e) => return Err(e),
+        }
 
         let rows: Vec<_> = self
             .store
