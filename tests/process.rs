@@ -59,15 +59,14 @@ fn serve(dir: &Path, prefix: &str, run: usize) -> (Child, String) {
                 .split("addr=")
                 .nth(1)
                 .filter(|_| line.contains("listening"))
+                && let Some(tx) = tx.take()
             {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(
-                        addr.split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .to_owned(),
-                    );
-                }
+                let _ = tx.send(
+                    addr.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
             }
         }
     });

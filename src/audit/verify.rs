@@ -129,15 +129,15 @@ pub async fn verify(
                 chain_broken = true;
                 break 'walk;
             }
-            if let Some(c) = by_seq.get(&row.seq) {
-                if c.head_hash != computed {
-                    failures.push((
-                        expected,
-                        format!("the chain at {expected} differs from the signed checkpoint"),
-                    ));
-                    chain_broken = true;
-                    break 'walk;
-                }
+            if let Some(c) = by_seq.get(&row.seq)
+                && c.head_hash != computed
+            {
+                failures.push((
+                    expected,
+                    format!("the chain at {expected} differs from the signed checkpoint"),
+                ));
+                chain_broken = true;
+                break 'walk;
             }
             prev2 = std::mem::replace(&mut prev, computed);
             expected += 1;

@@ -27,7 +27,7 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
         }
         sum += n;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Uniform random decimal digits from the CSPRNG (rejection sampling, no modulo bias).

@@ -367,14 +367,13 @@ impl TokenService {
                     .store
                     .token_by_fingerprint(None, type_name, &fp)
                     .await?
+                    && !is_expired(&row, now)
                 {
-                    if !is_expired(&row, now) {
-                        let event = self
-                            .event(who, "tokenize", Outcome::Success)
-                            .resource(&row.token);
-                        self.record(event, now).await?;
-                        return Ok(done(row.token, row.expires_at));
-                    }
+                    let event = self
+                        .event(who, "tokenize", Outcome::Success)
+                        .resource(&row.token);
+                    self.record(event, now).await?;
+                    return Ok(done(row.token, row.expires_at));
                 }
             }
         }
@@ -393,10 +392,9 @@ impl TokenService {
                     .store
                     .token_by_fingerprint(Some(&mut atx.tx), type_name, fp)
                     .await?
+                    && is_expired(&old, now)
                 {
-                    if is_expired(&old, now) {
-                        self.store.delete_token(&mut atx.tx, &old.token).await?;
-                    }
+                    self.store.delete_token(&mut atx.tx, &old.token).await?;
                 }
             }
             let inserted = self

@@ -265,14 +265,14 @@ pub async fn collect(vault: &Vault, from: i64, to: i64) -> anyhow::Result<Report
         .iter()
         .map(|k| {
             let evidence = kek_evidence.get(&k.label).cloned();
-            if let Some(e) = &evidence {
-                if !e.sensitive || e.extractable || !e.never_extractable || !e.local {
-                    findings.push(Finding {
-                        severity: "high",
-                        title: format!("KEK '{}' does not meet the key policy in the HSM", k.label),
-                        requirement: "3.5.1",
-                    });
-                }
+            if let Some(e) = &evidence
+                && (!e.sensitive || e.extractable || !e.never_extractable || !e.local)
+            {
+                findings.push(Finding {
+                    severity: "high",
+                    title: format!("KEK '{}' does not meet the key policy in the HSM", k.label),
+                    requirement: "3.5.1",
+                });
             }
             KekEntry {
                 label: k.label.clone(),
