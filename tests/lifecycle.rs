@@ -25,7 +25,7 @@ fn v(n: u32) -> KeyVersion {
 /// share — so the kill timer starts after login, anywhere in the vault's own work.
 fn spawn_logged_in(mut cmd: std::process::Command) -> std::process::Child {
     use std::io::BufRead;
-    cmd.env("TOKENVAULT_LOG", "info")
+    cmd.env("TOKENVAULT_LOG", "warn,tokenvault::hsm=debug")
         .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
@@ -35,13 +35,26 @@ fn spawn_logged_in(mut cmd: std::process::Command) -> std::process::Child {
             .lines()
             .map_while(Result::ok)
         {
-            if line.contains("HSM session open") {
-                let _ = tx.send(());
-            }
+            let ready = line.contains("HSM session open");
+            let _ = tx.send((ready, line));
         }
     });
-    rx.recv_timeout(std::time::Duration::from_secs(30))
-        .expect("the child logged in to the HSM");
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok((true, _)) => break,
+            Ok((false, line)) => seen.push(line),
+            Err(e) => {
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "the child never logged in to the HSM ({e}, {}): {} {}",
+                    out.status,
+                    seen.join("\n"),
+                    text(&out)
+                );
+            }
+        }
+    }
     child
 }
 
@@ -54,26 +67,11 @@ fn text(o: &Output) -> String {
 }
 
 async fn lifecycle_app(tag: &str) -> TestApp {
-    spawn_with(tag, |s| {
-        let dir = std::path::PathBuf::from(s.database.url_path());
-        common::add_officers(dir.parent().unwrap(), s);
+    spawn_with(tag, |s, dir| {
+        common::add_officers(dir, s);
         s.limits.max_batch = 1000;
     })
     .await
-}
-
-trait UrlPath {
-    fn url_path(&self) -> String;
-}
-
-impl UrlPath for tokenvault::config::DatabaseSettings {
-    fn url_path(&self) -> String {
-        use secrecy::ExposeSecret;
-        self.url
-            .expose_secret()
-            .trim_start_matches("sqlite://")
-            .to_owned()
-    }
 }
 
 async fn vault(app: &TestApp) -> Vault {
@@ -654,7 +652,7 @@ async fn rewrap_and_rotate_kek_killed_at_random_points_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_low_usage_limit_triggers_automatic_rotation() {
-    let app = spawn_with("usage", |s| {
+    let app = spawn_with("usage", |s, _| {
         s.keyrings.get_mut("pii").unwrap().usage_limit = 5;
     })
     .await;

@@ -372,7 +372,7 @@ impl Hsm {
             let _lock = hsm.object_lock()?;
             hsm.login(pin)?;
         }
-        tracing::info!(token = token_label, "HSM session open");
+        tracing::debug!(token = token_label, "HSM session open");
         Ok(hsm)
     }
 

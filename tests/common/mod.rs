@@ -47,7 +47,53 @@ pub fn unique_prefix(tag: &str) -> String {
     )
 }
 
-/// Settings for one test: the test token, a fresh SQLite file in `dir`, unique labels.
+/// Whether this run targets PostgreSQL (`TOKENVAULT_TEST_BACKEND=postgres`, set by
+/// scripts/test for its second pass when `TOKENVAULT_TEST_POSTGRES_URL` is set).
+pub fn postgres() -> Option<String> {
+    match std::env::var("TOKENVAULT_TEST_BACKEND").as_deref() {
+        Ok("postgres") => Some(
+            std::env::var("TOKENVAULT_TEST_POSTGRES_URL")
+                .expect("TOKENVAULT_TEST_BACKEND=postgres needs TOKENVAULT_TEST_POSTGRES_URL"),
+        ),
+        _ => None,
+    }
+}
+
+/// A fresh PostgreSQL database for one test; scripts/test drops the `tv_*` databases of
+/// earlier runs before it starts.
+pub fn fresh_postgres_database(admin_url: &str, name: &str) -> String {
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let name = format!("tv_{name}");
+    let out = std::process::Command::new("psql")
+        .args([
+            admin_url,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qc",
+            &format!("CREATE DATABASE {name}"),
+        ])
+        .output()
+        .expect("psql is installed");
+    assert!(
+        out.status.success(),
+        "creating {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let base = admin_url.rsplit_once('/').map_or(admin_url, |(b, _)| b);
+    format!("{base}/{name}")
+}
+
+/// Settings for one test: the test token, a fresh database (a SQLite file in `dir`, or a
+/// new PostgreSQL database), unique labels.
 pub fn settings(dir: &std::path::Path, tag: &str) -> Settings {
     let hsm = test_hsm();
     let mut s = Settings::load(None).expect("default settings load");
@@ -56,8 +102,21 @@ pub fn settings(dir: &std::path::Path, tag: &str) -> Settings {
     s.hsm.pin = None;
     s.hsm.pin_file = Some(hsm.pin_file);
     s.hsm.label_prefix = unique_prefix(tag);
-    s.database.url = SecretString::from(format!("sqlite://{}", dir.join("vault.db").display()));
+    s.database.url = SecretString::from(match postgres() {
+        Some(admin) => fresh_postgres_database(&admin, &s.hsm.label_prefix),
+        None => format!("sqlite://{}", dir.join("vault.db").display()),
+    });
+    s.hsm.lock_file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/hsm-objects.lock");
     s
+}
+
+/// A connection to the test's database, whichever backend it is.
+pub async fn connect(settings: &Settings) -> sqlx::AnyConnection {
+    use secrecy::ExposeSecret;
+    sqlx::any::install_default_drivers();
+    <sqlx::AnyConnection as sqlx::Connection>::connect(settings.database.url.expose_secret())
+        .await
+        .unwrap()
 }
 
 /// The PIN of the test token, for tests that talk PKCS#11 themselves.
@@ -261,14 +320,14 @@ pub fn api_settings(dir: &std::path::Path, tag: &str) -> Settings {
 
 /// Starts the real server (init first) on a random port.
 pub async fn spawn_app(tag: &str) -> TestApp {
-    spawn_with(tag, |_| {}).await
+    spawn_with(tag, |_, _| {}).await
 }
 
-pub async fn spawn_with(tag: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+pub async fn spawn_with(tag: &str, tweak: impl FnOnce(&mut Settings, &std::path::Path)) -> TestApp {
     capture_logs();
     let dir = test_dir(tag);
     let mut settings = api_settings(&dir, tag);
-    tweak(&mut settings);
+    tweak(&mut settings, &dir);
     let vault = tokenvault::vault::Vault::open(settings.clone())
         .await
         .unwrap();
@@ -386,12 +445,9 @@ impl TestApp {
         body["token"].as_str().unwrap().to_owned()
     }
 
-    /// A direct connection to the test's SQLite database.
-    pub async fn db(&self) -> sqlx::SqliteConnection {
-        let url = format!("sqlite://{}", self.dir.join("vault.db").display());
-        <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-            .await
-            .unwrap()
+    /// A direct connection to the test's database.
+    pub async fn db(&self) -> sqlx::AnyConnection {
+        connect(&self.settings).await
     }
 }
 
@@ -445,6 +501,7 @@ pub fn cli(settings: &Settings) -> std::process::Command {
             settings.hsm.pin_file.as_ref().expect("pin file"),
         )
         .env("TOKENVAULT_HSM__LABEL_PREFIX", &settings.hsm.label_prefix)
+        .env("TOKENVAULT_HSM__LOCK_FILE", &settings.hsm.lock_file)
         .env("TOKENVAULT_SERVER__LISTEN", "127.0.0.1:0")
         .env("TOKENVAULT_SERVER__TLS_CERT", &settings.server.tls_cert)
         .env("TOKENVAULT_SERVER__TLS_KEY", &settings.server.tls_key)
