@@ -490,7 +490,7 @@ pub const ROUTES: [(&str, &str); 14] = [
 pub fn cli(settings: &Settings) -> std::process::Command {
     use secrecy::ExposeSecret;
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_tokenvault"));
-    c.env_remove("TOKENVAULT_CONFIG")
+    c.env("TOKENVAULT_CONFIG", config_file(settings))
         .env(
             "TOKENVAULT_DATABASE__URL",
             settings.database.url.expose_secret(),
@@ -507,13 +507,42 @@ pub fn cli(settings: &Settings) -> std::process::Command {
         .env("TOKENVAULT_SERVER__TLS_KEY", &settings.server.tls_key)
         .env("TOKENVAULT_SERVER__CLIENT_CA", &settings.server.client_ca)
         .env("TOKENVAULT_LOG", "warn");
-    for (name, o) in &settings.officers {
-        c.env(
-            format!("TOKENVAULT_OFFICERS__{}__PUBLIC_KEY", name.to_uppercase()),
-            &o.public_key,
+    c
+}
+
+/// Writes the map-valued settings (types, keyrings, officers) and limits to a TOML file
+/// next to the TLS files, as an operator's config file would hold them.
+pub fn config_file(settings: &Settings) -> PathBuf {
+    use std::fmt::Write;
+    let mut t = String::new();
+    let _ = writeln!(t, "[limits]\nmax_batch = {}\n", settings.limits.max_batch);
+    for (name, k) in &settings.keyrings {
+        let _ = writeln!(
+            t,
+            "[keyrings.{name}]\ncryptoperiod_days = {}\nusage_limit = {}\n",
+            k.cryptoperiod_days, k.usage_limit
         );
     }
-    c
+    for (name, ty) in &settings.types {
+        let validator = match ty.validator {
+            tokenvault::config::Validator::Pan => "pan",
+            tokenvault::config::Validator::Ssn => "ssn",
+            tokenvault::config::Validator::Email => "email",
+            tokenvault::config::Validator::None => "none",
+        };
+        let format = serde_json::to_string(&ty.format).unwrap();
+        let _ = writeln!(
+            t,
+            "[types.{name}]\nvalidator = \"{validator}\"\nkeyring = \"{}\"\nformat = {format}\ndeterministic = {}\n",
+            ty.keyring, ty.deterministic
+        );
+    }
+    for (name, o) in &settings.officers {
+        let _ = writeln!(t, "[officers.{name}]\npublic_key = \"{}\"\n", o.public_key);
+    }
+    let path = settings.server.tls_cert.with_file_name("tokenvault.toml");
+    std::fs::write(&path, t).unwrap();
+    path
 }
 
 /// Registers officers `alice` and `bob` (keys written to `dir`) and makes `mallory`'s key,
@@ -546,4 +575,61 @@ pub fn random_pan() -> String {
         digits.pop();
     }
     String::from_utf8(digits).unwrap()
+}
+
+/// Starts `tokenvault serve` as its own process with `settings` (through the
+/// environment); returns it and its port once it listens. Its log goes to the test log
+/// directory, where the leak scan reads it.
+pub fn serve_process(settings: &Settings, name: &str) -> (std::process::Child, u16) {
+    use std::io::{BufRead, Write};
+    let mut child = cli(settings)
+        .env(
+            "TOKENVAULT_LOG",
+            "debug,sqlx=warn,hyper=info,h2=info,rustls=info",
+        )
+        .arg("serve")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log_dir =
+        std::env::var_os("TOKENVAULT_TEST_LOG_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let mut log = std::fs::File::create(
+        log_dir.join(format!("serve-{}-{name}.log", settings.hsm.label_prefix)),
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = writeln!(log, "{line}");
+            if line.contains("listening") {
+                if let Some(port) = line
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.trim().parse::<u16>().ok())
+                {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(port);
+                    }
+                }
+            }
+        }
+    });
+    let port = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("serve announced its port");
+    (child, port)
+}
+
+/// Settings for tests that start their own processes: test token and database, TLS files.
+pub fn process_settings(tag: &str) -> (PathBuf, Settings) {
+    let dir = test_dir(tag);
+    let mut s = api_settings(&dir, tag);
+    s.limits.max_batch = 1000;
+    (dir, s)
 }

@@ -1,0 +1,156 @@
+//! The store on its own, on SQLite and (in the second pass of scripts/test) PostgreSQL:
+//! concurrency, compare-and-set, conflicts, and clear connection errors.
+
+mod common;
+
+use secrecy::SecretString;
+use tokenvault::audit::{AuditEvent, AuditLog, Outcome, verify};
+use tokenvault::store::{NewToken, Store, StoreError};
+
+async fn store(tag: &str) -> Store {
+    let dir = common::test_dir(tag);
+    let s = common::settings(&dir, tag);
+    Store::connect(&s.database.url, 8).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_form_one_unbroken_audit_chain() {
+    let store = store("chain").await;
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let log = AuditLog::new(store.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..40 {
+                let e = AuditEvent::new(format!("writer-{w}"), "detokenize", Outcome::Success)
+                    .resource(format!("tok_{w}_{i}"));
+                log.record(&e, 1_700_000_000_000 + i).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let v = verify::verify(&store, &Default::default(), None)
+        .await
+        .unwrap();
+    assert!(v.ok(), "{:?}", v.first_bad);
+    assert_eq!(v.events, 320);
+    assert_eq!(store.audit_head().await.unwrap().0, 320);
+}
+
+#[tokio::test]
+async fn usage_reservations_are_compare_and_set() {
+    let store = store("cas").await;
+    let log = AuditLog::new(store.clone());
+    let mut atx = log.begin().await.unwrap();
+    store.insert_kek(&mut atx.tx, "k", 0).await.unwrap();
+    store
+        .insert_active_data_key(
+            &mut atx.tx,
+            &tokenvault::store::NewDataKey {
+                keyring: "pii",
+                version: 1,
+                wrapped_key: &[1, 2, 3],
+                wrap_mechanism: "CKM_AES_KEY_WRAP_PAD",
+                kek_label: "k",
+                kcv: "000000",
+                now: 0,
+                cryptoperiod_ends_at: 1,
+            },
+        )
+        .await
+        .unwrap();
+    atx.commit().await.unwrap();
+    assert!(store.reserve_usage("pii", 1, 0, 10).await.unwrap());
+    assert!(
+        !store.reserve_usage("pii", 1, 0, 10).await.unwrap(),
+        "a stale count must not reserve"
+    );
+    assert!(store.reserve_usage("pii", 1, 10, 5).await.unwrap());
+    assert_eq!(
+        store.data_key("pii", 1).await.unwrap().unwrap().usage_count,
+        15
+    );
+}
+
+#[tokio::test]
+async fn duplicate_tokens_and_fingerprints_are_refused_without_writing() {
+    let store = store("conflict").await;
+    let log = AuditLog::new(store.clone());
+    let t = |token: &'static str, fp: Option<&'static [u8]>| NewToken {
+        token,
+        token_type: "pan",
+        keyring: "pan",
+        key_version: 1,
+        ciphertext: b"ct",
+        fingerprint: fp,
+        fingerprint_version: fp.map(|_| 1),
+        masked: "****",
+        metadata: None,
+        created_at: 0,
+        expires_at: None,
+    };
+    let mut atx = log.begin().await.unwrap();
+    assert!(
+        store
+            .insert_token(&mut atx.tx, &t("tok_a", Some(b"fp1")))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .insert_token(&mut atx.tx, &t("tok_a", Some(b"fp2")))
+            .await
+            .unwrap(),
+        "same token"
+    );
+    assert!(
+        !store
+            .insert_token(&mut atx.tx, &t("tok_b", Some(b"fp1")))
+            .await
+            .unwrap(),
+        "same fingerprint"
+    );
+    assert!(
+        store
+            .insert_token(&mut atx.tx, &t("tok_c", None))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .insert_token(&mut atx.tx, &t("tok_d", None))
+            .await
+            .unwrap(),
+        "random types share no fingerprint"
+    );
+    atx.commit().await.unwrap();
+    assert!(store.token("tok_b").await.unwrap().is_none());
+    assert_eq!(
+        store
+            .token_by_fingerprint(None, "pan", b"fp1")
+            .await
+            .unwrap()
+            .unwrap()
+            .token,
+        "tok_a"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_database_url_gets_a_clear_error_that_hides_the_password() {
+    let err = Store::connect(&SecretString::from("mysql://root@localhost/x"), 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::BadUrl), "{err}");
+    assert!(err.to_string().contains("TOKENVAULT_DATABASE__URL"));
+    let err = Store::connect(
+        &SecretString::from("postgres://vault:s3cret-pw@127.0.0.1:1/nowhere"),
+        1,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StoreError::Connect(_)), "{err}");
+    assert!(!err.to_string().contains("s3cret-pw"), "{err}");
+    assert!(err.to_string().contains("TOKENVAULT_DATABASE__URL"));
+}
