@@ -166,17 +166,34 @@ impl AuditLog {
         Self { store }
     }
 
-    /// Begins a write transaction that owns the chain head until it commits.
+    /// Begins a write transaction that owns the chain head until it commits. A transient
+    /// failure here is retried (twice, with a short pause): nothing has been written
+    /// yet, so a retry can never duplicate a write. Failures later in the transaction
+    /// are not retried: the caller answers 503 and the client decides.
     pub async fn begin(&self) -> Result<AuditTx, StoreError> {
-        let mut tx = self.store.begin().await?;
-        let (seq, hash) = self.store.lock_audit_head(&mut tx).await?;
-        Ok(AuditTx {
-            tx,
-            store: self.store.clone(),
-            seq,
-            hash,
-            appended: false,
-        })
+        let mut attempt = 0;
+        loop {
+            let result = async {
+                let mut tx = self.store.begin().await?;
+                let (seq, hash) = self.store.lock_audit_head(&mut tx).await?;
+                Ok::<_, StoreError>(AuditTx {
+                    tx,
+                    store: self.store.clone(),
+                    seq,
+                    hash,
+                    appended: false,
+                })
+            }
+            .await;
+            match result {
+                Err(e) if e.is_transient() && attempt < 2 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "retrying the start of a write transaction");
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Appends `event` in a transaction of its own (reads, denials) and commits it.
