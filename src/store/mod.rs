@@ -50,8 +50,27 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_) => StoreError::Unavailable(e.to_string()),
+            sqlx::Error::Database(db) if is_transient(db.code().as_deref()) => {
+                StoreError::Unavailable(e.to_string())
+            }
             _ => StoreError::Query(e.to_string()),
         }
+    }
+}
+
+/// SQLSTATEs that mean "the connection or server went away", not "the statement is
+/// wrong": class 08 (connection exception), 57P01–57P03 (shutdown, cannot connect now),
+/// and SQLite's BUSY/LOCKED codes after the busy timeout.
+fn is_transient(code: Option<&str>) -> bool {
+    code.is_some_and(|c| {
+        c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "5" | "6" | "517")
+    })
+}
+
+impl StoreError {
+    /// Whether retrying may succeed (the database was unreachable, not the data wrong).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
     }
 }
 

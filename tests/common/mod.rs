@@ -607,16 +607,14 @@ pub fn serve_process(settings: &Settings, name: &str) -> (std::process::Child, u
             .map_while(Result::ok)
         {
             let _ = writeln!(log, "{line}");
-            if line.contains("listening") {
-                if let Some(port) = line
+            if line.contains("listening")
+                && let Some(port) = line
                     .rsplit(':')
                     .next()
                     .and_then(|p| p.trim().parse::<u16>().ok())
-                {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(port);
-                    }
-                }
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(port);
             }
         }
     });
