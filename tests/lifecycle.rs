@@ -83,6 +83,7 @@ fn service(v: &Vault) -> TokenService {
     TokenService::new(
         v.keys.clone(),
         v.store.clone(),
+        tokenvault::audit::writer::Writer::spawn(v.store.clone()),
         s.types.clone(),
         s.limits.clone(),
     )

@@ -12,7 +12,6 @@ use super::AppState;
 use super::error::ApiError;
 use crate::audit::{AuditEvent, Outcome};
 use crate::policy::Principal;
-use crate::vault::now_ms;
 
 /// What the connection knows about its peer; inserted into every request by the server.
 #[derive(Debug, Clone)]
@@ -72,11 +71,7 @@ impl Caller {
         let event = AuditEvent::new(&self.0.identity, action, Outcome::Denied)
             .origin(&self.0.origin)
             .reason(Some("forbidden".into()));
-        state
-            .audit
-            .record(&event, now_ms())
-            .await
-            .map_err(|e| ApiError::unavailable(&e.to_string()))?;
+        state.record(event).await?;
         Err(ApiError::forbidden(format!(
             "missing permission `{permission}`"
         )))

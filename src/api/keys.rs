@@ -24,11 +24,7 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response,
         crate::audit::Outcome::Success,
     )
     .origin(&caller.0.origin);
-    state
-        .audit
-        .record(&event, crate::vault::now_ms())
-        .await
-        .map_err(|e| ApiError::unavailable(&e.to_string()))?;
+    state.record(event).await?;
     let inventory = state
         .vault
         .keys

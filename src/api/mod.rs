@@ -24,7 +24,8 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
-use crate::audit::{AuditEvent, AuditLog, Outcome};
+use crate::audit::writer::{Write, Writer};
+use crate::audit::{AuditEvent, Outcome};
 use crate::config::Settings;
 use crate::policy::Policy;
 use crate::tokenize::{CryptoService, TokenService};
@@ -38,30 +39,45 @@ pub struct AppState {
     pub tokens: Arc<TokenService>,
     pub crypto: Arc<CryptoService>,
     pub policy: Arc<Policy>,
-    pub audit: AuditLog,
+    /// Group-committing writer of every write and audit event of this process.
+    pub writer: Writer,
     pub metrics: PrometheusHandle,
 }
 
 impl AppState {
     pub fn new(vault: Vault) -> Self {
         let s = &vault.settings;
+        let writer = Writer::spawn(vault.store.clone());
         Self {
             tokens: Arc::new(TokenService::new(
                 vault.keys.clone(),
                 vault.store.clone(),
+                writer.clone(),
                 s.types.clone(),
                 s.limits.clone(),
             )),
             crypto: Arc::new(CryptoService::new(
                 vault.keys.clone(),
-                vault.store.clone(),
+                writer.clone(),
                 s.keyrings.clone(),
             )),
             policy: Arc::new(Policy::from_config(&s.clients)),
-            audit: AuditLog::new(vault.store.clone()),
+            writer,
             metrics: metrics_handle(),
             vault,
         }
+    }
+
+    /// Records an event (group-committed); 503 when the audit trail cannot be written.
+    pub async fn record(&self, event: AuditEvent) -> Result<(), ApiError> {
+        self.writer
+            .submit(Write::Event {
+                event,
+                at: now_ms(),
+            })
+            .await
+            .map(drop)
+            .map_err(|e| ApiError::unavailable(&e.to_string()))
     }
 }
 
@@ -139,7 +155,13 @@ impl Server {
         let event = AuditEvent::new("system", "service.start", Outcome::Success)
             .resource(format!("https://{addr}"))
             .reason(Some(format!("tokenvault {}", env!("CARGO_PKG_VERSION"))));
-        state.audit.record(&event, now_ms()).await?;
+        state
+            .writer
+            .submit(Write::Event {
+                event,
+                at: now_ms(),
+            })
+            .await?;
         state.vault.checkpointer().publish_key(now_ms()).await?;
         Ok(Self {
             listener,

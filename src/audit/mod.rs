@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod report;
 pub mod verify;
+pub mod writer;
 
 use sha2::{Digest, Sha256};
 

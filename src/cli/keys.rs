@@ -307,9 +307,11 @@ async fn rewrap(
     quiet: bool,
 ) -> anyhow::Result<()> {
     let s = &vault.settings;
+    let writer = crate::audit::writer::Writer::spawn(vault.store.clone());
     let service = TokenService::new(
         vault.keys.clone(),
         vault.store.clone(),
+        writer,
         s.types.clone(),
         s.limits.clone(),
     );

@@ -22,7 +22,7 @@ use sqlx::{AnyPool, Executor};
 
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error(
         "unsupported database URL scheme — use sqlite://path or postgres://user@host/db \

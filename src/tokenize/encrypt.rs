@@ -8,37 +8,38 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use super::ServiceError;
-use crate::audit::{AuditEvent, AuditLog, Outcome};
+use crate::audit::writer::{Write, Writer};
+use crate::audit::{AuditEvent, Outcome};
 use crate::config::KeyringSettings;
 use crate::crypto::{Aad, Ciphertext};
 use crate::keys::{KeyError, KeyManager, KeyringName};
 use crate::policy::Principal;
-use crate::store::Store;
 
 pub struct CryptoService {
     keys: Arc<KeyManager>,
-    audit: AuditLog,
+    writer: Writer,
     keyrings: BTreeMap<String, KeyringSettings>,
 }
 
 impl CryptoService {
     pub fn new(
         keys: Arc<KeyManager>,
-        store: Store,
+        writer: Writer,
         keyrings: BTreeMap<String, KeyringSettings>,
     ) -> Self {
         Self {
             keys,
-            audit: AuditLog::new(store),
+            writer,
             keyrings,
         }
     }
 
     async fn record(&self, event: AuditEvent, now: i64) -> Result<(), ServiceError> {
-        self.audit.record(&event, now).await.map(drop).map_err(|e| {
-            metrics::counter!("tokenvault_audit_failures_total").increment(1);
-            ServiceError::Unavailable(format!("audit trail unavailable: {e}"))
-        })
+        self.writer
+            .submit(Write::Event { event, at: now })
+            .await
+            .map(drop)
+            .map_err(|e| ServiceError::Unavailable(format!("audit trail unavailable: {e}")))
     }
 
     async fn deny<T>(

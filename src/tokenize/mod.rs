@@ -17,13 +17,14 @@ use std::sync::{Arc, RwLock};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use crate::audit::writer::{TokenInsert, Write, Writer, Written};
 use crate::audit::{AuditEvent, AuditLog, Outcome};
 use crate::config::{Limits, TokenFormat, TypeSettings, Validator};
 use crate::crypto::{Aad, Fingerprinter};
 use crate::hsm::HsmError;
 use crate::keys::{KeyError, KeyManager, KeyVersion};
 use crate::policy::Principal;
-use crate::store::{NewToken, Store, StoreError, TokenRow};
+use crate::store::{Store, StoreError, TokenRow};
 
 /// Everything a service call can answer besides success. `api::error` maps each to a
 /// status and a stable code; none carries a submitted value.
@@ -153,6 +154,7 @@ struct TypeFingerprints {
 }
 
 pub struct TokenService {
+    writer: Writer,
     keys: Arc<KeyManager>,
     store: Store,
     audit: AuditLog,
@@ -185,10 +187,12 @@ impl TokenService {
     pub fn new(
         keys: Arc<KeyManager>,
         store: Store,
+        writer: Writer,
         types: BTreeMap<String, TypeSettings>,
         limits: Limits,
     ) -> Self {
         Self {
+            writer,
             audit: AuditLog::new(store.clone()),
             keys,
             store,
@@ -232,12 +236,13 @@ impl TokenService {
         Ok(out)
     }
 
-    /// Records a read-side or failed event in a transaction of its own.
+    /// Records a read-side or failed event (group-committed; returns once durable).
     async fn record(&self, event: AuditEvent, now: i64) -> Result<(), ServiceError> {
-        self.audit.record(&event, now).await.map(drop).map_err(|e| {
-            metrics::counter!("tokenvault_audit_failures_total").increment(1);
-            ServiceError::Unavailable(format!("audit trail unavailable: {e}"))
-        })
+        self.writer
+            .submit(Write::Event { event, at: now })
+            .await
+            .map(drop)
+            .map_err(|e| ServiceError::Unavailable(format!("audit trail unavailable: {e}")))
     }
 
     fn event(&self, who: &Principal, action: &str, outcome: Outcome) -> AuditEvent {
@@ -385,61 +390,29 @@ impl TokenService {
                 &Aad::token(&ty.keyring, version.get(), &token),
                 value.as_str().as_bytes(),
             );
-            let mut atx = self.audit.begin().await?;
-            if let Some(fp) = &lookup_fp {
-                // An expired token of a deterministic type gives way to a fresh one.
-                if let Some(old) = self
-                    .store
-                    .token_by_fingerprint(Some(&mut atx.tx), type_name, fp)
-                    .await?
-                    && is_expired(&old, now)
-                {
-                    self.store.delete_token(&mut atx.tx, &old.token).await?;
-                }
+            let row = TokenInsert {
+                token,
+                token_type: type_name.to_owned(),
+                keyring: ty.keyring.clone(),
+                key_version: i64::from(version.get()),
+                ciphertext: sealed,
+                fingerprint: lookup_fp.map(|f| f.to_vec()),
+                fingerprint_version: lookup_fp.map(|_| i64::from(fp_version.get())),
+                masked: masked.clone(),
+                metadata: metadata.clone(),
+                created_at: now,
+                expires_at,
+            };
+            let event = self.event(who, "tokenize", Outcome::Success);
+            match self
+                .writer
+                .submit(Write::InsertToken { row, event })
+                .await?
+            {
+                Written::Token { token, expires_at } => return Ok(done(token, expires_at)),
+                // A random token collided with an existing one: draw again.
+                _ => continue,
             }
-            let inserted = self
-                .store
-                .insert_token(
-                    &mut atx.tx,
-                    &NewToken {
-                        token: &token,
-                        token_type: type_name,
-                        keyring: &ty.keyring,
-                        key_version: i64::from(version.get()),
-                        ciphertext: &sealed,
-                        fingerprint: lookup_fp.as_ref().map(|f| f.as_slice()),
-                        fingerprint_version: lookup_fp
-                            .as_ref()
-                            .map(|_| i64::from(fp_version.get())),
-                        masked: &masked,
-                        metadata: metadata.as_deref(),
-                        created_at: now,
-                        expires_at,
-                    },
-                )
-                .await?;
-            let result = if inserted {
-                Some((token, expires_at))
-            } else if let Some(fp) = &lookup_fp {
-                // Another request tokenized the same value first: its token is the answer.
-                self.store
-                    .token_by_fingerprint(Some(&mut atx.tx), type_name, fp)
-                    .await?
-                    .map(|w| (w.token, w.expires_at))
-            } else {
-                None
-            };
-            let Some((token, expires_at)) = result else {
-                continue; // a random token collided: draw again
-            };
-            let event = self
-                .event(who, "tokenize", Outcome::Success)
-                .resource(&token);
-            atx.append(&event, now).await.inspect_err(|_| {
-                metrics::counter!("tokenvault_audit_failures_total").increment(1);
-            })?;
-            atx.commit().await?;
-            return Ok(done(token, expires_at));
         }
         Err(ServiceError::Unavailable(
             "could not draw an unused token; the format's token space is crowded".into(),
@@ -552,13 +525,19 @@ impl TokenService {
     /// Deletes a token and with it the only ciphertext of its value.
     pub async fn delete(&self, who: &Principal, token: &str, now: i64) -> Result<(), ServiceError> {
         let row = self.visible(who, "delete", token, now).await?;
-        let mut atx = self.audit.begin().await?;
-        if !self.store.delete_token(&mut atx.tx, &row.token).await? {
-            return Err(ServiceError::NotFound);
-        }
         let event = self.event(who, "delete", Outcome::Success).resource(token);
-        atx.append(&event, now).await?;
-        atx.commit().await?;
+        match self
+            .writer
+            .submit(Write::DeleteToken {
+                token: row.token,
+                event,
+                at: now,
+            })
+            .await?
+        {
+            Written::Deleted(true) => {}
+            _ => return Err(ServiceError::NotFound),
+        }
         Ok(())
     }
 }

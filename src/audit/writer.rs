@@ -1,0 +1,182 @@
+//! Group commit: one writer task per process turns the writes of many concurrent
+//! requests — each with its audit event — into one transaction and one fsync. A request
+//! is answered only after the transaction holding its write and its event committed, so
+//! durability and the audit guarantee are those of a transaction per request, at a
+//! fraction of the commits.
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{AuditEvent, AuditLog, AuditTx, audit_failed};
+use crate::store::{NewToken, Store, StoreError};
+
+/// Most writes gathered into one transaction.
+const MAX_BATCH: usize = 512;
+
+/// A token row to insert, owned so it can travel to the writer.
+#[derive(Debug)]
+pub struct TokenInsert {
+    pub token: String,
+    pub token_type: String,
+    pub keyring: String,
+    pub key_version: i64,
+    pub ciphertext: Vec<u8>,
+    pub fingerprint: Option<Vec<u8>>,
+    pub fingerprint_version: Option<i64>,
+    pub masked: String,
+    pub metadata: Option<String>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+/// One write and the event that records it.
+#[derive(Debug)]
+pub enum Write {
+    /// An event on its own (reads, denials, failures).
+    Event { event: AuditEvent, at: i64 },
+    /// A new token. For deterministic types (with a fingerprint) an existing token for the
+    /// same value wins; an expired one gives way. The event's resource is the token.
+    InsertToken { row: TokenInsert, event: AuditEvent },
+    /// Deletes a token; the event is written only if a row went away.
+    DeleteToken {
+        token: String,
+        event: AuditEvent,
+        at: i64,
+    },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Written {
+    Recorded,
+    /// The token that now stands for the value, and its expiry.
+    Token {
+        token: String,
+        expires_at: Option<i64>,
+    },
+    /// A random token collided with an existing one: draw another.
+    Collision,
+    Deleted(bool),
+}
+
+type Job = (Write, oneshot::Sender<Result<Written, StoreError>>);
+
+/// Handle to the writer task; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer task on the current runtime.
+    pub fn spawn(store: Store) -> Self {
+        let (jobs, mut rx) = mpsc::channel::<Job>(4096);
+        let log = AuditLog::new(store.clone());
+        tokio::spawn(async move {
+            let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+            while let Some(first) = rx.recv().await {
+                batch.push(first);
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+                metrics::histogram!("tokenvault_group_commit_size").record(batch.len() as f64);
+                let result = commit(&store, &log, &batch).await;
+                match result {
+                    Ok(outcomes) => {
+                        for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
+                            let _ = reply.send(Ok(outcome));
+                        }
+                    }
+                    Err(e) => {
+                        for (_, reply) in batch.drain(..) {
+                            audit_failed();
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        });
+        Self { jobs }
+    }
+
+    /// Hands `write` to the writer and waits until it is committed (or failed).
+    pub async fn submit(&self, write: Write) -> Result<Written, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send((write, reply))
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer stopped".into()))?
+    }
+}
+
+async fn commit(store: &Store, log: &AuditLog, batch: &[Job]) -> Result<Vec<Written>, StoreError> {
+    let mut atx = log.begin().await?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for (write, _) in batch {
+        outcomes.push(apply(store, &mut atx, write).await?);
+    }
+    atx.commit().await?;
+    Ok(outcomes)
+}
+
+async fn apply(store: &Store, atx: &mut AuditTx, write: &Write) -> Result<Written, StoreError> {
+    match write {
+        Write::Event { event, at } => {
+            atx.append(event, *at).await?;
+            Ok(Written::Recorded)
+        }
+        Write::InsertToken { row, event } => {
+            let at = row.created_at;
+            if let Some(fp) = &row.fingerprint
+                && let Some(old) = store
+                    .token_by_fingerprint(Some(&mut atx.tx), &row.token_type, fp)
+                    .await?
+                && old.expires_at.is_some_and(|e| e <= at)
+            {
+                store.delete_token(&mut atx.tx, &old.token).await?;
+            }
+            let new = NewToken {
+                token: &row.token,
+                token_type: &row.token_type,
+                keyring: &row.keyring,
+                key_version: row.key_version,
+                ciphertext: &row.ciphertext,
+                fingerprint: row.fingerprint.as_deref(),
+                fingerprint_version: row.fingerprint_version,
+                masked: &row.masked,
+                metadata: row.metadata.as_deref(),
+                created_at: at,
+                expires_at: row.expires_at,
+            };
+            let result = if store.insert_token(&mut atx.tx, &new).await? {
+                Some((row.token.clone(), row.expires_at))
+            } else if let Some(fp) = &row.fingerprint {
+                // The same value was tokenized first (maybe earlier in this batch).
+                store
+                    .token_by_fingerprint(Some(&mut atx.tx), &row.token_type, fp)
+                    .await?
+                    .map(|w| (w.token, w.expires_at))
+            } else {
+                None
+            };
+            match result {
+                Some((token, expires_at)) => {
+                    atx.append(&event.clone().resource(&token), at).await?;
+                    Ok(Written::Token { token, expires_at })
+                }
+                None => Ok(Written::Collision),
+            }
+        }
+        Write::DeleteToken { token, event, at } => {
+            let gone = store.delete_token(&mut atx.tx, token).await?;
+            if gone {
+                atx.append(event, *at).await?;
+            }
+            Ok(Written::Deleted(gone))
+        }
+    }
+}
