@@ -193,18 +193,25 @@ async fn tokenize_batch(
 ) -> Result<Response, ApiError> {
     check_batch(&state, req.items.len())?;
     let now = now_ms();
-    let mut items = Vec::with_capacity(req.items.len());
-    for raw in req.items {
-        let one = match serde_json::from_value::<TokenizeRequest>(raw) {
-            Ok(r) => state
-                .tokens
-                .tokenize(&who, input(r), now)
-                .await
-                .map_err(ApiError::from),
-            Err(_) => Err(ApiError::invalid_request(
-                "item does not match the tokenize request shape",
-            )),
-        };
+    // All items at once: their writes land in the same group commit. Order is kept.
+    let results = futures_util::future::join_all(req.items.into_iter().map(|raw| {
+        let (state, who) = (&state, &who);
+        async move {
+            match serde_json::from_value::<TokenizeRequest>(raw) {
+                Ok(r) => state
+                    .tokens
+                    .tokenize(who, input(r), now)
+                    .await
+                    .map_err(ApiError::from),
+                Err(_) => Err(ApiError::invalid_request(
+                    "item does not match the tokenize request shape",
+                )),
+            }
+        }
+    }))
+    .await;
+    let mut items = Vec::with_capacity(results.len());
+    for one in results {
         match one {
             Ok(t) => items.push(BatchItem::Ok(TokenizeResponse::from(t))),
             // A failing HSM or audit trail fails the whole batch closed.
@@ -252,12 +259,16 @@ async fn detokenize_batch(
 ) -> Result<Response, ApiError> {
     check_batch(&state, req.tokens.len())?;
     let now = now_ms();
-    let mut items = Vec::with_capacity(req.tokens.len());
-    for token in &req.tokens {
-        match detokenize_one(&state, &who, token, req.reason.as_deref(), now)
-            .await
-            .map_err(ApiError::from)
-        {
+    let reason = req.reason.as_deref();
+    let results = futures_util::future::join_all(
+        req.tokens
+            .iter()
+            .map(|token| detokenize_one(&state, &who, token, reason, now)),
+    )
+    .await;
+    let mut items = Vec::with_capacity(results.len());
+    for one in results {
+        match one.map_err(ApiError::from) {
             Ok(d) => items.push(BatchItem::Ok(d)),
             Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE => return Err(e),
             Err(e) => items.push(BatchItem::Err(item_error(e))),

@@ -131,14 +131,6 @@ async fn apply(store: &Store, atx: &mut AuditTx, write: &Write) -> Result<Writte
         }
         Write::InsertToken { row, event } => {
             let at = row.created_at;
-            if let Some(fp) = &row.fingerprint
-                && let Some(old) = store
-                    .token_by_fingerprint(Some(&mut atx.tx), &row.token_type, fp)
-                    .await?
-                && old.expires_at.is_some_and(|e| e <= at)
-            {
-                store.delete_token(&mut atx.tx, &old.token).await?;
-            }
             let new = NewToken {
                 token: &row.token,
                 token_type: &row.token_type,
@@ -155,11 +147,20 @@ async fn apply(store: &Store, atx: &mut AuditTx, write: &Write) -> Result<Writte
             let result = if store.insert_token(&mut atx.tx, &new).await? {
                 Some((row.token.clone(), row.expires_at))
             } else if let Some(fp) = &row.fingerprint {
-                // The same value was tokenized first (maybe earlier in this batch).
-                store
+                // The same value was tokenized first (maybe earlier in this batch). Its
+                // token wins, unless it expired: then it gives way to the new one.
+                match store
                     .token_by_fingerprint(Some(&mut atx.tx), &row.token_type, fp)
                     .await?
-                    .map(|w| (w.token, w.expires_at))
+                {
+                    Some(old) if old.expires_at.is_some_and(|e| e <= at) => {
+                        store.delete_token(&mut atx.tx, &old.token).await?;
+                        let inserted = store.insert_token(&mut atx.tx, &new).await?;
+                        inserted.then(|| (row.token.clone(), row.expires_at))
+                    }
+                    Some(winner) => Some((winner.token, winner.expires_at)),
+                    None => None,
+                }
             } else {
                 None
             };

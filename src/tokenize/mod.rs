@@ -364,9 +364,10 @@ impl TokenService {
         };
 
         if ty.deterministic {
-            // Under every usable fingerprint key: during re-indexing a value's row may
-            // still carry a fingerprint made by the previous key.
-            for (_, f) in &fps {
+            // A value tokenized under the active fingerprint key is found by the writer
+            // (its insert conflicts and the existing token wins). During re-indexing a
+            // row may still carry a fingerprint made by an older key: look those up here.
+            for (_, f) in fps.iter().skip(1) {
                 let fp = f.lookup.fingerprint(bytes);
                 if let Some(row) = self
                     .store
