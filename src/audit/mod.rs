@@ -144,6 +144,35 @@ impl AuditTx {
         result.map(|()| seq)
     }
 
+    /// Appends many events in order, with one insert per chunk.
+    pub async fn append_many(&mut self, events: &[(AuditEvent, i64)]) -> Result<(), StoreError> {
+        let mut rows = Vec::with_capacity(events.len());
+        for (event, at) in events {
+            let seq = self.seq + 1;
+            let mut row = AuditRow {
+                seq,
+                at: *at,
+                actor: event.actor.clone(),
+                action: event.action.clone(),
+                outcome: event.outcome.as_str().to_owned(),
+                resource: event.resource.clone(),
+                origin: event.origin.clone(),
+                reason: event.reason.clone(),
+                prev_hash: std::mem::take(&mut self.hash),
+                hash: Vec::new(),
+            };
+            row.hash = chain_hash(seq, *at, &row).to_vec();
+            self.seq = seq;
+            self.hash.clone_from(&row.hash);
+            rows.push(row);
+        }
+        if !rows.is_empty() {
+            self.appended = true;
+            self.store.insert_audits(&mut self.tx, &rows).await?;
+        }
+        Ok(())
+    }
+
     /// Moves the chain head and commits the change with its events.
     pub async fn commit(mut self) -> Result<(), StoreError> {
         if self.appended {

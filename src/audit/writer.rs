@@ -113,71 +113,99 @@ impl Writer {
     }
 }
 
+/// Applies a batch in one transaction: all token inserts in one statement (per chunk),
+/// conflicts resolved row by row (rare), then every event in one statement (per chunk).
 async fn commit(store: &Store, log: &AuditLog, batch: &[Job]) -> Result<Vec<Written>, StoreError> {
     let mut atx = log.begin().await?;
+    let rows: Vec<NewToken<'_>> = batch
+        .iter()
+        .filter_map(|(w, _)| match w {
+            Write::InsertToken { row, .. } => Some(new_token(row)),
+            _ => None,
+        })
+        .collect();
+    let inserted = if rows.is_empty() {
+        Default::default()
+    } else {
+        store.insert_tokens(&mut atx.tx, &rows).await?
+    };
     let mut outcomes = Vec::with_capacity(batch.len());
+    let mut events: Vec<(AuditEvent, i64)> = Vec::with_capacity(batch.len());
+    // Two rows of one batch may draw the same token: only the first one got it.
+    let mut claimed = std::collections::HashSet::with_capacity(rows.len());
     for (write, _) in batch {
-        outcomes.push(apply(store, &mut atx, write).await?);
+        match write {
+            Write::Event { event, at } => {
+                events.push((event.clone(), *at));
+                outcomes.push(Written::Recorded);
+            }
+            Write::InsertToken { row, event } => {
+                let at = row.created_at;
+                let result = if inserted.contains(&row.token) && claimed.insert(row.token.as_str())
+                {
+                    Some((row.token.clone(), row.expires_at))
+                } else {
+                    resolve_conflict(store, &mut atx, row).await?
+                };
+                match result {
+                    Some((token, expires_at)) => {
+                        events.push((event.clone().resource(&token), at));
+                        outcomes.push(Written::Token { token, expires_at });
+                    }
+                    None => outcomes.push(Written::Collision),
+                }
+            }
+            Write::DeleteToken { token, event, at } => {
+                let gone = store.delete_token(&mut atx.tx, token).await?;
+                if gone {
+                    events.push((event.clone(), *at));
+                }
+                outcomes.push(Written::Deleted(gone));
+            }
+        }
     }
+    atx.append_many(&events).await?;
     atx.commit().await?;
     Ok(outcomes)
 }
 
-async fn apply(store: &Store, atx: &mut AuditTx, write: &Write) -> Result<Written, StoreError> {
-    match write {
-        Write::Event { event, at } => {
-            atx.append(event, *at).await?;
-            Ok(Written::Recorded)
+fn new_token(row: &TokenInsert) -> NewToken<'_> {
+    NewToken {
+        token: &row.token,
+        token_type: &row.token_type,
+        keyring: &row.keyring,
+        key_version: row.key_version,
+        ciphertext: &row.ciphertext,
+        fingerprint: row.fingerprint.as_deref(),
+        fingerprint_version: row.fingerprint_version,
+        masked: &row.masked,
+        metadata: row.metadata.as_deref(),
+        created_at: row.created_at,
+        expires_at: row.expires_at,
+    }
+}
+
+/// A token that was not inserted: for a deterministic type the value's existing token
+/// wins (perhaps inserted earlier in this batch), unless it expired, when it gives way;
+/// for a random type the token itself collided (`None`: draw another).
+async fn resolve_conflict(
+    store: &Store,
+    atx: &mut AuditTx,
+    row: &TokenInsert,
+) -> Result<Option<(String, Option<i64>)>, StoreError> {
+    let Some(fp) = &row.fingerprint else {
+        return Ok(None);
+    };
+    match store
+        .token_by_fingerprint(Some(&mut atx.tx), &row.token_type, fp)
+        .await?
+    {
+        Some(old) if old.expires_at.is_some_and(|e| e <= row.created_at) => {
+            store.delete_token(&mut atx.tx, &old.token).await?;
+            let inserted = store.insert_token(&mut atx.tx, &new_token(row)).await?;
+            Ok(inserted.then(|| (row.token.clone(), row.expires_at)))
         }
-        Write::InsertToken { row, event } => {
-            let at = row.created_at;
-            let new = NewToken {
-                token: &row.token,
-                token_type: &row.token_type,
-                keyring: &row.keyring,
-                key_version: row.key_version,
-                ciphertext: &row.ciphertext,
-                fingerprint: row.fingerprint.as_deref(),
-                fingerprint_version: row.fingerprint_version,
-                masked: &row.masked,
-                metadata: row.metadata.as_deref(),
-                created_at: at,
-                expires_at: row.expires_at,
-            };
-            let result = if store.insert_token(&mut atx.tx, &new).await? {
-                Some((row.token.clone(), row.expires_at))
-            } else if let Some(fp) = &row.fingerprint {
-                // The same value was tokenized first (maybe earlier in this batch). Its
-                // token wins, unless it expired: then it gives way to the new one.
-                match store
-                    .token_by_fingerprint(Some(&mut atx.tx), &row.token_type, fp)
-                    .await?
-                {
-                    Some(old) if old.expires_at.is_some_and(|e| e <= at) => {
-                        store.delete_token(&mut atx.tx, &old.token).await?;
-                        let inserted = store.insert_token(&mut atx.tx, &new).await?;
-                        inserted.then(|| (row.token.clone(), row.expires_at))
-                    }
-                    Some(winner) => Some((winner.token, winner.expires_at)),
-                    None => None,
-                }
-            } else {
-                None
-            };
-            match result {
-                Some((token, expires_at)) => {
-                    atx.append(&event.clone().resource(&token), at).await?;
-                    Ok(Written::Token { token, expires_at })
-                }
-                None => Ok(Written::Collision),
-            }
-        }
-        Write::DeleteToken { token, event, at } => {
-            let gone = store.delete_token(&mut atx.tx, token).await?;
-            if gone {
-                atx.append(event, *at).await?;
-            }
-            Ok(Written::Deleted(gone))
-        }
+        Some(winner) => Ok(Some((winner.token, winner.expires_at))),
+        None => Ok(None),
     }
 }

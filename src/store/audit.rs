@@ -51,6 +51,46 @@ impl Store {
         Ok(())
     }
 
+    /// Inserts many chained events with one statement per chunk.
+    pub async fn insert_audits(&self, tx: &mut Tx, rows: &[AuditRow]) -> Result<(), StoreError> {
+        const COLS: usize = 10;
+        for chunk in rows.chunks(300) {
+            let mut sql = String::with_capacity(128 + chunk.len() * 64);
+            sql.push_str(
+                "INSERT INTO audit_events (seq, at, actor, action, outcome, resource, origin, reason, prev_hash, hash) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('(');
+                for c in 0..COLS {
+                    if c > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&format!("${}", i * COLS + c + 1));
+                }
+                sql.push(')');
+            }
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q
+                    .bind(r.seq)
+                    .bind(r.at)
+                    .bind(&r.actor)
+                    .bind(&r.action)
+                    .bind(&r.outcome)
+                    .bind(&r.resource)
+                    .bind(&r.origin)
+                    .bind(&r.reason)
+                    .bind(&r.prev_hash)
+                    .bind(&r.hash);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
     pub async fn set_audit_head(
         &self,
         tx: &mut Tx,

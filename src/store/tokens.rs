@@ -227,3 +227,56 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 }
+
+impl Store {
+    /// Inserts many tokens with one statement per chunk; returns the tokens that were
+    /// inserted (the others met an existing token or fingerprint).
+    pub async fn insert_tokens(
+        &self,
+        tx: &mut Tx,
+        rows: &[NewToken<'_>],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        const COLS: usize = 11;
+        let mut inserted = std::collections::HashSet::with_capacity(rows.len());
+        for chunk in rows.chunks(200) {
+            let mut sql = String::with_capacity(160 + chunk.len() * 64);
+            sql.push_str(
+                "INSERT INTO tokens (token, token_type, keyring, key_version, ciphertext, fingerprint, masked, \
+                 metadata, created_at, expires_at, fingerprint_version) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('(');
+                for c in 0..COLS {
+                    if c > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&format!("${}", i * COLS + c + 1));
+                }
+                sql.push(')');
+            }
+            sql.push_str(" ON CONFLICT DO NOTHING RETURNING token");
+            let mut q = sqlx::query(&sql);
+            for t in chunk {
+                q = q
+                    .bind(t.token)
+                    .bind(t.token_type)
+                    .bind(t.keyring)
+                    .bind(t.key_version)
+                    .bind(t.ciphertext)
+                    .bind(t.fingerprint)
+                    .bind(t.masked)
+                    .bind(t.metadata)
+                    .bind(t.created_at)
+                    .bind(t.expires_at)
+                    .bind(t.fingerprint_version);
+            }
+            for row in q.fetch_all(&mut **tx).await? {
+                inserted.insert(row.try_get::<String, _>("token")?);
+            }
+        }
+        Ok(inserted)
+    }
+}
