@@ -19,17 +19,31 @@ fn hot_path(c: &mut Criterion) {
     let kib = vec![42u8; 1024];
     let sealed16 = key.seal(&aad, pan);
     let sealed1k = key.seal(&aad, &kib);
-    c.bench_function("seal 16 B (AES-256-GCM)", |b| b.iter(|| key.seal(black_box(&aad), black_box(pan))));
-    c.bench_function("open 16 B", |b| b.iter(|| key.open(black_box(&aad), black_box(&sealed16)).unwrap()));
-    c.bench_function("seal 1 KiB", |b| b.iter(|| key.seal(black_box(&aad), black_box(&kib))));
-    c.bench_function("open 1 KiB", |b| b.iter(|| key.open(black_box(&aad), black_box(&sealed1k)).unwrap()));
+    c.bench_function("seal 16 B (AES-256-GCM)", |b| {
+        b.iter(|| key.seal(black_box(&aad), black_box(pan)))
+    });
+    c.bench_function("open 16 B", |b| {
+        b.iter(|| key.open(black_box(&aad), black_box(&sealed16)).unwrap())
+    });
+    c.bench_function("seal 1 KiB", |b| {
+        b.iter(|| key.seal(black_box(&aad), black_box(&kib)))
+    });
+    c.bench_function("open 1 KiB", |b| {
+        b.iter(|| key.open(black_box(&aad), black_box(&sealed1k)).unwrap())
+    });
 
     let fk = FingerprintKey::from_bytes(Zeroizing::new(vec![3u8; 32])).unwrap();
     let fp = fk.derive("lookup/type/pan");
-    c.bench_function("fingerprint (HMAC-SHA-256, derived key)", |b| b.iter(|| fp.fingerprint(black_box(pan))));
+    c.bench_function("fingerprint (HMAC-SHA-256, derived key)", |b| {
+        b.iter(|| fp.fingerprint(black_box(pan)))
+    });
 
-    c.bench_function("token: opaque", |b| b.iter(|| format::generate(TokenFormat::Opaque, black_box("4111111111111111"))));
-    c.bench_function("token: last4 (fails Luhn)", |b| b.iter(|| format::generate(TokenFormat::Last4, black_box("4111111111111111"))));
+    c.bench_function("token: opaque", |b| {
+        b.iter(|| format::generate(TokenFormat::Opaque, black_box("4111111111111111")))
+    });
+    c.bench_function("token: last4 (fails Luhn)", |b| {
+        b.iter(|| format::generate(TokenFormat::Last4, black_box("4111111111111111")))
+    });
     c.bench_function("validate PAN", |b| {
         b.iter(|| values::validate(Validator::Pan, black_box("4111 1111 1111 1111"), 4096).unwrap())
     });
@@ -46,7 +60,9 @@ fn hot_path(c: &mut Criterion) {
         prev_hash: vec![0; 32],
         hash: vec![],
     };
-    c.bench_function("audit chain hash (SHA-256)", |b| b.iter(|| chain_hash(black_box(1), black_box(row.at), black_box(&row))));
+    c.bench_function("audit chain hash (SHA-256)", |b| {
+        b.iter(|| chain_hash(black_box(1), black_box(row.at), black_box(&row)))
+    });
 }
 
 criterion_group!(benches, hot_path);
