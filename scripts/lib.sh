@@ -32,6 +32,19 @@ ensure_softhsm_conf() {
   mkdir -p softhsm/tokens
   sed "s|@TOKENDIR@|$ROOT/softhsm/tokens|" softhsm/softhsm2.conf.template > softhsm/softhsm2.conf
   export SOFTHSM2_CONF="$ROOT/softhsm/softhsm2.conf"
+  remove_damaged_tokens
+}
+
+# A token directory whose token.object is empty was damaged (SoftHSM2 rewrites that file
+# in place; a process killed at that moment leaves it empty). Nothing in it can be read.
+remove_damaged_tokens() {
+  local d
+  for d in softhsm/tokens/*/; do
+    if [ -f "$d/token.object" ] && [ ! -s "$d/token.object" ]; then
+      log "removing damaged SoftHSM2 token directory $d"
+      rm -rf "$d"
+    fi
+  done
 }
 
 token_exists() {

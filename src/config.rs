@@ -229,6 +229,15 @@ pub struct ClientSettings {
     /// Permission patterns such as `tokenize:pan`, `detokenize:*`, `keys:read`, `*`.
     #[serde(default)]
     pub permissions: Vec<String>,
+    /// Requests per second this identity may send to `/v1` (token bucket); none: unlimited.
+    #[serde(default)]
+    pub rate_per_second: Option<f64>,
+    /// Burst size of the token bucket (default: one second's worth).
+    #[serde(default)]
+    pub burst: Option<f64>,
+    /// Values this identity may detokenize per hour (a security control, per node).
+    #[serde(default)]
+    pub detokenize_per_hour: Option<u64>,
 }
 
 fn default_keyrings() -> BTreeMap<String, KeyringSettings> {
@@ -268,6 +277,7 @@ fn default_types() -> BTreeMap<String, TypeSettings> {
 fn default_clients() -> BTreeMap<String, ClientSettings> {
     let c = |perms: &[&str]| ClientSettings {
         permissions: perms.iter().map(|p| (*p).to_owned()).collect(),
+        ..ClientSettings::default()
     };
     BTreeMap::from([
         (

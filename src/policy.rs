@@ -91,6 +91,7 @@ mod tests {
             "svc".to_owned(),
             ClientSettings {
                 permissions: vec!["tokenize:*".into(), "detokenize:pan".into()],
+                ..Default::default()
             },
         )]);
         let policy = Policy::from_config(&clients);

@@ -8,6 +8,7 @@ pub mod error;
 mod health;
 pub mod json;
 mod keys;
+pub mod limits;
 mod openapi;
 pub mod server;
 mod tokens;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub policy: Arc<Policy>,
     /// Group-committing writer of every write and audit event of this process.
     pub writer: Writer,
+    /// Per-identity request rates and detokenize budgets.
+    pub limiter: Arc<limits::Limiter>,
     pub metrics: PrometheusHandle,
 }
 
@@ -63,6 +66,7 @@ impl AppState {
             )),
             policy: Arc::new(Policy::from_config(&s.clients)),
             writer,
+            limiter: Arc::default(),
             metrics: metrics_handle(),
             vault,
         }
@@ -111,6 +115,10 @@ pub fn app(state: AppState) -> Router {
                 "method not allowed",
             )
         })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::rate_limit,
+        ))
         .layer(middleware::from_fn(observe))
         .with_state(state)
 }

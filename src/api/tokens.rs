@@ -152,6 +152,39 @@ fn item_error(e: ApiError) -> ErrorBody {
     }
 }
 
+/// Charges `n` detokenizations to the caller's hourly budget; a 429 (audited) when spent.
+async fn charge(
+    state: &AppState,
+    who: &crate::policy::Principal,
+    n: u64,
+) -> Result<Option<Response>, ApiError> {
+    let client = state.vault.settings.clients.get(&who.identity);
+    match state
+        .limiter
+        .charge_detokenize(&who.identity, client, n, std::time::Instant::now())
+    {
+        Ok(()) => Ok(None),
+        Err(wait) => {
+            metrics::counter!("tokenvault_detokenize_budget_exhausted_total").increment(1);
+            let event = crate::audit::AuditEvent::new(
+                &who.identity,
+                "detokenize",
+                crate::audit::Outcome::Denied,
+            )
+            .origin(&who.origin)
+            .reason(Some("detokenize_budget_exhausted".into()));
+            state.record(event).await?;
+            Ok(Some(super::limits::too_many(
+                format!(
+                    "the hourly detokenize budget of identity `{}` is spent",
+                    who.identity
+                ),
+                wait,
+            )))
+        }
+    }
+}
+
 fn check_batch(state: &AppState, n: usize) -> Result<(), ApiError> {
     let max = state.vault.settings.limits.max_batch;
     if n > max {
@@ -246,6 +279,9 @@ async fn detokenize(
     Caller(who): Caller,
     ApiJson(req): ApiJson<DetokenizeRequest>,
 ) -> Result<Response, ApiError> {
+    if let Some(refused) = charge(&state, &who, 1).await? {
+        return Ok(refused);
+    }
     let d = detokenize_one(&state, &who, &req.token, req.reason.as_deref(), now_ms()).await?;
     Ok(ok(d))
 }
@@ -258,6 +294,9 @@ async fn detokenize_batch(
     ApiJson(req): ApiJson<DetokenizeBatchRequest>,
 ) -> Result<Response, ApiError> {
     check_batch(&state, req.tokens.len())?;
+    if let Some(refused) = charge(&state, &who, req.tokens.len() as u64).await? {
+        return Ok(refused);
+    }
     let now = now_ms();
     let reason = req.reason.as_deref();
     let results = futures_util::future::join_all(

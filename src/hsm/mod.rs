@@ -345,9 +345,11 @@ impl Hsm {
         lock_file: Option<&Path>,
     ) -> Result<Self, HsmError> {
         let module = module(module_path)?;
+        // Every slot with a token, skipping tokens that cannot even describe themselves
+        // (a damaged token elsewhere must not stop us from finding ours).
         let slot = module
             .pkcs11
-            .get_slots_with_initialized_token()
+            .get_slots_with_token()
             .map_err(device)?
             .into_iter()
             .find(|slot| {
