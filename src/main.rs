@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    if let Err(e) = tokenvault::telemetry::harden_process() {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
     let cli = tokenvault::cli::Cli::parse();
     tokenvault::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

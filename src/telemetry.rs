@@ -20,3 +20,19 @@ pub fn init() {
     // A second init (tests) keeps the first subscriber.
     drop(result);
 }
+
+/// Keeps key material out of core dumps: no core files, and (Linux) the process is not
+/// dumpable, which also stops other unprivileged processes from attaching with ptrace.
+/// Called first thing in `main`.
+pub fn harden_process() -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use nix::sys::resource::{Resource, setrlimit};
+        setrlimit(Resource::RLIMIT_CORE, 0, 0)
+            .map_err(|e| format!("cannot disable core dumps: {e}"))?;
+    }
+    #[cfg(target_os = "linux")]
+    nix::sys::prctl::set_dumpable(false)
+        .map_err(|e| format!("cannot make the process non-dumpable: {e}"))?;
+    Ok(())
+}

@@ -227,6 +227,17 @@ async fn a_server_killed_under_load_loses_no_acknowledged_token() {
         }
     }
     let (mut child, port) = common::serve_process(&s, "after");
+    // The server keeps key material out of core dumps.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(
+        core.split_whitespace().filter(|w| *w == "0").count(),
+        2,
+        "{core}"
+    );
     let client = common::client("app");
     let mut lost = 0;
     for chunk in acked.chunks(500) {
