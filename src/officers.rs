@@ -141,21 +141,7 @@ impl OfficerKey {
             path: path.display().to_string(),
             reason,
         };
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path)
-                .map_err(|e| err(e.to_string()))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(err(format!(
-                    "mode {:o} lets others read it — chmod 600 it",
-                    mode & 0o777
-                )));
-            }
-        }
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?);
+        let text = crate::config::read_private_file(path).map_err(err)?;
         let mut seed = Zeroizing::new([0u8; 32]);
         hex::decode_to_slice(text.trim(), seed.as_mut())
             .map_err(|_| err("not a 64-digit hex Ed25519 seed".into()))?;

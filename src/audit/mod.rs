@@ -123,25 +123,9 @@ pub struct AuditTx {
 impl AuditTx {
     /// Appends `event` to the chain inside this transaction; returns its sequence number.
     pub async fn append(&mut self, event: &AuditEvent, now: i64) -> Result<i64, StoreError> {
-        let seq = self.seq + 1;
-        let mut row = AuditRow {
-            seq,
-            at: now,
-            actor: event.actor.clone(),
-            action: event.action.clone(),
-            outcome: event.outcome.as_str().to_owned(),
-            resource: event.resource.clone(),
-            origin: event.origin.clone(),
-            reason: event.reason.clone(),
-            prev_hash: std::mem::take(&mut self.hash),
-            hash: Vec::new(),
-        };
-        row.hash = chain_hash(seq, now, &row).to_vec();
-        let result = self.store.insert_audit(&mut self.tx, &row).await;
-        self.seq = seq;
-        self.hash = row.hash;
-        self.appended = true;
-        result.map(|()| seq)
+        self.append_many(std::slice::from_ref(&(event.clone(), now)))
+            .await?;
+        Ok(self.seq)
     }
 
     /// Appends many events in order, with one insert per chunk.

@@ -210,22 +210,7 @@ impl Pin {
             path: path.to_owned(),
             reason,
         };
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path)
-                .map_err(|e| err(e.to_string()))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(err(format!(
-                    "mode {:o} lets others read it — run chmod 600 {}",
-                    mode & 0o777,
-                    path.display()
-                )));
-            }
-        }
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?);
+        let text = crate::config::read_private_file(path).map_err(err)?;
         let pin = text.trim();
         if pin.is_empty() {
             return Err(err("the file is empty".into()));

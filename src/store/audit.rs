@@ -31,26 +31,6 @@ impl Store {
         Ok((row.try_get("seq")?, row.try_get("hash")?))
     }
 
-    pub async fn insert_audit(&self, tx: &mut Tx, r: &AuditRow) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO audit_events (seq, at, actor, action, outcome, resource, origin, reason, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(r.seq)
-        .bind(r.at)
-        .bind(&r.actor)
-        .bind(&r.action)
-        .bind(&r.outcome)
-        .bind(&r.resource)
-        .bind(&r.origin)
-        .bind(&r.reason)
-        .bind(&r.prev_hash)
-        .bind(&r.hash)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
-    }
-
     /// Inserts many chained events with one statement per chunk.
     pub async fn insert_audits(&self, tx: &mut Tx, rows: &[AuditRow]) -> Result<(), StoreError> {
         const COLS: usize = 10;

@@ -55,25 +55,10 @@ impl Store {
     /// Inserts a token; `false` when the token or (for deterministic types) the
     /// fingerprint already exists, so the caller can look up the winner or retry.
     pub async fn insert_token(&self, tx: &mut Tx, t: &NewToken<'_>) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO tokens (token, token_type, keyring, key_version, ciphertext, fingerprint, masked, \
-             metadata, created_at, expires_at, fingerprint_version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
-        )
-        .bind(t.token)
-        .bind(t.token_type)
-        .bind(t.keyring)
-        .bind(t.key_version)
-        .bind(t.ciphertext)
-        .bind(t.fingerprint)
-        .bind(t.masked)
-        .bind(t.metadata)
-        .bind(t.created_at)
-        .bind(t.expires_at)
-        .bind(t.fingerprint_version)
-        .execute(&mut **tx)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(self
+            .insert_tokens(tx, std::slice::from_ref(t))
+            .await?
+            .contains(t.token))
     }
 
     pub async fn token(&self, token: &str) -> Result<Option<TokenRow>, StoreError> {
