@@ -3,7 +3,9 @@
 
 use std::fmt::Write;
 
-use super::Report;
+use super::{
+    ACCESS_COLUMNS, ClientAccess, HISTORY_COLUMNS, HistoryEntry, KEY_COLUMNS, KeyEntry, Report,
+};
 
 /// HTML-escapes text.
 fn esc(s: &str) -> String {
@@ -256,40 +258,8 @@ pub fn render(r: &Report) -> String {
         .collect();
     table(
         &mut o,
-        &[
-            "key",
-            "purpose",
-            "algorithm",
-            "bits",
-            "where it lives",
-            "created",
-            "activated",
-            "cryptoperiod end",
-            "state",
-            "usage",
-            "records",
-            "KCV",
-        ],
-        r.keys.iter().map(|k| {
-            vec![
-                k.id.clone(),
-                k.purpose.clone(),
-                k.algorithm.clone(),
-                k.strength_bits.to_string(),
-                k.location.clone(),
-                k.created_at.clone(),
-                k.activated_at.clone().unwrap_or_default(),
-                k.cryptoperiod_ends_at.clone(),
-                if k.overdue {
-                    format!("{} (OVERDUE)", k.state)
-                } else {
-                    k.state.clone()
-                },
-                k.usage_count.to_string(),
-                k.records.to_string(),
-                k.kcv.clone(),
-            ]
-        }),
+        &KEY_COLUMNS,
+        r.keys.iter().map(KeyEntry::cells),
         &classes,
     );
     let live: Vec<_> = r
@@ -445,40 +415,16 @@ pub fn render(r: &Report) -> String {
     o.push_str("<h2>Rotation, retirement and destruction history (PCI DSS 3.6.4–3.7)</h2>");
     table(
         &mut o,
-        &[
-            "time",
-            "who",
-            "action",
-            "outcome",
-            "key / request",
-            "reason",
-        ],
-        r.history.iter().map(|h| {
-            vec![
-                h.at.clone(),
-                h.actor.clone(),
-                h.action.clone(),
-                h.outcome.clone(),
-                h.resource.clone(),
-                h.reason.clone(),
-            ]
-        }),
+        &HISTORY_COLUMNS,
+        r.history.iter().map(HistoryEntry::cells),
         &[],
     );
 
     o.push_str("<h2>Access to cleartext (PCI DSS 10.2.1)</h2>");
     table(
         &mut o,
-        &["client", "detokenize", "decrypt", "denied", "failed"],
-        r.access.iter().map(|a| {
-            vec![
-                a.client.clone(),
-                a.detokenize.to_string(),
-                a.decrypt.to_string(),
-                a.denied.to_string(),
-                a.failed.to_string(),
-            ]
-        }),
+        &ACCESS_COLUMNS,
+        r.access.iter().map(ClientAccess::cells),
         &r.access
             .iter()
             .map(|a| {

@@ -2,7 +2,9 @@
 
 use std::fmt::Write;
 
-use super::Report;
+use super::{
+    ACCESS_COLUMNS, ClientAccess, HISTORY_COLUMNS, HistoryEntry, KEY_COLUMNS, KeyEntry, Report,
+};
 
 fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
@@ -66,41 +68,7 @@ pub fn render(r: &Report) -> String {
     }
     o.push('\n');
     let _ = writeln!(o, "## Key inventory (PCI DSS 3.6.1.1)\n");
-    table(
-        &mut o,
-        &[
-            "key",
-            "purpose",
-            "algorithm",
-            "bits",
-            "where",
-            "created",
-            "cryptoperiod end",
-            "state",
-            "usage",
-            "records",
-            "KCV",
-        ],
-        r.keys.iter().map(|k| {
-            vec![
-                k.id.clone(),
-                k.purpose.clone(),
-                k.algorithm.clone(),
-                k.strength_bits.to_string(),
-                k.location.clone(),
-                k.created_at.clone(),
-                k.cryptoperiod_ends_at.clone(),
-                if k.overdue {
-                    format!("{} (OVERDUE)", k.state)
-                } else {
-                    k.state.clone()
-                },
-                k.usage_count.to_string(),
-                k.records.to_string(),
-                k.kcv.clone(),
-            ]
-        }),
-    );
+    table(&mut o, &KEY_COLUMNS, r.keys.iter().map(KeyEntry::cells));
     let _ = writeln!(o, "## KEKs and HSM evidence\n");
     if let Some(t) = &r.hsm.token {
         let _ = writeln!(
@@ -149,31 +117,14 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(o, "## Lifecycle history\n");
     table(
         &mut o,
-        &["time", "who", "action", "outcome", "resource", "reason"],
-        r.history.iter().map(|h| {
-            vec![
-                h.at.clone(),
-                h.actor.clone(),
-                h.action.clone(),
-                h.outcome.clone(),
-                h.resource.clone(),
-                h.reason.clone(),
-            ]
-        }),
+        &HISTORY_COLUMNS,
+        r.history.iter().map(HistoryEntry::cells),
     );
     let _ = writeln!(o, "## Access\n");
     table(
         &mut o,
-        &["client", "detokenize", "decrypt", "denied", "failed"],
-        r.access.iter().map(|a| {
-            vec![
-                a.client.clone(),
-                a.detokenize.to_string(),
-                a.decrypt.to_string(),
-                a.denied.to_string(),
-                a.failed.to_string(),
-            ]
-        }),
+        &ACCESS_COLUMNS,
+        r.access.iter().map(ClientAccess::cells),
     );
     let c = &r.chain;
     let _ = writeln!(o, "## Audit trail integrity\n");

@@ -159,6 +159,82 @@ pub struct PciRow {
 
 const DAY_MS: i64 = 86_400_000;
 
+/// Columns of the key inventory table, shared by the HTML and Markdown renderings.
+pub(super) const KEY_COLUMNS: [&str; 12] = [
+    "key",
+    "purpose",
+    "algorithm",
+    "bits",
+    "where it lives",
+    "created",
+    "activated",
+    "cryptoperiod end",
+    "state",
+    "usage",
+    "records",
+    "KCV",
+];
+pub(super) const HISTORY_COLUMNS: [&str; 6] = [
+    "time",
+    "who",
+    "action",
+    "outcome",
+    "key / request",
+    "reason",
+];
+pub(super) const ACCESS_COLUMNS: [&str; 5] =
+    ["client", "detokenize", "decrypt", "denied", "failed"];
+
+impl KeyEntry {
+    pub(super) fn cells(&self) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            self.purpose.clone(),
+            self.algorithm.clone(),
+            self.strength_bits.to_string(),
+            self.location.clone(),
+            self.created_at.clone(),
+            self.activated_at.clone().unwrap_or_default(),
+            self.cryptoperiod_ends_at.clone(),
+            if self.overdue {
+                format!("{} (OVERDUE)", self.state)
+            } else {
+                self.state.clone()
+            },
+            self.usage_count.to_string(),
+            self.records.to_string(),
+            self.kcv.clone(),
+        ]
+    }
+}
+
+impl HistoryEntry {
+    pub(super) fn cells(&self) -> Vec<String> {
+        [
+            &self.at,
+            &self.actor,
+            &self.action,
+            &self.outcome,
+            &self.resource,
+            &self.reason,
+        ]
+        .map(String::clone)
+        .to_vec()
+    }
+}
+
+impl ClientAccess {
+    pub(super) fn cells(&self) -> Vec<String> {
+        vec![
+            self.client.clone(),
+            self.detokenize.to_string(),
+            self.decrypt.to_string(),
+            self.denied.to_string(),
+            self.failed.to_string(),
+        ]
+    }
+}
+
 fn purpose(keyring: &str) -> String {
     match keyring {
         FINGERPRINT_KEYRING => {
