@@ -324,24 +324,39 @@ impl Settings {
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let env_file = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
         let file = file.map(Path::to_path_buf).or(env_file);
+        let text = match &file {
+            Some(path) => Some(
+                fs::read_to_string(path)
+                    .map_err(|e| ConfigError::Load(format!("{}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
+        let env = config::Environment::with_prefix("TOKENVAULT")
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true);
+        Self::build(text.as_deref(), Some(env))
+    }
+
+    /// Settings from TOML text alone (no environment): what a config file says.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::build(Some(text), None)
+    }
+
+    fn build(text: Option<&str>, env: Option<config::Environment>) -> Result<Self, ConfigError> {
         let mut builder = config::Config::builder();
-        if let Some(path) = &file {
-            let text = fs::read_to_string(path)
-                .map_err(|e| ConfigError::Load(format!("{}: {e}", path.display())))?;
+        if let Some(text) = text {
             let parsed: toml::Table = text
                 .parse()
-                .map_err(|e| ConfigError::Load(format!("{}: {e}", path.display())))?;
+                .map_err(|e| ConfigError::Load(format!("config file: {e}")))?;
             if parsed.get("hsm").and_then(|h| h.get("pin")).is_some() {
                 return Err(ConfigError::PinInFile);
             }
-            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+            builder = builder.add_source(config::File::from_str(text, config::FileFormat::Toml));
         }
-        builder = builder.add_source(
-            config::Environment::with_prefix("TOKENVAULT")
-                .prefix_separator("_")
-                .separator("__")
-                .try_parsing(true),
-        );
+        if let Some(env) = env {
+            builder = builder.add_source(env);
+        }
         let settings: Settings = builder
             .build()
             .and_then(|c| c.try_deserialize())
@@ -380,5 +395,38 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_files_are_checked_and_a_pin_in_a_file_is_refused() {
+        let dev = Settings::from_toml("").unwrap();
+        assert_eq!(dev.server.listen, "127.0.0.1:8443");
+        assert!(dev.clients.contains_key("app"));
+        assert!(matches!(
+            Settings::from_toml("[hsm]\npin = \"1234\"\n"),
+            Err(ConfigError::PinInFile)
+        ));
+        let bad_ring = "[types.pan]\nvalidator = \"pan\"\nkeyring = \"nowhere\"\n";
+        assert!(matches!(
+            Settings::from_toml(bad_ring),
+            Err(ConfigError::Invalid(_))
+        ));
+        let bad_format = "[keyrings.pan]\n[types.pan]\nvalidator = \"email\"\nkeyring = \"pan\"\nformat = \"last4\"\n";
+        assert!(matches!(
+            Settings::from_toml(bad_format),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(Settings::from_toml("not toml [").is_err());
+        // A file's clients replace the development defaults as a whole.
+        let prod = Settings::from_toml(
+            "[clients.\"spiffe://payments/checkout\"]\npermissions = [\"tokenize:pan\"]\n",
+        )
+        .unwrap();
+        assert!(!prod.clients.contains_key("app"));
     }
 }

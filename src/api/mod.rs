@@ -3,7 +3,7 @@
 //! route — never the raw URI, which may hold a token — and `Cache-Control: no-store`).
 
 pub mod auth;
-mod crypto;
+pub mod crypto;
 pub mod error;
 mod health;
 pub mod json;
@@ -11,7 +11,7 @@ mod keys;
 pub mod limits;
 mod openapi;
 pub mod server;
-mod tokens;
+pub mod tokens;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
