@@ -86,6 +86,21 @@ mod tests {
     }
 
     #[test]
+    fn a_body_that_looks_like_our_own_message_gets_the_fixed_template() {
+        // Found by fuzzing (fuzz/fuzz_targets/api_json.rs): the message is the template.
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct R {
+            n: u64,
+        }
+        let err = parse::<R>(b"ody is not valid JSON (line 1, column ", 8).unwrap_err();
+        assert_eq!(
+            err.detail().message,
+            "the body is not valid JSON (line 1, column 1)"
+        );
+    }
+
+    #[test]
     fn parse_errors_never_quote_the_input() {
         #[derive(serde::Deserialize, Debug)]
         #[allow(dead_code)]
