@@ -667,24 +667,7 @@ impl Hsm {
         let kek = self.kek_handle(kek_label)?;
         let _create = self.object_lock()?;
         let session = self.pool.get()?;
-        let dek = session
-            .unwrap_key(
-                &mechanism.mechanism(),
-                kek,
-                wrapped,
-                &policy::template(KeyRole::TransientDataKey, ""),
-            )
-            .map_err(|e| match e {
-                // SoftHSM reports a bad integrity check as a general error: on unwrap, it is one.
-                CkError::Pkcs11(
-                    RvError::GeneralError
-                    | RvError::WrappedKeyInvalid
-                    | RvError::WrappedKeyLenRange
-                    | RvError::EncryptedDataInvalid,
-                    _,
-                ) => HsmError::UnwrapFailed,
-                other => session.fail(device(other)),
-            })?;
+        let dek = unwrap_transient(&session, mechanism, kek, wrapped)?;
         let value = read_value(&session, dek);
         let _ = session.destroy_object(dek);
         value
@@ -703,14 +686,7 @@ impl Hsm {
         let to = self.kek_handle(to_kek)?;
         let _create = self.object_lock()?;
         let session = self.pool.get()?;
-        let dek = session
-            .unwrap_key(
-                &mechanism.mechanism(),
-                from,
-                wrapped,
-                &policy::template(KeyRole::TransientDataKey, ""),
-            )
-            .map_err(|_| HsmError::UnwrapFailed)?;
+        let dek = unwrap_transient(&session, mechanism, from, wrapped)?;
         let out = session
             .wrap_key(&self.wrap.mechanism(), to, dek)
             .map_err(device);
@@ -840,6 +816,35 @@ impl Hsm {
             .retain(|k, _| !k.ends_with(&format!("/{label}")));
         Ok(handles.len())
     }
+}
+
+/// Unwraps `wrapped` into a transient session object. An integrity failure is
+/// `UnwrapFailed` (altered, or wrapped by another KEK); anything else is a device error
+/// and marks the session broken, so an HSM outage is never reported as tampering.
+fn unwrap_transient(
+    session: &session::PooledSession<'_>,
+    mechanism: WrapMechanism,
+    kek: ObjectHandle,
+    wrapped: &[u8],
+) -> Result<ObjectHandle, HsmError> {
+    session
+        .unwrap_key(
+            &mechanism.mechanism(),
+            kek,
+            wrapped,
+            &policy::template(KeyRole::TransientDataKey, ""),
+        )
+        .map_err(|e| match e {
+            // SoftHSM reports a bad integrity check as a general error: on unwrap, it is one.
+            CkError::Pkcs11(
+                RvError::GeneralError
+                | RvError::WrappedKeyInvalid
+                | RvError::WrappedKeyLenRange
+                | RvError::EncryptedDataInvalid,
+                _,
+            ) => HsmError::UnwrapFailed,
+            other => session.fail(device(other)),
+        })
 }
 
 fn read_value(

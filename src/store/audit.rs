@@ -87,10 +87,9 @@ impl Store {
 
     /// Events in sequence order, `limit` at a time from `after`.
     pub async fn audit_events(&self, after: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, at, actor, action, outcome, resource, origin, reason, prev_hash, hash \
-             FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"
+        ))
         .bind(after)
         .bind(limit)
         .fetch_all(&self.pool)
@@ -198,10 +197,9 @@ impl Store {
         from: i64,
         to: i64,
     ) -> Result<Vec<AuditRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, at, actor, action, outcome, resource, origin, reason, prev_hash, hash \
-             FROM audit_events WHERE at >= $1 AND at < $2 ORDER BY seq",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE at >= $1 AND at < $2 ORDER BY seq"
+        ))
         .bind(from)
         .bind(to)
         .fetch_all(&self.pool)
@@ -212,6 +210,10 @@ impl Store {
             .map_err(Into::into)
     }
 }
+
+/// The columns `audit_row` reads, in the order the hash chain covers them.
+const AUDIT_COLUMNS: &str =
+    "seq, at, actor, action, outcome, resource, origin, reason, prev_hash, hash";
 
 fn audit_row(r: &sqlx::any::AnyRow) -> Result<AuditRow, sqlx::Error> {
     Ok(AuditRow {
@@ -280,10 +282,10 @@ impl Store {
 
     /// Key lifecycle and officer events in [from, to), for the rotation history.
     pub async fn lifecycle_events(&self, from: i64, to: i64) -> Result<Vec<AuditRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, at, actor, action, outcome, resource, origin, reason, prev_hash, hash FROM audit_events \
-             WHERE at >= $1 AND at < $2 AND (action LIKE 'key.%' OR action LIKE 'officer.%') ORDER BY seq",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE at >= $1 AND at < $2 \
+                 AND (action LIKE 'key.%' OR action LIKE 'officer.%') ORDER BY seq"
+        ))
         .bind(from)
         .bind(to)
         .fetch_all(&self.pool)

@@ -62,13 +62,10 @@ impl Store {
     }
 
     pub async fn token(&self, token: &str) -> Result<Option<TokenRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT token, token_type, keyring, key_version, ciphertext, masked, metadata, created_at, \
-             expires_at, fingerprint_version FROM tokens WHERE token = $1",
-        )
-        .bind(token)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM tokens WHERE token = $1"))
+            .bind(token)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(token_row).transpose()?)
     }
 
@@ -79,12 +76,9 @@ impl Store {
         token_type: &str,
         fingerprint: &[u8],
     ) -> Result<Option<TokenRow>, StoreError> {
-        let q = sqlx::query(
-            "SELECT token, token_type, keyring, key_version, ciphertext, masked, metadata, created_at, \
-             expires_at, fingerprint_version FROM tokens WHERE token_type = $1 AND fingerprint = $2",
-        )
-        .bind(token_type)
-        .bind(fingerprint);
+        let sql =
+            format!("SELECT {COLUMNS} FROM tokens WHERE token_type = $1 AND fingerprint = $2");
+        let q = sqlx::query(&sql).bind(token_type).bind(fingerprint);
         let row = match tx {
             Some(tx) => q.fetch_optional(&mut **tx).await?,
             None => q.fetch_optional(&self.pool).await?,
