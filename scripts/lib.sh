@@ -15,8 +15,13 @@ ensure_packages() {
   command -v softhsm2-util >/dev/null 2>&1 && [ -f "$SOFTHSM_MODULE" ] || missing+=(softhsm2)
   command -v pkcs11-tool >/dev/null 2>&1 || missing+=(opensc)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-  # The tests render the HTML audit report with headless Chromium.
-  if [ "${NEED_CHROMIUM:-}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then missing+=(chromium); fi
+  # The tests render the HTML audit report with headless Chromium, and build the
+  # fault-injecting PKCS#11 module (tests/faulty-pkcs11) against p11-kit's pkcs11.h.
+  if [ "${NEED_TEST_TOOLS:-}" = 1 ]; then
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v cc >/dev/null 2>&1 || missing+=(gcc)
+    [ -f /usr/include/p11-kit-1/p11-kit/pkcs11.h ] || missing+=(libp11-kit-dev)
+  fi
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     local sudo=""

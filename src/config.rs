@@ -135,6 +135,12 @@ pub struct HsmSettings {
     /// Lock file that serializes token-object changes across processes on this host
     /// (SoftHSM2 needs it); empty to disable.
     pub lock_file: PathBuf,
+    /// An HSM call that has not answered after this long counts as an HSM failure: the
+    /// request gets 503 and the vault goes not-ready until the HSM answers again.
+    pub call_timeout_ms: u64,
+    /// How often `serve` checks that the HSM still answers (and, while it does not, how
+    /// often it tries to reconnect).
+    pub health_interval_ms: u64,
 }
 
 impl Default for HsmSettings {
@@ -148,6 +154,8 @@ impl Default for HsmSettings {
             label_prefix: "tokenvault".into(),
             sessions: 4,
             lock_file: "data/hsm-objects.lock".into(),
+            call_timeout_ms: 3000,
+            health_interval_ms: 1000,
         }
     }
 }
@@ -388,6 +396,11 @@ impl Settings {
                     "type `{name}`: format-preserving tokens need a digit validator (pan or ssn)"
                 )));
             }
+        }
+        if self.hsm.call_timeout_ms == 0 || self.hsm.health_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "hsm.call_timeout_ms and hsm.health_interval_ms must be at least 1".into(),
+            ));
         }
         if self.hsm.sessions == 0 {
             return Err(ConfigError::Invalid(

@@ -50,7 +50,7 @@ impl Vault {
             Hsm::open(
                 &h.module,
                 &h.token_label,
-                &pin,
+                pin,
                 h.wrap_mechanism,
                 h.sessions,
                 lock,
@@ -65,7 +65,10 @@ impl Vault {
             store.clone(),
             KeyLabels::new(&settings.hsm.label_prefix),
             settings.keyrings.clone(),
-        );
+        )
+        .with_call_timeout(std::time::Duration::from_millis(
+            settings.hsm.call_timeout_ms,
+        ));
         Ok(Self {
             settings: Arc::new(settings),
             store,

@@ -357,7 +357,7 @@ async fn a_wrong_pin_a_missing_token_and_a_missing_module_get_clear_errors() {
         Hsm::open(
             module,
             token,
-            &Pin::new(SecretString::from(pin.to_owned())),
+            Pin::new(SecretString::from(pin.to_owned())),
             WrapMechanism::AesKeyWrapPad,
             1,
             None,

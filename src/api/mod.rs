@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 use crate::audit::writer::{Write, Writer};
 use crate::audit::{AuditEvent, Outcome};
 use crate::config::Settings;
+use crate::keys::HsmStatus;
 use crate::policy::Policy;
 use crate::tokenize::{CryptoService, TokenService};
 use crate::vault::{Vault, now_ms};
@@ -185,8 +186,23 @@ impl Server {
 
     /// Serves until `shutdown` completes. Every 2 s it picks up key changes made elsewhere
     /// (rotation, retirement, destruction), rotates keys whose cryptoperiod ended, and
-    /// signs an audit checkpoint when one is due.
+    /// signs an audit checkpoint when one is due. Every `hsm.health_interval_ms` it checks
+    /// that the HSM answers, and reconnects when it did not (`keys::health`).
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let watch = {
+            let keys = self.state.vault.keys.clone();
+            let every = Duration::from_millis(self.state.vault.settings.hsm.health_interval_ms);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let status = keys.watch_hsm(now_ms()).await;
+                    let up = !matches!(status, HsmStatus::Down(_));
+                    metrics::gauge!("tokenvault_hsm_up").set(if up { 1.0 } else { 0.0 });
+                }
+            })
+        };
         let keys = self.state.vault.keys.clone();
         let signer = self.state.vault.checkpointer();
         let audit = self.state.vault.settings.audit.clone();
@@ -217,6 +233,7 @@ impl Server {
         let router = app(self.state);
         server::accept_loop(self.listener, self.tls, router, limits, shutdown).await;
         background.abort();
+        watch.abort();
     }
 }
 

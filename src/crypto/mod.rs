@@ -111,8 +111,11 @@ pub fn kcv(key: &[u8]) -> [u8; 3] {
 }
 
 /// HMAC-SHA-256 keys derived from the fingerprint data key, one per purpose label.
+/// Derived subkeys are cached here, so they live exactly as long as the key: when the
+/// key manager drops a key (rotation, an HSM outage), its subkeys go with it.
 pub struct FingerprintKey {
     ikm: Zeroizing<Vec<u8>>,
+    derived: std::sync::RwLock<std::collections::HashMap<String, Fingerprinter>>,
 }
 
 impl fmt::Debug for FingerprintKey {
@@ -138,7 +141,28 @@ impl FingerprintKey {
         if ikm.len() != 32 {
             return Err(CryptoError::BadKeyLength);
         }
-        Ok(Self { ikm })
+        Ok(Self {
+            ikm,
+            derived: Default::default(),
+        })
+    }
+
+    /// `derive(label)`, computed once per label and key.
+    pub fn derived(&self, label: &str) -> Fingerprinter {
+        if let Some(f) = self
+            .derived
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(label)
+        {
+            return f.clone();
+        }
+        let f = self.derive(label);
+        self.derived
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(label.to_owned(), f.clone());
+        f
     }
 
     /// A subkey for `label`; every purpose gets its own label, so fingerprints of one

@@ -302,8 +302,9 @@ struct ObjectLock<'a> {
 /// An open, logged-in HSM token.
 pub struct Hsm {
     module: Arc<Module>,
-    slot: Slot,
     token_label: String,
+    /// Kept (redacted, zeroized on drop) to log in again after the HSM drops the login.
+    pin: Pin,
     pool: SessionPool,
     wrap: WrapMechanism,
     handles: Mutex<HashMap<String, ObjectHandle>>,
@@ -324,43 +325,51 @@ impl Hsm {
     pub fn open(
         module_path: &Path,
         token_label: &str,
-        pin: &Pin,
+        pin: Pin,
         wrap: WrapMechanism,
         sessions: usize,
         lock_file: Option<&Path>,
     ) -> Result<Self, HsmError> {
-        let module = module(module_path)?;
-        // Every slot with a token, skipping tokens that cannot even describe themselves
-        // (a damaged token elsewhere must not stop us from finding ours).
-        let slot = module
-            .pkcs11
-            .get_slots_with_token()
-            .map_err(device)?
-            .into_iter()
-            .find(|slot| {
-                module
-                    .pkcs11
-                    .get_token_info(*slot)
-                    .is_ok_and(|info| info.label().trim_end() == token_label)
-            })
-            .ok_or_else(|| HsmError::TokenNotFound(token_label.to_owned()))?;
+        // SoftHSM2 rewrites its token file in place at login: loading the module and
+        // reading the token while another process logs in can see half a file, so both
+        // happen under the cross-process lock (alone: `object_lock` takes the mutex first).
+        let (module, slot) = {
+            let _file = lock_objects_file(lock_file)?;
+            let module = module(module_path)?;
+            let slot = find_slot(&module.pkcs11, token_label)?;
+            (module, slot)
+        };
         let pool = SessionPool::new(module.pkcs11.clone(), slot, sessions);
         let hsm = Hsm {
             module,
-            slot,
             token_label: token_label.to_owned(),
+            pin,
             pool,
             wrap,
             handles: Mutex::new(HashMap::new()),
             lock_file: lock_file.map(Path::to_path_buf),
         };
         {
-            // SoftHSM2 rewrites its token file at login: serialize with other writers.
             let _lock = hsm.object_lock()?;
-            hsm.login(pin)?;
+            hsm.login()?;
         }
         tracing::debug!(token = token_label, "HSM session open");
         Ok(hsm)
+    }
+
+    /// Starts over after an outage (a device error, a restart that dropped every session
+    /// and the login, a removed and re-inserted token): closes every session, finds the
+    /// token again by label (its slot may have changed), logs in again and forgets every
+    /// object handle, so keys are found afresh.
+    pub fn reconnect(&self) -> Result<(), HsmError> {
+        let _lock = self.object_lock()?;
+        let slot = find_slot(&self.module.pkcs11, &self.token_label)?;
+        self.pool.reset(slot);
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.login()
     }
 
     /// Serializes calls that create, destroy or rewrite token objects: across threads
@@ -373,48 +382,28 @@ impl Hsm {
             .create_lock
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let file = match &self.lock_file {
-            Some(path) => {
-                let err = |e: std::io::Error| {
-                    HsmError::Unavailable(format!("HSM lock file {}: {e}", path.display()))
-                };
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(err)?;
-                }
-                let f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(path)
-                    .map_err(err)?;
-                f.lock().map_err(err)?;
-                Some(f)
-            }
-            None => None,
-        };
         Ok(ObjectLock {
             _guard: guard,
-            _file: file,
+            _file: lock_objects_file(self.lock_file.as_deref())?,
         })
     }
 
-    fn login(&self, pin: &Pin) -> Result<(), HsmError> {
+    fn login(&self) -> Result<(), HsmError> {
         let mut logins = self.module.logins.lock().unwrap_or_else(|p| p.into_inner());
-        let digest = pin.digest();
+        let digest = self.pin.digest();
+        let slot = self.pool.slot().id();
         let session = self.pool.anchor()?;
-        let result = session.login(UserType::User, Some(&pin.0));
+        let result = session.login(UserType::User, Some(&self.pin.0));
         match result {
             Ok(()) => {
-                logins.insert(self.slot.id(), digest);
+                logins.insert(slot, digest);
                 Ok(())
             }
             // Login is per process: the slot is already logged in. Accept only the same PIN.
-            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
-                match logins.get(&self.slot.id()) {
-                    Some(known) if bool::from(known.ct_eq(&digest)) => Ok(()),
-                    _ => Err(HsmError::PinIncorrect),
-                }
-            }
+            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => match logins.get(&slot) {
+                Some(known) if bool::from(known.ct_eq(&digest)) => Ok(()),
+                _ => Err(HsmError::PinIncorrect),
+            },
             Err(CkError::Pkcs11(
                 RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange,
                 _,
@@ -437,7 +426,7 @@ impl Hsm {
         let info = self
             .module
             .pkcs11
-            .get_token_info(self.slot)
+            .get_token_info(self.pool.slot())
             .map_err(device)?;
         let fw = info.firmware_version();
         Ok(TokenEvidence {
@@ -449,14 +438,22 @@ impl Hsm {
         })
     }
 
-    /// A cheap round trip to the token, for readiness checks.
-    pub fn ping(&self) -> Result<(), HsmError> {
-        count("ping");
+    /// The health check: a session answers and the KEK labelled `kek_label` is still
+    /// there under that label (a stale handle after a token swap would name another
+    /// object or none). Costs one or two HSM round trips.
+    pub fn probe(&self, kek_label: &str) -> Result<(), HsmError> {
+        count("probe");
+        let handle = self.kek_handle(kek_label)?;
         let session = self.pool.get()?;
-        session
-            .get_session_info()
-            .map(|_| ())
-            .map_err(|e| session.fail(device(e)))
+        let attrs = session
+            .get_attributes(handle, &[AttributeType::Label])
+            .map_err(|e| session.fail(device(e)))?;
+        match attrs.first() {
+            Some(Attribute::Label(l)) if l.as_slice() == kek_label.as_bytes() => Ok(()),
+            _ => Err(HsmError::Unavailable(format!(
+                "the handle of KEK '{kek_label}' no longer names it"
+            ))),
+        }
     }
 
     fn find(&self, class: ObjectClass, label: &str) -> Result<Option<ObjectHandle>, HsmError> {
@@ -816,6 +813,40 @@ impl Hsm {
             .retain(|k, _| !k.ends_with(&format!("/{label}")));
         Ok(handles.len())
     }
+}
+
+/// The exclusive lock on `hsm.lock_file` (none when it is not configured); released
+/// when the returned file closes.
+fn lock_objects_file(path: Option<&Path>) -> Result<Option<std::fs::File>, HsmError> {
+    let Some(path) = path else { return Ok(None) };
+    let err =
+        |e: std::io::Error| HsmError::Unavailable(format!("HSM lock file {}: {e}", path.display()));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(err)?;
+    f.lock().map_err(err)?;
+    Ok(Some(f))
+}
+
+/// The slot holding the token labelled `label`, skipping tokens that cannot even describe
+/// themselves (a damaged token elsewhere must not stop us from finding ours).
+fn find_slot(pkcs11: &Pkcs11, label: &str) -> Result<Slot, HsmError> {
+    pkcs11
+        .get_slots_with_token()
+        .map_err(device)?
+        .into_iter()
+        .find(|slot| {
+            pkcs11
+                .get_token_info(*slot)
+                .is_ok_and(|info| info.label().trim_end() == label)
+        })
+        .ok_or_else(|| HsmError::TokenNotFound(label.to_owned()))
 }
 
 /// Unwraps `wrapped` into a transient session object. An integrity failure is

@@ -3,14 +3,17 @@
 //!
 //! Time is always a parameter (`now`, Unix milliseconds); only the edges read the clock.
 
+mod health;
 mod lifecycle;
 mod names;
 
+pub use health::HsmStatus;
 pub use lifecycle::KekRotation;
 pub use names::{FINGERPRINT_KEYRING, KeyState, KeyVersion, KeyringName};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use serde::Serialize;
 use subtle::ConstantTimeEq;
@@ -145,6 +148,10 @@ pub struct KeyManager {
     fingerprint_list: RwLock<Option<FingerprintKeys>>,
     /// Encryptions already reserved in the database and not yet used, per keyring.
     reservations: tokio::sync::Mutex<HashMap<String, lifecycle::Reservation>>,
+    /// Whether the HSM answers; while it does not, no key is handed out.
+    health: health::Health,
+    /// An HSM call slower than this fails (and marks the HSM down).
+    call_timeout: Duration,
 }
 
 impl std::fmt::Debug for KeyManager {
@@ -184,7 +191,15 @@ impl KeyManager {
             fingerprints: RwLock::default(),
             fingerprint_list: RwLock::default(),
             reservations: tokio::sync::Mutex::default(),
+            health: health::Health::default(),
+            call_timeout: Duration::from_secs(3),
         }
+    }
+
+    /// Sets how long an HSM call may take before it counts as an HSM failure.
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
     }
 
     pub fn hsm(&self) -> &Arc<Hsm> {
@@ -195,16 +210,47 @@ impl KeyManager {
         &self.labels
     }
 
-    /// Runs a blocking HSM call off the async threads.
+    /// Runs a blocking HSM call off the async threads. A device error, or no answer
+    /// within the call timeout, marks the HSM down (see `health`); a call that timed out
+    /// finishes on its blocking thread and its result is dropped.
     async fn hsm_call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Hsm) -> Result<T, HsmError> + Send + 'static,
     ) -> Result<T, KeyError> {
         let hsm = self.hsm.clone();
-        tokio::task::spawn_blocking(move || f(&hsm))
-            .await
-            .map_err(|e| KeyError::Internal(format!("HSM task failed: {e}")))?
-            .map_err(KeyError::from)
+        let call = tokio::task::spawn_blocking(move || f(&hsm));
+        let result = match tokio::time::timeout(self.call_timeout, call).await {
+            Ok(joined) => {
+                joined.map_err(|e| KeyError::Internal(format!("HSM task failed: {e}")))?
+            }
+            Err(_) => Err(HsmError::Unavailable(format!(
+                "no answer within {} ms",
+                self.call_timeout.as_millis()
+            ))),
+        };
+        result.map_err(|e| {
+            if e.is_unavailable() {
+                self.mark_hsm_down(&e.to_string());
+            }
+            KeyError::from(e)
+        })
+    }
+
+    /// Drops every cached data key and fingerprint key (they zeroize when the last
+    /// request using one finishes); they come back only through the HSM.
+    fn forget_keys(&self) {
+        self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.fingerprints
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        *self
+            .fingerprint_list
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Idempotent: finds or creates the KEK, the audit signing key and a first data key
@@ -377,6 +423,7 @@ impl KeyManager {
 
     /// The data key `keyring` v`version`, from the cache or unwrapped once through the HSM.
     pub async fn key(&self, keyring: &str, version: KeyVersion) -> Result<Arc<DataKey>, KeyError> {
+        self.ensure_hsm_available()?;
         let cache_key = (keyring.to_owned(), version);
         if let Some(k) = self
             .cache
@@ -440,6 +487,7 @@ impl KeyManager {
     pub async fn fingerprint_keys(
         &self,
     ) -> Result<Vec<(KeyVersion, Arc<FingerprintKey>)>, KeyError> {
+        self.ensure_hsm_available()?;
         if let Some(list) = self
             .fingerprint_list
             .read()

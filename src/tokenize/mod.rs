@@ -11,8 +11,8 @@ pub use encrypt::CryptoService;
 pub use rewrap::{RewrapOptions, RewrapReport};
 pub use values::{Value, ValueError};
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -160,7 +160,6 @@ pub struct TokenService {
     audit: AuditLog,
     types: BTreeMap<String, TypeSettings>,
     limits: Limits,
-    fingerprints: RwLock<HashMap<(String, KeyVersion), TypeFingerprints>>,
 }
 
 /// Checks the caller-supplied reason: short, and never a place to put a card number.
@@ -198,7 +197,6 @@ impl TokenService {
             store,
             types,
             limits,
-            fingerprints: RwLock::default(),
         }
     }
 
@@ -208,32 +206,16 @@ impl TokenService {
         token_type: &str,
     ) -> Result<Vec<(KeyVersion, TypeFingerprints)>, ServiceError> {
         let keys = self.keys.fingerprint_keys().await?;
-        let mut out = Vec::with_capacity(keys.len());
-        for (version, key) in keys {
-            let cache_key = (token_type.to_owned(), version);
-            let known = self
-                .fingerprints
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&cache_key)
-                .cloned();
-            let f = match known {
-                Some(f) => f,
-                None => {
-                    let f = TypeFingerprints {
-                        lookup: key.derive(&lookup_label(token_type)),
-                        public: key.derive(&format!("public/type/{token_type}")),
-                    };
-                    self.fingerprints
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(cache_key, f.clone());
-                    f
-                }
-            };
-            out.push((version, f));
-        }
-        Ok(out)
+        Ok(keys
+            .into_iter()
+            .map(|(version, key)| {
+                let f = TypeFingerprints {
+                    lookup: key.derived(&lookup_label(token_type)),
+                    public: key.derived(&format!("public/type/{token_type}")),
+                };
+                (version, f)
+            })
+            .collect())
     }
 
     /// Records a read-side or failed event (group-committed; returns once durable).

@@ -195,7 +195,7 @@ impl TokenService {
             if let Some(plain) = self.open_record(row, report).await? {
                 updates.push((
                     row,
-                    key.derive(&lookup_label(&row.token_type))
+                    key.derived(&lookup_label(&row.token_type))
                         .fingerprint(&plain),
                 ));
             }

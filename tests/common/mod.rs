@@ -581,12 +581,23 @@ pub fn random_pan() -> String {
 /// environment); returns it and its port once it listens. Its log goes to the test log
 /// directory, where the leak scan reads it.
 pub fn serve_process(settings: &Settings, name: &str) -> (std::process::Child, u16) {
+    serve_process_with(settings, name, |_| {})
+}
+
+/// `serve_process` with more of the environment set by `tweak`.
+pub fn serve_process_with(
+    settings: &Settings,
+    name: &str,
+    tweak: impl FnOnce(&mut std::process::Command),
+) -> (std::process::Child, u16) {
     use std::io::{BufRead, Write};
-    let mut child = cli(settings)
-        .env(
-            "TOKENVAULT_LOG",
-            "debug,sqlx=warn,hyper=info,h2=info,rustls=info",
-        )
+    let mut command = cli(settings);
+    command.env(
+        "TOKENVAULT_LOG",
+        "debug,sqlx=warn,hyper=info,h2=info,rustls=info",
+    );
+    tweak(&mut command);
+    let mut child = command
         .arg("serve")
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -630,4 +641,29 @@ pub fn process_settings(tag: &str) -> (PathBuf, Settings) {
     let mut s = api_settings(&dir, tag);
     s.limits.max_batch = 1000;
     (dir, s)
+}
+
+/// The fault-injecting PKCS#11 module of `tests/faulty-pkcs11` (a shim around the real
+/// SoftHSM2 module), built once per test binary with the system C compiler.
+pub fn faulty_module() -> PathBuf {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/faulty-pkcs11/faulty_pkcs11.c");
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("libfaultypkcs11-{}.so", std::process::id()));
+        let built = std::process::Command::new("cc")
+            .args(["-shared", "-fPIC", "-O1", "-I/usr/include/p11-kit-1", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .arg("-ldl")
+            .output()
+            .expect("a C compiler (cc)");
+        assert!(
+            built.status.success(),
+            "building the fault-injecting PKCS#11 module (needs libp11-kit-dev, which scripts/test installs): {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        out
+    })
+    .clone()
 }
