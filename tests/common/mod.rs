@@ -417,20 +417,17 @@ impl TestApp {
             .send()
             .await
             .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+        captured("POST", path, r).await
     }
 
     pub async fn get(&self, who: &str, path: &str) -> (u16, serde_json::Value) {
         let r = client(who).get(self.url(path)).send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+        captured("GET", path, r).await
     }
 
     pub async fn delete(&self, who: &str, path: &str) -> (u16, serde_json::Value) {
         let r = client(who).delete(self.url(path)).send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+        captured("DELETE", path, r).await
     }
 
     pub async fn tokenize(&self, ty: &str, value: &str) -> String {
@@ -449,6 +446,28 @@ impl TestApp {
     pub async fn db(&self) -> sqlx::AnyConnection {
         connect(&self.settings).await
     }
+}
+
+/// Reads a response and keeps a copy for the leak scan: every response the in-process
+/// servers give, except those of the routes whose job is to return values (detokenize,
+/// decrypt), is appended to `responses-<pid>.http` in the test log directory, where
+/// `scripts/leak-scan` looks for canary values.
+async fn captured(method: &str, path: &str, r: reqwest::Response) -> (u16, serde_json::Value) {
+    use std::io::Write;
+    let status = r.status().as_u16();
+    let body = r.json().await.unwrap_or(serde_json::Value::Null);
+    let returns_values = path.starts_with("/v1/detokenize") || path == "/v1/decrypt";
+    if let (Some(dir), false) = (std::env::var_os("TOKENVAULT_TEST_LOG_DIR"), returns_values) {
+        let file = PathBuf::from(dir).join(format!("responses-{}.http", std::process::id()));
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+        {
+            let _ = writeln!(f, "{method} {path} {status} {body}");
+        }
+    }
+    (status, body)
 }
 
 /// The canary values of tests/canaries.txt.
