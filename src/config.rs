@@ -416,6 +416,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_shipped_hsm_profile_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("hsm-config");
+        let mut loaded = 0;
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = fs::read_to_string(&path).unwrap();
+            let s =
+                Settings::from_toml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(s.hsm.call_timeout_ms >= 1000, "{}", path.display());
+            loaded += 1;
+        }
+        assert!(loaded >= 3, "SoftHSM2 and at least two real HSM families");
+    }
+
+    #[test]
     fn config_files_are_checked_and_a_pin_in_a_file_is_refused() {
         let dev = Settings::from_toml("").unwrap();
         assert_eq!(dev.server.listen, "127.0.0.1:8443");
