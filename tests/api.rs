@@ -516,14 +516,7 @@ async fn deep_json_is_refused_and_metrics_count_requests_without_values() {
     assert!(!body.to_string().contains("4111111111111111"));
 
     app.tokenize("card", VISA).await;
-    let text = common::client("auditor")
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics_text(&app.url("/metrics")).await;
     assert!(text.contains("tokenvault_requests_total"), "{text}");
     assert!(text.contains(r#"route="/v1/tokenize""#));
     assert_no_canary(&text, "the metrics");

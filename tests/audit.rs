@@ -726,14 +726,7 @@ async fn when_the_audit_trail_cannot_be_written_requests_fail_closed() {
         body.get("value").is_none(),
         "no value served without an audit record"
     );
-    let metrics = common::client("app")
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&app.url("/metrics")).await;
     assert!(
         metrics.contains("tokenvault_audit_failures_total"),
         "the failure is counted"

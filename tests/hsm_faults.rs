@@ -117,16 +117,9 @@ impl FaultyServer {
 
     /// `tokenvault_hsm_calls_total{op="unwrap_data_key"}` from `/metrics`.
     async fn unwraps(&self) -> u64 {
-        let text = self
-            .client
-            .get(self.url("/metrics"))
-            .send()
+        common::metrics_text(&self.url("/metrics"))
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
+            .lines()
             .filter(|l| {
                 l.starts_with("tokenvault_hsm_calls_total") && l.contains("unwrap_data_key")
             })

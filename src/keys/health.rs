@@ -15,7 +15,7 @@
 //! ready and the active keys are unwrapped again through the HSM. No restart is needed.
 //! If the audit trail cannot record the outage or the recovery, the vault stays down.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -29,6 +29,9 @@ pub(super) struct Health {
     /// Read on every request: set while the HSM is not known to answer.
     down: AtomicBool,
     outage: Mutex<Option<Outage>>,
+    /// Counts every failure, so the watch can tell whether one came in while it was
+    /// reconnecting (then the outage is not over).
+    failures: AtomicU64,
     /// Set while the watch's HSM call runs, which may outlast its timeout: a slow HSM
     /// must not pile up one blocked thread per look.
     watching: Arc<AtomicBool>,
@@ -91,6 +94,7 @@ impl KeyManager {
                 audited: false,
             });
         }
+        self.health.failures.fetch_add(1, Ordering::AcqRel);
         self.health.down.store(true, Ordering::Release);
         drop(outage);
         self.forget_keys();
@@ -115,6 +119,7 @@ impl KeyManager {
             tracing::error!(error = %e, "could not audit the HSM outage; staying down");
             return self.status();
         }
+        let failures = self.health.failures.load(Ordering::Acquire);
         let label = kek.clone();
         let reconnected = self
             .watch_call(move |h| {
@@ -133,7 +138,19 @@ impl KeyManager {
         let Some(outage_ms) = self.audit_recovery(now).await else {
             return self.status();
         };
-        self.health.down.store(false, Ordering::Release);
+        {
+            let mut outage = self.health.outage.lock().unwrap_or_else(|p| p.into_inner());
+            if self.health.failures.load(Ordering::Acquire) != failures {
+                // A call failed after the reconnect: still down. The recovery is in the
+                // trail, so this failure is audited as an outage of its own.
+                if let Some(o) = &mut *outage {
+                    o.audited = false;
+                }
+                return HsmStatus::Down("the HSM failed again while reconnecting".into());
+            }
+            outage.take();
+            self.health.down.store(false, Ordering::Release);
+        }
         tracing::warn!(
             outage_ms,
             "the HSM answers again: keys are reloaded through it"
@@ -188,7 +205,7 @@ impl KeyManager {
         Ok(())
     }
 
-    /// Writes `hsm.recovered` and ends the outage; None (still down) if it cannot.
+    /// Writes `hsm.recovered`; None (still down) if it cannot.
     async fn audit_recovery(&self, now: i64) -> Option<u128> {
         let outage_ms = {
             let outage = self.health.outage.lock().unwrap_or_else(|p| p.into_inner());
@@ -204,11 +221,6 @@ impl KeyManager {
             tracing::error!(error = %e, "could not audit the HSM recovery; staying down");
             return None;
         }
-        self.health
-            .outage
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
         Some(outage_ms)
     }
 

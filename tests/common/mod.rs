@@ -470,6 +470,18 @@ async fn captured(method: &str, path: &str, r: reqwest::Response) -> (u16, serde
     (status, body)
 }
 
+/// The Prometheus text of `/metrics` at `url` (public in the test configuration).
+pub async fn metrics_text(url: &str) -> String {
+    client("auditor")
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// The canary values of tests/canaries.txt.
 pub fn canaries() -> Vec<&'static str> {
     include_str!("../canaries.txt")
