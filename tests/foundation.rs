@@ -363,6 +363,11 @@ async fn a_wrong_pin_a_missing_token_and_a_missing_module_get_clear_errors() {
             None,
         )
     };
+    // The open HSM keeps its PIN (to log in again after an outage) and never prints it.
+    let pin = common::test_pin();
+    let right = open(&hsm.module, &hsm.token, &pin).unwrap();
+    let debug = format!("{right:?}");
+    assert!(!debug.contains(&pin), "{debug}");
     let wrong = open(&hsm.module, &hsm.token, "not-the-pin").unwrap_err();
     assert!(matches!(wrong, HsmError::PinIncorrect), "{wrong:?}");
     assert!(wrong.to_string().contains("wrong PIN"));
