@@ -80,6 +80,7 @@ async fn the_kek_is_generated_in_the_hsm_and_can_never_leave_it() {
     );
 
     // Wrapping the KEK with another (extractable-wrapping) key fails.
+    let lock = common::hsm_object_lock();
     let wrapper = session
         .generate_key(
             &Mechanism::AesKeyGen,
@@ -105,6 +106,7 @@ async fn the_kek_is_generated_in_the_hsm_and_can_never_leave_it() {
             .is_err()
     );
     session.destroy_object(wrapper).unwrap();
+    drop(lock);
 
     // The vault's own evidence agrees.
     let ev = vault.keys.hsm().kek_evidence(&label).unwrap();
@@ -226,6 +228,7 @@ async fn the_database_holds_no_data_key_and_no_plaintext_in_clear() {
     );
     let wrapped_keys = wrapped_keys(&vault.settings).await;
     assert_eq!(wrapped_keys.len(), 3);
+    let _lock = common::hsm_object_lock();
     for wrapped in wrapped_keys {
         let dek = session
             .unwrap_key(
@@ -321,6 +324,7 @@ async fn a_kek_with_the_wrong_attributes_is_refused() {
     // Plant an extractable AES key under the label the vault would use for its KEK.
     let label = vault.keys.labels().kek(1);
     let (_p, session) = common::raw_session();
+    let lock = common::hsm_object_lock();
     session
         .generate_key(
             &Mechanism::AesKeyGen,
@@ -335,6 +339,7 @@ async fn a_kek_with_the_wrong_attributes_is_refused() {
             ],
         )
         .unwrap();
+    drop(lock);
     let err = vault.keys.init("test", NOW).await.unwrap_err();
     assert!(
         matches!(err, KeyError::Hsm(HsmError::KeyPolicy { .. })),

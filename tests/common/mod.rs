@@ -106,7 +106,7 @@ pub fn settings(dir: &std::path::Path, tag: &str) -> Settings {
         Some(admin) => fresh_postgres_database(&admin, &s.hsm.label_prefix),
         None => format!("sqlite://{}", dir.join("vault.db").display()),
     });
-    s.hsm.lock_file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/hsm-objects.lock");
+    s.hsm.lock_file = hsm_lock_file();
     s
 }
 
@@ -127,10 +127,33 @@ pub fn test_pin() -> String {
         .to_owned()
 }
 
+/// The `hsm.lock_file` every test vault and process uses.
+pub fn hsm_lock_file() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/hsm-objects.lock")
+}
+
+/// Takes the vault's cross-process object lock, as the vault does around every object
+/// change and login: a test that writes through a raw session holds it, because SoftHSM2
+/// corrupts its token under concurrent writers. Never call into a vault while holding it
+/// (the vault takes the same lock through its own file).
+pub fn hsm_object_lock() -> std::fs::File {
+    let path = hsm_lock_file();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    f.lock().unwrap();
+    f
+}
+
 /// Raw PKCS#11 access for independent checks: the same module, already initialized
-/// and logged in by the vault in this process.
+/// and logged in by the vault in this process. Writes through it need `hsm_object_lock`.
 pub fn raw_session() -> (cryptoki::context::Pkcs11, cryptoki::session::Session) {
     use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    let _lock = hsm_object_lock();
     let hsm = test_hsm();
     let p = Pkcs11::new(&hsm.module).expect("load module");
     let _ = p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
