@@ -25,6 +25,7 @@ struct FaultyServer {
     control: PathBuf,
     settings: Settings,
     client: reqwest::Client,
+    log: PathBuf,
 }
 
 impl Drop for FaultyServer {
@@ -56,12 +57,16 @@ impl FaultyServer {
                 .env("TOKENVAULT_HSM__HEALTH_INTERVAL_MS", "200")
                 .env("TOKENVAULT_HSM__CALL_TIMEOUT_MS", "500");
         });
+        let log = std::env::var_os("TOKENVAULT_TEST_LOG_DIR")
+            .map_or_else(std::env::temp_dir, PathBuf::from)
+            .join(format!("serve-{}-{tag}.log", settings.hsm.label_prefix));
         Self {
             child,
             port,
             control,
             settings,
             client: common::client("app"),
+            log,
         }
     }
 
@@ -325,4 +330,57 @@ async fn a_removed_token_fails_closed_and_is_found_again_when_reinserted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_hsm_times_out_fails_closed_and_recovers() {
     the_vault_fails_closed_and_recovers_from("fault-slow", "slow 1500", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vault_stays_down_while_the_audit_trail_cannot_record_the_recovery() {
+    let server = FaultyServer::start("fault-noaudit");
+    let pan = common::random_pan();
+    let t = server
+        .post("/v1/tokenize", json!({"type": "card", "value": pan}))
+        .await;
+    assert_eq!(t.status, 200, "{}", t.body);
+    let token = t.body["token"].as_str().unwrap().to_owned();
+
+    server.inject("device_error");
+    server.wait_ready(503).await;
+    let mut db = common::connect(&server.settings).await;
+    sqlx::query("ALTER TABLE audit_events RENAME TO audit_events_away")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    server.inject("ok");
+    // The HSM answers again, but its recovery cannot be recorded: the vault stays down,
+    // and says why, until the audit trail can be written.
+    let start = Instant::now();
+    while !std::fs::read_to_string(&server.log)
+        .unwrap_or_default()
+        .contains("staying down")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the watch never tried to recover"
+        );
+        assert_eq!(server.readyz().await.status, 503);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(server.readyz().await.status, 503);
+    let d = server.post("/v1/detokenize", json!({"token": token})).await;
+    assert_eq!(d.status, 503, "{}", d.body);
+
+    sqlx::query("ALTER TABLE audit_events_away RENAME TO audit_events")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    server.wait_ready(200).await;
+    let d = server.post("/v1/detokenize", json!({"token": token})).await;
+    assert_eq!(d.status, 200, "{}", d.body);
+    assert_eq!(d.body["value"], pan);
+    let actions: Vec<String> = server
+        .hsm_events()
+        .await
+        .into_iter()
+        .map(|(a, _, _)| a)
+        .collect();
+    assert_eq!(actions, ["hsm.unavailable", "hsm.recovered"]);
 }
