@@ -120,16 +120,33 @@ impl FaultyServer {
         }
     }
 
-    /// `tokenvault_hsm_calls_total{op="unwrap_data_key"}` from `/metrics`.
-    async fn unwraps(&self) -> u64 {
+    /// The sum of the `/metrics` samples named `name` whose labels contain `label`.
+    async fn metric(&self, name: &str, label: &str) -> f64 {
         common::metrics_text(&self.url("/metrics"))
             .await
             .lines()
-            .filter(|l| {
-                l.starts_with("tokenvault_hsm_calls_total") && l.contains("unwrap_data_key")
-            })
+            .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(label))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
+            .sum()
+    }
+
+    /// `tokenvault_hsm_calls_total{op="unwrap_data_key"}`.
+    async fn unwraps(&self) -> u64 {
+        self.metric("tokenvault_hsm_calls_total", "unwrap_data_key")
+            .await as u64
+    }
+
+    /// Polls until the `tokenvault_hsm_up` gauge reads `want` (the watch sets it after each
+    /// look, just after it changes readiness).
+    async fn wait_hsm_up(&self, want: f64) {
+        let start = Instant::now();
+        while self.metric("tokenvault_hsm_up", "").await != want {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "tokenvault_hsm_up never read {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// `(action, outcome, reason)` of the HSM events in the audit trail, in order.
@@ -189,6 +206,7 @@ async fn the_vault_fails_closed_and_recovers_from(tag: &str, fault: &str, logs_o
     let not_ready = server.wait_ready(503).await;
     assert_eq!(not_ready.body["hsm"], "unavailable", "{}", not_ready.body);
     assert_eq!(not_ready.body["database"], "ok", "{}", not_ready.body);
+    server.wait_hsm_up(0.0).await;
     let unwraps_at_fault = server.unwraps().await;
     let other_pan = common::random_pan();
     let mut refused = 0;
@@ -255,11 +273,8 @@ async fn the_vault_fails_closed_and_recovers_from(tag: &str, fault: &str, logs_o
     // The fault ends: the same process is ready again by itself.
     server.inject("ok");
     server.wait_ready(200).await;
+    server.wait_hsm_up(1.0).await;
     assert_eq!(server.child.id(), pid);
-    assert!(
-        server.unwraps().await > unwraps_before,
-        "keys were not reloaded through the HSM after the outage"
-    );
     let back = server.post("/v1/detokenize", json!({"token": token})).await;
     assert_eq!(back.status, 200, "{}", back.body);
     assert_eq!(back.body["value"], pan);
@@ -281,6 +296,12 @@ async fn the_vault_fails_closed_and_recovers_from(tag: &str, fault: &str, logs_o
         .post("/v1/tokenize", json!({"type": "card", "value": other_pan}))
         .await;
     assert_eq!(fresh.status, 200, "{}", fresh.body);
+    // The cache was emptied, so the watch's reload or these requests unwrapped through
+    // the HSM again (checked after them: readiness returns just before the reload).
+    assert!(
+        server.unwraps().await > unwraps_before,
+        "keys were not reloaded through the HSM after the outage"
+    );
 
     // Audited: one outage, then its end, in that order.
     let events = server.hsm_events().await;

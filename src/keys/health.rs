@@ -14,6 +14,9 @@
 //! again by label). Once the KEK answers again, `hsm.recovered` is audited, the vault is
 //! ready and the active keys are unwrapped again through the HSM. No restart is needed.
 //! If the audit trail cannot record the outage or the recovery, the vault stays down.
+//!
+//! One-shot CLI commands run no watch: after an HSM failure the command fails, and
+//! running it again (rewrap and KEK rotation resume) starts with a fresh connection.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
