@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::audit::ObjectKind;
+use crate::guard::{ClientPolicy, Grant};
 use crate::hsm::WrapMechanism;
+pub use crate::keys::KeyringSettings;
+pub use crate::tokenize::{TokenFormat, TypeSettings, Validator};
 
 /// Reads a secret from a file that neither group nor others may read (PIN files, officer
 /// keys). The contents come back in zeroizing memory; errors say what to fix.
@@ -67,7 +71,7 @@ pub struct Settings {
     pub types: BTreeMap<String, TypeSettings>,
     /// Client identities (certificate SAN URI or CN) and their permissions.
     #[serde(default = "default_clients")]
-    pub clients: BTreeMap<String, ClientSettings>,
+    pub clients: BTreeMap<String, ClientPolicy>,
     #[serde(default)]
     pub audit: AuditSettings,
     /// Security officers and their Ed25519 public keys (dual control).
@@ -204,73 +208,6 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct KeyringSettings {
-    /// How long a data key version may encrypt before it is rotated.
-    pub cryptoperiod_days: u32,
-    /// Encryptions per data key version before it is rotated: far below the 2^32 limit
-    /// of AES-GCM with random 96-bit nonces.
-    pub usage_limit: u64,
-}
-
-impl Default for KeyringSettings {
-    fn default() -> Self {
-        Self {
-            cryptoperiod_days: 365,
-            usage_limit: 1 << 30,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Validator {
-    Pan,
-    Ssn,
-    Email,
-    None,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TokenFormat {
-    Opaque,
-    Last4,
-    First6Last4,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct TypeSettings {
-    pub validator: Validator,
-    pub keyring: String,
-    #[serde(default = "default_format")]
-    pub format: TokenFormat,
-    /// Same value, same token (found through the keyed fingerprint).
-    #[serde(default)]
-    pub deterministic: bool,
-}
-
-fn default_format() -> TokenFormat {
-    TokenFormat::Opaque
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct ClientSettings {
-    /// Permission patterns such as `tokenize:pan`, `detokenize:*`, `keys:read`, `*`.
-    #[serde(default)]
-    pub permissions: Vec<String>,
-    /// Requests per second this identity may send to `/v1` (token bucket); none: unlimited.
-    #[serde(default)]
-    pub rate_per_second: Option<f64>,
-    /// Burst size of the token bucket (default: one second's worth).
-    #[serde(default)]
-    pub burst: Option<f64>,
-    /// Values this identity may detokenize per hour (a security control, per node).
-    #[serde(default)]
-    pub detokenize_per_hour: Option<u64>,
-}
-
 fn default_keyrings() -> BTreeMap<String, KeyringSettings> {
     ["pan", "pii"]
         .into_iter()
@@ -305,10 +242,14 @@ fn default_types() -> BTreeMap<String, TypeSettings> {
     ])
 }
 
-fn default_clients() -> BTreeMap<String, ClientSettings> {
-    let c = |perms: &[&str]| ClientSettings {
-        permissions: perms.iter().map(|p| (*p).to_owned()).collect(),
-        ..ClientSettings::default()
+fn default_clients() -> BTreeMap<String, ClientPolicy> {
+    let c = |perms: &[&str]| ClientPolicy {
+        // Invariant: these literals are valid patterns (a unit test loads the defaults).
+        permissions: perms
+            .iter()
+            .map(|p| Grant::parse(p).expect("built-in permission patterns parse"))
+            .collect(),
+        ..ClientPolicy::default()
     };
     BTreeMap::from([
         (
@@ -397,6 +338,11 @@ impl Settings {
                 )));
             }
         }
+        for (identity, client) in &self.clients {
+            for grant in &client.permissions {
+                self.check_grant(identity, grant)?;
+            }
+        }
         if self.hsm.call_timeout_ms == 0 || self.hsm.health_interval_ms == 0 {
             return Err(ConfigError::Invalid(
                 "hsm.call_timeout_ms and hsm.health_interval_ms must be at least 1".into(),
@@ -408,6 +354,32 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+}
+
+impl Settings {
+    /// A grant on a type or keyring that is not configured is a typo: it would grant
+    /// nothing, silently. Refused at load, naming the client and the pattern.
+    fn check_grant(&self, identity: &str, grant: &Grant) -> Result<(), ConfigError> {
+        let Some((verb, object)) = grant.named() else {
+            return Ok(());
+        };
+        let known = match verb.object() {
+            ObjectKind::TokenType => self.types.contains_key(object),
+            ObjectKind::Keyring => self.keyrings.contains_key(object),
+            ObjectKind::Scope => true,
+        };
+        if known {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(format!(
+                "client `{identity}`: permission `{grant}` names no configured {}",
+                match verb.object() {
+                    ObjectKind::Keyring => "keyring",
+                    _ => "token type",
+                }
+            )))
+        }
     }
 }
 
@@ -456,5 +428,32 @@ mod tests {
         )
         .unwrap();
         assert!(!prod.clients.contains_key("app"));
+    }
+
+    #[test]
+    fn a_mistyped_permission_fails_start_up_naming_the_client_and_pattern() {
+        let client = |perm: &str| format!("[clients.svc]\npermissions = [\"{perm}\"]\n");
+        for (perm, want) in [
+            ("detokenise:*", "names no known action"),
+            ("detokenize:pna", "names no configured token type"),
+            ("encrypt:pn", "names no configured keyring"),
+            ("keys:raed", "must be `read` or `*`"),
+        ] {
+            let e = Settings::from_toml(&client(perm)).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains(perm), "{perm}: {e}");
+        }
+        for perm in [
+            "*",
+            "tokenize:pan",
+            "detokenize:*",
+            "*:pii",
+            "encrypt:pii",
+            "keys:read",
+        ] {
+            let s = Settings::from_toml(&client(perm)).unwrap();
+            assert_eq!(s.clients["svc"].permissions[0].to_string(), perm);
+        }
+        let defaults = Settings::from_toml("").unwrap();
+        assert_eq!(defaults.clients["app"].permissions.len(), 6);
     }
 }

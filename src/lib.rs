@@ -16,19 +16,23 @@ pub mod config;
 pub mod crypto;
 /// Development PKI for `dev-certs` and tests (rcgen).
 pub mod devpki;
+/// The one error type of the services and the one list of stable error codes.
+pub mod error;
+/// The one check before a service acts: typed permissions, rates, reveal budgets;
+/// refusals audited once.
+pub mod guard;
 /// The only module that speaks PKCS#11.
 pub mod hsm;
 /// Keyrings, versions, states and the cache of unwrapped data keys.
 pub mod keys;
 /// Dual control: officer keys, signed requests and approvals.
 pub mod officers;
-/// Identities and permissions: default deny.
-pub mod policy;
 /// All SQL, for SQLite and PostgreSQL.
 pub mod store;
 /// Logging set-up; never logs values or keys.
 pub mod telemetry;
 /// Token types, validators, formats and the tokenize/detokenize/encrypt services.
 pub mod tokenize;
-/// Wiring: opens the HSM, the database and the key manager from settings.
+/// Wiring: opens the HSM, the database and the key manager from settings, and builds
+/// the services once.
 pub mod vault;

@@ -16,7 +16,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::audit::{AuditEvent, AuditLog, Outcome};
+use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
 use crate::store::{RequestRow, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -249,7 +249,7 @@ pub async fn submit(
     store.insert_request(&mut atx.tx, &row).await?;
     let event = AuditEvent::new(
         format!("officer:{requester}"),
-        "officer.request",
+        Action::OfficerRequest,
         Outcome::Success,
     )
     .resource(format!("{} {op}", row.id))
@@ -277,7 +277,7 @@ pub async fn approve(
         Err(e) => {
             let event = AuditEvent::new(
                 format!("officer:{approver}"),
-                "officer.approve",
+                Action::OfficerApprove,
                 Outcome::Denied,
             )
             .resource(id)
@@ -306,7 +306,7 @@ pub async fn approve(
     }
     let event = AuditEvent::new(
         format!("officer:{approver}"),
-        "officer.approve",
+        Action::OfficerApprove,
         Outcome::Success,
     )
     .resource(format!("{id} {op}"))

@@ -1,11 +1,15 @@
-//! Wiring shared by `serve` and the CLI: settings → HSM + database + key manager.
+//! Wiring shared by `serve` and the CLI: settings → HSM + database + key manager, and
+//! the services over them, built in one place.
 
 use std::sync::Arc;
 
+use crate::audit::writer::Writer;
 use crate::config::Settings;
+use crate::guard::Guard;
 use crate::hsm::{Hsm, HsmError, Pin};
 use crate::keys::{KeyLabels, KeyManager};
 use crate::store::{Store, StoreError};
+use crate::tokenize::{CryptoService, TokenService, ValueLimits};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -23,6 +27,17 @@ pub struct Vault {
     pub keys: Arc<KeyManager>,
 }
 
+/// The services every surface (API, CLI, tests) works through: one writer, one guard,
+/// one tokenize path, one encrypt path. Cheap to clone.
+#[derive(Clone)]
+pub struct Services {
+    /// Group-committing writer of every write and audit event of this process.
+    pub writer: Writer,
+    pub guard: Arc<Guard>,
+    pub tokens: Arc<TokenService>,
+    pub crypto: Arc<CryptoService>,
+}
+
 /// The PIN from `TOKENVAULT_HSM__PIN` or the PIN file.
 pub fn pin(settings: &Settings) -> Result<Pin, HsmError> {
     match (&settings.hsm.pin, &settings.hsm.pin_file) {
@@ -33,6 +48,32 @@ pub fn pin(settings: &Settings) -> Result<Pin, HsmError> {
 }
 
 impl Vault {
+    /// Builds the services. Starts the group-commit writer on the current tokio runtime,
+    /// so call it once per process and share the result.
+    pub fn services(&self) -> Services {
+        let s = &self.settings;
+        let writer = Writer::spawn(self.store.clone());
+        let guard = Arc::new(Guard::new(&s.clients, writer.clone()));
+        let tokens = TokenService::new(
+            self.keys.clone(),
+            self.store.clone(),
+            writer.clone(),
+            guard.clone(),
+            s.types.clone(),
+            ValueLimits {
+                max_value_bytes: s.limits.max_value_bytes,
+                max_metadata_bytes: s.limits.max_metadata_bytes,
+            },
+        );
+        let crypto = CryptoService::new(self.keys.clone(), guard.clone());
+        Services {
+            writer,
+            guard,
+            tokens: Arc::new(tokens),
+            crypto: Arc::new(crypto),
+        }
+    }
+
     /// The HSM-backed signer of audit checkpoints and reports.
     pub fn checkpointer(&self) -> crate::audit::checkpoint::Checkpointer {
         crate::audit::checkpoint::Checkpointer::new(

@@ -8,7 +8,7 @@ use std::process::Output;
 
 use common::{TestApp, cli, spawn_app};
 use serde_json::{Value, json};
-use tokenvault::audit::{AuditEvent, AuditLog, Outcome};
+use tokenvault::audit::{Action, AuditEvent, AuditLog, Outcome};
 use tokenvault::vault::{Vault, now_ms};
 
 /// (actor, action, outcome) of an audit event.
@@ -293,9 +293,13 @@ async fn every_kind_of_tampering_is_detected_at_the_right_sequence() {
     let log = AuditLog::new(vault.store.clone());
     let mut atx = log.begin().await.unwrap();
     for i in 0..3000 {
-        let e = AuditEvent::new(format!("client-{}", i % 7), "detokenize", Outcome::Success)
-            .resource(format!("tok_{i}"))
-            .origin("127.0.0.1");
+        let e = AuditEvent::new(
+            format!("client-{}", i % 7),
+            Action::Detokenize,
+            Outcome::Success,
+        )
+        .resource(format!("tok_{i}"))
+        .origin("127.0.0.1");
         atx.append(&e, now_ms()).await.unwrap();
     }
     atx.commit().await.unwrap();

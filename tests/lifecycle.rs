@@ -78,15 +78,8 @@ async fn vault(app: &TestApp) -> Vault {
     Vault::open(app.settings.clone()).await.unwrap()
 }
 
-fn service(v: &Vault) -> TokenService {
-    let s = &v.settings;
-    TokenService::new(
-        v.keys.clone(),
-        v.store.clone(),
-        tokenvault::audit::writer::Writer::spawn(v.store.clone()),
-        s.types.clone(),
-        s.limits.clone(),
-    )
+fn service(v: &Vault) -> Arc<TokenService> {
+    v.services().tokens
 }
 
 async fn key_versions(app: &TestApp) -> BTreeMap<String, i64> {

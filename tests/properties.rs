@@ -5,16 +5,15 @@ mod common;
 use std::sync::{Arc, OnceLock};
 
 use proptest::prelude::*;
-use tokenvault::audit::writer::Writer;
 use tokenvault::config::{TokenFormat, Validator};
-use tokenvault::policy::Principal;
+use tokenvault::guard::Principal;
 use tokenvault::tokenize::{CryptoService, RawValue, TokenService, TokenizeInput, format, values};
 use tokenvault::vault::{Vault, now_ms};
 
 struct Env {
     rt: tokio::runtime::Runtime,
-    tokens: TokenService,
-    crypto: CryptoService,
+    tokens: Arc<TokenService>,
+    crypto: Arc<CryptoService>,
 }
 
 /// One vault (real SoftHSM2 keys, fresh database) shared by the properties.
@@ -31,18 +30,8 @@ fn env() -> &'static Env {
             let s = common::api_settings(&dir, "props");
             let vault = Vault::open(s.clone()).await.unwrap();
             vault.keys.init("test", now_ms()).await.unwrap();
-            let writer = Writer::spawn(vault.store.clone());
-            let keys = Arc::clone(&vault.keys);
-            (
-                TokenService::new(
-                    keys.clone(),
-                    vault.store.clone(),
-                    writer.clone(),
-                    s.types.clone(),
-                    s.limits.clone(),
-                ),
-                CryptoService::new(keys, writer, s.keyrings.clone()),
-            )
+            let services = vault.services();
+            (services.tokens, services.crypto)
         });
         Env { rt, tokens, crypto }
     })

@@ -4,7 +4,7 @@
 mod common;
 
 use secrecy::SecretString;
-use tokenvault::audit::{AuditEvent, AuditLog, Outcome, verify};
+use tokenvault::audit::{Action, AuditEvent, AuditLog, Outcome, verify};
 use tokenvault::store::{NewToken, Store, StoreError};
 
 async fn store(tag: &str) -> Store {
@@ -21,8 +21,9 @@ async fn concurrent_writers_form_one_unbroken_audit_chain() {
         let log = AuditLog::new(store.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0..40 {
-                let e = AuditEvent::new(format!("writer-{w}"), "detokenize", Outcome::Success)
-                    .resource(format!("tok_{w}_{i}"));
+                let e =
+                    AuditEvent::new(format!("writer-{w}"), Action::Detokenize, Outcome::Success)
+                        .resource(format!("tok_{w}_{i}"));
                 log.record(&e, 1_700_000_000_000 + i).await.unwrap();
             }
         }));

@@ -16,7 +16,7 @@ const TEMPLATES: [&str; 3] = [
 
 fn check<T: serde::de::DeserializeOwned>(data: &[u8]) {
     if let Err(e) = parse::<T>(data, 32) {
-        let message = &e.detail().message;
+        let message = e.public_message();
         let head = match message.rsplit_once(" (line ") {
             Some((head, tail)) => {
                 let ok = tail.strip_suffix(')').and_then(|t| t.split_once(", column ")).is_some_and(|(l, c)| {
@@ -25,7 +25,7 @@ fn check<T: serde::de::DeserializeOwned>(data: &[u8]) {
                 assert!(ok, "unexpected position text: {message}");
                 head
             }
-            None => message.as_str(),
+            None => message.as_ref(),
         };
         assert!(TEMPLATES.contains(&head), "not a fixed template: {message}");
     }

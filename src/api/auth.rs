@@ -9,9 +9,8 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::AppState;
-use super::error::ApiError;
-use crate::audit::{AuditEvent, Outcome};
-use crate::policy::Principal;
+use crate::error::Error;
+use crate::guard::Principal;
 
 /// What the connection knows about its peer; inserted into every request by the server.
 #[derive(Debug, Clone)]
@@ -38,42 +37,19 @@ pub fn identity_of(der: &[u8]) -> Option<String> {
 pub struct Caller(pub Principal);
 
 impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
+    type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let info = parts
             .extensions
             .get::<ConnInfo>()
-            .ok_or_else(ApiError::unauthenticated)?;
-        let identity = info
-            .identity
-            .as_deref()
-            .ok_or_else(ApiError::unauthenticated)?;
+            .ok_or(Error::Unauthenticated)?;
+        let identity = info.identity.as_deref().ok_or(Error::Unauthenticated)?;
         Ok(Caller(
             state
-                .policy
+                .services
+                .guard
                 .principal(identity, &info.peer.ip().to_string()),
         ))
-    }
-}
-
-impl Caller {
-    /// Requires a permission that does not depend on stored data; audits a denial.
-    pub async fn require(
-        &self,
-        state: &AppState,
-        permission: &str,
-        action: &str,
-    ) -> Result<(), ApiError> {
-        if self.0.may(permission) {
-            return Ok(());
-        }
-        let event = AuditEvent::new(&self.0.identity, action, Outcome::Denied)
-            .origin(&self.0.origin)
-            .reason(Some("forbidden".into()));
-        state.record(event).await?;
-        Err(ApiError::forbidden(format!(
-            "missing permission `{permission}`"
-        )))
     }
 }

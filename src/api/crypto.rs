@@ -9,9 +9,10 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
-use super::error::{ApiError, ErrorBody};
+use super::error::ErrorBody;
 use super::json::ApiJson;
 use super::{AppState, ok};
+use crate::error::Error;
 use crate::vault::now_ms;
 
 pub fn router() -> Router<AppState> {
@@ -50,11 +51,11 @@ pub struct DecryptResponse {
     pub plaintext: String,
 }
 
-fn b64(field: &str, s: Option<&str>) -> Result<Vec<u8>, ApiError> {
+fn b64(field: &str, s: Option<&str>) -> Result<Vec<u8>, Error> {
     s.map_or(Ok(Vec::new()), |s| {
         STANDARD
             .decode(s)
-            .map_err(|_| ApiError::invalid_request(format!("`{field}` is not valid base64")))
+            .map_err(|_| Error::InvalidRequest(format!("`{field}` is not valid base64")))
     })
 }
 
@@ -64,10 +65,11 @@ async fn encrypt(
     State(state): State<AppState>,
     Caller(who): Caller,
     ApiJson(req): ApiJson<EncryptRequest>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let plaintext = zeroize::Zeroizing::new(b64("plaintext", Some(&req.plaintext))?);
     let context = b64("context", req.context.as_deref())?;
     let ciphertext = state
+        .services
         .crypto
         .encrypt(&who, &req.keyring, &plaintext, &context, now_ms())
         .await?;
@@ -80,9 +82,10 @@ async fn decrypt(
     State(state): State<AppState>,
     Caller(who): Caller,
     ApiJson(req): ApiJson<DecryptRequest>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let context = b64("context", req.context.as_deref())?;
     let plain = state
+        .services
         .crypto
         .decrypt(&who, &req.ciphertext, &context, now_ms())
         .await?;
@@ -97,9 +100,10 @@ async fn rewrap(
     State(state): State<AppState>,
     Caller(who): Caller,
     ApiJson(req): ApiJson<DecryptRequest>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let context = b64("context", req.context.as_deref())?;
     let ciphertext = state
+        .services
         .crypto
         .rewrap(&who, &req.ciphertext, &context, now_ms())
         .await?;

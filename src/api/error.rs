@@ -1,12 +1,14 @@
-//! The one place that decides HTTP status and stable error code. Internal detail is
-//! logged; clients get a message that never echoes what they sent.
+//! The HTTP rendering of [`Error`]: the one table from stable code to status, and the
+//! JSON body. Internal detail is logged here; clients get a message that never echoes
+//! what they sent. A second surface (the Vault-compatible layer) adds a renderer of its
+//! own over the same `status` table, never a second mapping.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::tokenize::ServiceError;
+use crate::error::{Code, Error};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
@@ -16,106 +18,114 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `invalid_request`, `unauthenticated`, `forbidden`,
-    /// `not_found`, `payload_too_large`, `invalid_value`, `rate_limited`, `unavailable`,
-    /// `key_destroyed`, `integrity_error`, `method_not_allowed`, `internal`.
+    /// `not_found`, `method_not_allowed`, `key_destroyed`, `payload_too_large`,
+    /// `invalid_value`, `rate_limited`, `integrity_error`, `unavailable`, `internal`.
     pub code: &'static str,
     pub message: String,
 }
 
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    detail: ErrorDetail,
+/// The only place that decides an HTTP status.
+fn status(code: Code) -> StatusCode {
+    match code {
+        Code::InvalidRequest => StatusCode::BAD_REQUEST,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::Forbidden => StatusCode::FORBIDDEN,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        Code::KeyDestroyed => StatusCode::GONE,
+        Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Code::InvalidValue => StatusCode::UNPROCESSABLE_ENTITY,
+        Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        Code::IntegrityError | Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
 }
 
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            detail: ErrorDetail {
-                code,
-                message: message.into(),
+/// Logs what the client will not see.
+fn log(e: &Error) {
+    match e {
+        Error::Unavailable(detail) => tracing::warn!(detail, "request failed closed"),
+        Error::Internal(detail) => tracing::error!(detail, "internal error"),
+        Error::Integrity => tracing::error!("a stored record failed its integrity check"),
+        _ => {}
+    }
+}
+
+impl Error {
+    /// The JSON body of this error, also used for one failed item of a batch. Logs
+    /// what the client will not see.
+    pub fn body(&self) -> ErrorBody {
+        log(self);
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code().as_str(),
+                message: self.public_message().into_owned(),
             },
         }
     }
-
-    pub fn invalid_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
-    }
-
-    pub fn unauthenticated() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "the client certificate names no identity (no SAN URI and no CN)",
-        )
-    }
-
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
-    }
-
-    pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
-    }
-
-    pub fn too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
-    }
-
-    pub fn unavailable(detail: &str) -> Self {
-        tracing::warn!(detail, "request failed closed");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the vault cannot serve this request now (HSM, database or audit trail unavailable); retry later",
-        )
-    }
-
-    pub fn detail(&self) -> &ErrorDetail {
-        &self.detail
-    }
-
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
 }
 
-impl From<ServiceError> for ApiError {
-    fn from(e: ServiceError) -> Self {
-        let code = e.code();
-        match e {
-            ServiceError::InvalidRequest(m) => Self::new(StatusCode::BAD_REQUEST, code, m),
-            ServiceError::InvalidValue(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, m),
-            ServiceError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, code, m),
-            ServiceError::NotFound => Self::new(StatusCode::NOT_FOUND, code, "no such token"),
-            ServiceError::KeyDestroyed(m) => Self::new(StatusCode::GONE, code, m),
-            ServiceError::Integrity => {
-                tracing::error!("a stored record failed its integrity check");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    code,
-                    "the stored record failed its integrity check and was not returned",
-                )
-            }
-            ServiceError::Unavailable(detail) => Self::unavailable(&detail),
-            ServiceError::Internal(detail) => {
-                tracing::error!(detail, "internal error");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, code, "internal error")
-            }
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
+impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let retry = self.status == StatusCode::SERVICE_UNAVAILABLE
-            || self.status == StatusCode::TOO_MANY_REQUESTS;
-        let mut resp = (self.status, Json(ErrorBody { error: self.detail })).into_response();
-        if retry {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let mut resp = (status(self.code()), Json(self.body())).into_response();
+        if let Some(wait) = self.retry_after()
+            && let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_its_documented_status() {
+        let expected = [
+            ("invalid_request", 400),
+            ("unauthenticated", 401),
+            ("forbidden", 403),
+            ("not_found", 404),
+            ("method_not_allowed", 405),
+            ("key_destroyed", 410),
+            ("payload_too_large", 413),
+            ("invalid_value", 422),
+            ("rate_limited", 429),
+            ("integrity_error", 500),
+            ("unavailable", 503),
+            ("internal", 500),
+        ];
+        assert_eq!(expected.len(), Code::ALL.len());
+        for c in Code::ALL {
+            let want = expected.iter().find(|(s, _)| *s == c.as_str());
+            assert_eq!(
+                want.map(|w| w.1),
+                Some(status(c).as_u16()),
+                "{}",
+                c.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn retryable_answers_carry_retry_after() {
+        let resp = Error::RateLimited {
+            message: "slow down".into(),
+            retry_after: std::time::Duration::from_secs(42),
+        }
+        .into_response();
+        assert_eq!(resp.status(), 429);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "42");
+        let resp = Error::Unavailable("hsm gone".into()).into_response();
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        assert!(
+            Error::NotFound
+                .into_response()
+                .headers()
+                .get(header::RETRY_AFTER)
+                .is_none()
+        );
     }
 }

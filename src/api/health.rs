@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::ApiError;
+use crate::audit::Action;
+use crate::error::Error;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -63,11 +64,15 @@ async fn readyz(State(state): State<AppState>) -> Response {
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 async fn metrics(
     State(state): State<AppState>,
-    caller: Result<Caller, ApiError>,
-) -> Result<Response, ApiError> {
+    caller: Result<Caller, Error>,
+) -> Result<Response, Error> {
     if !state.vault.settings.server.public_metrics {
-        caller?
-            .require(&state, "metrics:read", "metrics.read")
+        let Caller(who) = caller?;
+        let now = crate::vault::now_ms();
+        state
+            .services
+            .guard
+            .check(&who, Action::MetricsRead, "read", None, now)
             .await?;
     }
     let text = state.metrics.render();

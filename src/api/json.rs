@@ -4,7 +4,7 @@ use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
 
 use super::AppState;
-use super::error::ApiError;
+use crate::error::Error;
 
 /// JSON body extractor enforcing `limits.max_body_bytes` and `limits.max_json_depth`.
 pub struct ApiJson<T>(pub T);
@@ -39,9 +39,9 @@ pub fn too_deep(bytes: &[u8], max: usize) -> bool {
 
 /// Parses JSON into `T`, describing a failure by position and kind only: serde's own
 /// messages can quote the offending value.
-pub fn parse<T: DeserializeOwned>(bytes: &[u8], max_depth: usize) -> Result<T, ApiError> {
+pub fn parse<T: DeserializeOwned>(bytes: &[u8], max_depth: usize) -> Result<T, Error> {
     if too_deep(bytes, max_depth) {
-        return Err(ApiError::invalid_request(format!(
+        return Err(Error::InvalidRequest(format!(
             "JSON nests deeper than {max_depth} levels"
         )));
     }
@@ -53,19 +53,19 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8], max_depth: usize) -> Result<T, A
                 "the JSON does not match this endpoint's request shape (see /openapi.json)"
             }
         };
-        ApiError::invalid_request(format!("{what} (line {}, column {})", e.line(), e.column()))
+        Error::InvalidRequest(format!("{what} (line {}, column {})", e.line(), e.column()))
     })
 }
 
 impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
-    type Rejection = ApiError;
+    type Rejection = Error;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
         let limits = &state.vault.settings.limits;
         let bytes = axum::body::to_bytes(req.into_body(), limits.max_body_bytes)
             .await
             .map_err(|_| {
-                ApiError::too_large(format!(
+                Error::PayloadTooLarge(format!(
                     "the request body exceeds {} bytes",
                     limits.max_body_bytes
                 ))
@@ -95,7 +95,7 @@ mod tests {
         }
         let err = parse::<R>(b"ody is not valid JSON (line 1, column ", 8).unwrap_err();
         assert_eq!(
-            err.detail().message,
+            err.public_message(),
             "the body is not valid JSON (line 1, column 1)"
         );
     }
@@ -109,15 +109,15 @@ mod tests {
         }
         let err = parse::<R>(br#"{"n":"4111111111111111"}"#, 8).unwrap_err();
         assert!(
-            !err.detail().message.contains("4111"),
+            !err.public_message().contains("4111"),
             "{}",
-            err.detail().message
+            err.public_message()
         );
         let err = parse::<R>(b"4111111111111111 x", 8).unwrap_err();
         assert!(
-            !err.detail().message.contains("4111"),
+            !err.public_message().contains("4111"),
             "{}",
-            err.detail().message
+            err.public_message()
         );
     }
 }

@@ -6,9 +6,12 @@ use axum::response::Response;
 use axum::routing::get;
 
 use super::auth::Caller;
-use super::error::{ApiError, ErrorBody};
+use super::error::ErrorBody;
 use super::{AppState, ok};
+use crate::audit::{Action, AuditEvent, Outcome};
+use crate::error::Error;
 use crate::keys::Inventory;
+use crate::vault::now_ms;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/keys", get(list))
@@ -16,20 +19,15 @@ pub fn router() -> Router<AppState> {
 
 #[utoipa::path(get, path = "/v1/keys", tag = "keys",
     responses((status = 200, body = Inventory), (status = 403, body = ErrorBody)))]
-async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    caller.require(&state, "keys:read", "keys.list").await?;
-    let event = crate::audit::AuditEvent::new(
-        &caller.0.identity,
-        "keys.list",
-        crate::audit::Outcome::Success,
-    )
-    .origin(&caller.0.origin);
-    state.record(event).await?;
-    let inventory = state
-        .vault
-        .keys
-        .inventory(crate::vault::now_ms())
-        .await
-        .map_err(crate::tokenize::ServiceError::from)?;
+async fn list(State(state): State<AppState>, Caller(who): Caller) -> Result<Response, Error> {
+    let guard = &state.services.guard;
+    let now = now_ms();
+    guard
+        .check(&who, Action::KeysList, "read", None, now)
+        .await?;
+    let event =
+        AuditEvent::new(&who.identity, Action::KeysList, Outcome::Success).origin(&who.origin);
+    guard.record(event, now).await?;
+    let inventory = state.vault.keys.inventory(now).await?;
     Ok(ok(inventory))
 }

@@ -8,13 +8,13 @@ pub mod error;
 mod health;
 pub mod json;
 mod keys;
-pub mod limits;
+mod limits;
 mod openapi;
 pub mod server;
 pub mod tokens;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -25,64 +25,28 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
-use crate::audit::writer::{Write, Writer};
-use crate::audit::{AuditEvent, Outcome};
+use crate::audit::{Action, AuditEvent, Outcome};
 use crate::config::Settings;
+use crate::error::Error;
 use crate::keys::HsmStatus;
-use crate::policy::Policy;
-use crate::tokenize::{CryptoService, TokenService};
-use crate::vault::{Vault, now_ms};
-use error::ApiError;
+use crate::vault::{Services, Vault, now_ms};
 
 /// Shared state of every handler; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub vault: Vault,
-    pub tokens: Arc<TokenService>,
-    pub crypto: Arc<CryptoService>,
-    pub policy: Arc<Policy>,
-    /// Group-committing writer of every write and audit event of this process.
-    pub writer: Writer,
-    /// Per-identity request rates and detokenize budgets.
-    pub limiter: Arc<limits::Limiter>,
+    /// The guard and the services every handler calls; built once.
+    pub services: Services,
     pub metrics: PrometheusHandle,
 }
 
 impl AppState {
     pub fn new(vault: Vault) -> Self {
-        let s = &vault.settings;
-        let writer = Writer::spawn(vault.store.clone());
         Self {
-            tokens: Arc::new(TokenService::new(
-                vault.keys.clone(),
-                vault.store.clone(),
-                writer.clone(),
-                s.types.clone(),
-                s.limits.clone(),
-            )),
-            crypto: Arc::new(CryptoService::new(
-                vault.keys.clone(),
-                writer.clone(),
-                s.keyrings.clone(),
-            )),
-            policy: Arc::new(Policy::from_config(&s.clients)),
-            writer,
-            limiter: Arc::default(),
+            services: vault.services(),
             metrics: metrics_handle(),
             vault,
         }
-    }
-
-    /// Records an event (group-committed); 503 when the audit trail cannot be written.
-    pub async fn record(&self, event: AuditEvent) -> Result<(), ApiError> {
-        self.writer
-            .submit(Write::Event {
-                event,
-                at: now_ms(),
-            })
-            .await
-            .map(drop)
-            .map_err(|e| ApiError::unavailable(&e.to_string()))
     }
 }
 
@@ -108,14 +72,8 @@ pub fn app(state: AppState) -> Router {
         .merge(keys::router())
         .merge(health::router())
         .merge(openapi::router())
-        .fallback(|| async { ApiError::not_found() })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "method not allowed",
-            )
-        })
+        .fallback(|| async { Error::NoRoute })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(
             state.clone(),
             limits::rate_limit,
@@ -161,16 +119,10 @@ impl Server {
         vault.keys.warm().await?;
         let (listener, addr) = server::bind(&vault.settings.server.listen).await?;
         let state = AppState::new(vault);
-        let event = AuditEvent::new("system", "service.start", Outcome::Success)
+        let event = AuditEvent::new("system", Action::ServiceStart, Outcome::Success)
             .resource(format!("https://{addr}"))
             .reason(Some(format!("tokenvault {}", env!("CARGO_PKG_VERSION"))));
-        state
-            .writer
-            .submit(Write::Event {
-                event,
-                at: now_ms(),
-            })
-            .await?;
+        state.services.guard.record(event, now_ms()).await?;
         state.vault.checkpointer().publish_key(now_ms()).await?;
         Ok(Self {
             listener,

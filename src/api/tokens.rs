@@ -9,12 +9,12 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::auth::Caller;
-use super::error::{ApiError, ErrorBody, ErrorDetail};
+use super::error::ErrorBody;
 use super::json::ApiJson;
 use super::{AppState, ok};
-use crate::config::TokenFormat;
+use crate::error::Error;
 use crate::keys::rfc3339;
-use crate::tokenize::{RawValue, ServiceError, TokenizeInput, Tokenized};
+use crate::tokenize::{Detokenized, RawValue, TokenFormat, TokenizeInput, Tokenized};
 use crate::vault::now_ms;
 
 pub fn router() -> Router<AppState> {
@@ -143,52 +143,10 @@ pub struct TokenInfoResponse {
     pub expires_at: Option<String>,
 }
 
-fn item_error(e: ApiError) -> ErrorBody {
-    ErrorBody {
-        error: ErrorDetail {
-            code: e.detail().code,
-            message: e.detail().message.clone(),
-        },
-    }
-}
-
-/// Charges `n` detokenizations to the caller's hourly budget; a 429 (audited) when spent.
-async fn charge(
-    state: &AppState,
-    who: &crate::policy::Principal,
-    n: u64,
-) -> Result<Option<Response>, ApiError> {
-    let client = state.vault.settings.clients.get(&who.identity);
-    match state
-        .limiter
-        .charge_detokenize(&who.identity, client, n, std::time::Instant::now())
-    {
-        Ok(()) => Ok(None),
-        Err(wait) => {
-            metrics::counter!("tokenvault_detokenize_budget_exhausted_total").increment(1);
-            let event = crate::audit::AuditEvent::new(
-                &who.identity,
-                "detokenize",
-                crate::audit::Outcome::Denied,
-            )
-            .origin(&who.origin)
-            .reason(Some("detokenize_budget_exhausted".into()));
-            state.record(event).await?;
-            Ok(Some(super::limits::too_many(
-                format!(
-                    "the hourly detokenize budget of identity `{}` is spent",
-                    who.identity
-                ),
-                wait,
-            )))
-        }
-    }
-}
-
-fn check_batch(state: &AppState, n: usize) -> Result<(), ApiError> {
+fn check_batch(state: &AppState, n: usize) -> Result<(), Error> {
     let max = state.vault.settings.limits.max_batch;
     if n > max {
-        return Err(ApiError::too_large(format!(
+        return Err(Error::PayloadTooLarge(format!(
             "a batch holds at most {max} items; this one has {n}"
         )));
     }
@@ -212,8 +170,12 @@ async fn tokenize(
     State(state): State<AppState>,
     Caller(who): Caller,
     ApiJson(req): ApiJson<TokenizeRequest>,
-) -> Result<Response, ApiError> {
-    let t = state.tokens.tokenize(&who, input(req), now_ms()).await?;
+) -> Result<Response, Error> {
+    let t = state
+        .services
+        .tokens
+        .tokenize(&who, input(req), now_ms())
+        .await?;
     Ok(ok(TokenizeResponse::from(t)))
 }
 
@@ -223,7 +185,7 @@ async fn tokenize_batch(
     State(state): State<AppState>,
     Caller(who): Caller,
     ApiJson(req): ApiJson<TokenizeBatchRequest>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     check_batch(&state, req.items.len())?;
     let now = now_ms();
     // All items at once: their writes land in the same group commit. Order is kept.
@@ -231,13 +193,9 @@ async fn tokenize_batch(
         let (state, who) = (&state, &who);
         async move {
             match serde_json::from_value::<TokenizeRequest>(raw) {
-                Ok(r) => state
-                    .tokens
-                    .tokenize(who, input(r), now)
-                    .await
-                    .map_err(ApiError::from),
-                Err(_) => Err(ApiError::invalid_request(
-                    "item does not match the tokenize request shape",
+                Ok(r) => state.services.tokens.tokenize(who, input(r), now).await,
+                Err(_) => Err(Error::InvalidRequest(
+                    "item does not match the tokenize request shape".into(),
                 )),
             }
         }
@@ -248,27 +206,22 @@ async fn tokenize_batch(
         match one {
             Ok(t) => items.push(BatchItem::Ok(TokenizeResponse::from(t))),
             // A failing HSM or audit trail fails the whole batch closed.
-            Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE => return Err(e),
-            Err(e) => items.push(BatchItem::Err(item_error(e))),
+            Err(e) if e.is_unavailable() => return Err(e),
+            Err(e) => items.push(BatchItem::Err(e.body())),
         }
     }
     Ok(ok(TokenizeBatchResponse { items }))
 }
 
-async fn detokenize_one(
-    state: &AppState,
-    who: &crate::policy::Principal,
-    token: &str,
-    reason: Option<&str>,
-    now: i64,
-) -> Result<DetokenizeResponse, ServiceError> {
-    let d = state.tokens.detokenize(who, token, reason, now).await?;
-    Ok(DetokenizeResponse {
-        token: d.token,
-        token_type: d.token_type,
-        value: d.value.as_str().to_owned(),
-        metadata: d.metadata,
-    })
+impl From<Detokenized> for DetokenizeResponse {
+    fn from(d: Detokenized) -> Self {
+        Self {
+            token: d.token,
+            token_type: d.token_type,
+            value: d.value.as_str().to_owned(),
+            metadata: d.metadata,
+        }
+    }
 }
 
 #[utoipa::path(post, path = "/v1/detokenize", tag = "tokens", request_body = DetokenizeRequest,
@@ -278,12 +231,13 @@ async fn detokenize(
     State(state): State<AppState>,
     Caller(who): Caller,
     ApiJson(req): ApiJson<DetokenizeRequest>,
-) -> Result<Response, ApiError> {
-    if let Some(refused) = charge(&state, &who, 1).await? {
-        return Ok(refused);
-    }
-    let d = detokenize_one(&state, &who, &req.token, req.reason.as_deref(), now_ms()).await?;
-    Ok(ok(d))
+) -> Result<Response, Error> {
+    let d = state
+        .services
+        .tokens
+        .detokenize(&who, &req.token, req.reason.as_deref(), now_ms())
+        .await?;
+    Ok(ok(DetokenizeResponse::from(d)))
 }
 
 #[utoipa::path(post, path = "/v1/detokenize/batch", tag = "tokens", request_body = DetokenizeBatchRequest,
@@ -292,27 +246,20 @@ async fn detokenize_batch(
     State(state): State<AppState>,
     Caller(who): Caller,
     ApiJson(req): ApiJson<DetokenizeBatchRequest>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     check_batch(&state, req.tokens.len())?;
-    if let Some(refused) = charge(&state, &who, req.tokens.len() as u64).await? {
-        return Ok(refused);
-    }
-    let now = now_ms();
-    let reason = req.reason.as_deref();
-    let results = futures_util::future::join_all(
-        req.tokens
-            .iter()
-            .map(|token| detokenize_one(&state, &who, token, reason, now)),
-    )
-    .await;
-    let mut items = Vec::with_capacity(results.len());
-    for one in results {
-        match one.map_err(ApiError::from) {
-            Ok(d) => items.push(BatchItem::Ok(d)),
-            Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE => return Err(e),
-            Err(e) => items.push(BatchItem::Err(item_error(e))),
-        }
-    }
+    let results = state
+        .services
+        .tokens
+        .detokenize_batch(&who, &req.tokens, req.reason.as_deref(), now_ms())
+        .await?;
+    let items = results
+        .into_iter()
+        .map(|one| match one {
+            Ok(d) => BatchItem::Ok(DetokenizeResponse::from(d)),
+            Err(e) => BatchItem::Err(e.body()),
+        })
+        .collect();
     Ok(ok(DetokenizeBatchResponse { items }))
 }
 
@@ -323,8 +270,8 @@ async fn token_info(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(token): Path<String>,
-) -> Result<Response, ApiError> {
-    let i = state.tokens.info(&who, &token, now_ms()).await?;
+) -> Result<Response, Error> {
+    let i = state.services.tokens.info(&who, &token, now_ms()).await?;
     Ok(ok(TokenInfoResponse {
         token: i.token,
         token_type: i.token_type,
@@ -344,7 +291,7 @@ async fn delete_token(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(token): Path<String>,
-) -> Result<Response, ApiError> {
-    state.tokens.delete(&who, &token, now_ms()).await?;
+) -> Result<Response, Error> {
+    state.services.tokens.delete(&who, &token, now_ms()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -4,12 +4,15 @@
 //!
 //! Events never carry values: no PAN, no PII, no key material, no unkeyed hash of them.
 
+pub mod action;
 pub mod checkpoint;
 pub mod report;
 pub mod verify;
 pub mod writer;
 
 use sha2::{Digest, Sha256};
+
+pub use action::{Action, ObjectKind, Verb};
 
 use crate::store::{AuditRow, Store, StoreError, Tx};
 
@@ -36,8 +39,8 @@ impl Outcome {
 pub struct AuditEvent {
     /// Who: the client certificate identity, an officer, or `system`.
     pub actor: String,
-    /// What: `tokenize`, `detokenize`, `key.rotate`, …
-    pub action: String,
+    /// What was done, from the one vocabulary.
+    pub action: Action,
     pub outcome: Outcome,
     /// The affected token id or `keyring/version`.
     pub resource: Option<String>,
@@ -48,12 +51,12 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
-    pub fn new(actor: impl Into<String>, action: impl Into<String>, outcome: Outcome) -> Self {
+    pub fn new(actor: impl Into<String>, action: Action, outcome: Outcome) -> Self {
         // Events raised inside the vault (CLI, background tasks) come from the local host;
         // request handlers replace this with the peer address.
         Self {
             actor: actor.into(),
-            action: action.into(),
+            action,
             outcome,
             resource: None,
             origin: Some("local".into()),
@@ -137,7 +140,7 @@ impl AuditTx {
                 seq,
                 at: *at,
                 actor: event.actor.clone(),
-                action: event.action.clone(),
+                action: event.action.as_str().to_owned(),
                 outcome: event.outcome.as_str().to_owned(),
                 resource: event.resource.clone(),
                 origin: event.origin.clone(),

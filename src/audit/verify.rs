@@ -8,8 +8,8 @@ use std::time::Instant;
 use p256::ecdsa::VerifyingKey;
 use serde::Serialize;
 
-use super::chain_hash;
 use super::checkpoint::{message, signature_valid};
+use super::{Action, chain_hash};
 use crate::store::{CheckpointRow, Store, StoreError};
 
 /// The outcome of a verification run.
@@ -128,6 +128,14 @@ pub async fn verify(
                 ));
                 chain_broken = true;
                 break 'walk;
+            }
+            // The vault writes only actions of its vocabulary: another one was written
+            // by someone who recomputed the hashes.
+            if Action::parse(&row.action).is_none() {
+                failures.push((
+                    expected,
+                    format!("event {expected} records an action outside the audit vocabulary"),
+                ));
             }
             if let Some(c) = by_seq.get(&row.seq)
                 && c.head_hash != computed

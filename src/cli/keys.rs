@@ -10,7 +10,7 @@ use clap::Subcommand;
 use crate::config::Settings;
 use crate::keys::{Inventory, KeyVersion};
 use crate::officers::{self, OfficerKey, Officers, Operation};
-use crate::tokenize::{RewrapOptions, TokenService};
+use crate::tokenize::RewrapOptions;
 use crate::vault::{Vault, now_ms};
 
 #[derive(Debug, Subcommand)]
@@ -306,15 +306,7 @@ async fn rewrap(
     rate: Option<u32>,
     quiet: bool,
 ) -> anyhow::Result<()> {
-    let s = &vault.settings;
-    let writer = crate::audit::writer::Writer::spawn(vault.store.clone());
-    let service = TokenService::new(
-        vault.keys.clone(),
-        vault.store.clone(),
-        writer,
-        s.types.clone(),
-        s.limits.clone(),
-    );
+    let service = vault.services().tokens;
     let bar = if quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         indicatif::ProgressBar::hidden()
     } else {

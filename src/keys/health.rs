@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::{KeyError, KeyManager};
-use crate::audit::{AuditEvent, Outcome};
+use crate::audit::{Action, AuditEvent, Outcome};
 use crate::hsm::HsmError;
 
 /// The HSM's state as the vault sees it.
@@ -200,7 +200,7 @@ impl KeyManager {
                 _ => return Ok(()),
             }
         };
-        self.audit_hsm_event("hsm.unavailable", Outcome::Failure, reason, now)
+        self.audit_hsm_event(Action::HsmUnavailable, Outcome::Failure, reason, now)
             .await?;
         if let Some(o) = &mut *self.health.outage.lock().unwrap_or_else(|p| p.into_inner()) {
             o.audited = true;
@@ -218,7 +218,7 @@ impl KeyManager {
         };
         let reason = format!("the HSM answers again after {outage_ms} ms");
         if let Err(e) = self
-            .audit_hsm_event("hsm.recovered", Outcome::Success, reason, now)
+            .audit_hsm_event(Action::HsmRecovered, Outcome::Success, reason, now)
             .await
         {
             tracing::error!(error = %e, "could not audit the HSM recovery; staying down");
@@ -229,7 +229,7 @@ impl KeyManager {
 
     async fn audit_hsm_event(
         &self,
-        action: &str,
+        action: Action,
         outcome: Outcome,
         reason: String,
         now: i64,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{FINGERPRINT_KEYRING, KeyError, KeyManager, KeyState, KeyVersion};
-use crate::audit::{AuditEvent, Outcome};
+use crate::audit::{Action, AuditEvent, Outcome};
 use crate::crypto::DataKey;
 use crate::hsm::{HsmError, WrapMechanism};
 use crate::store::{StateChange, StoreError};
@@ -36,8 +36,14 @@ impl KeyManager {
     }
 
     /// Fails unless `keyring` is configured (or the fingerprint keyring).
+    /// Whether `keyring` is a configured keyring for user data (not the internal
+    /// fingerprint keyring).
+    pub fn has_keyring(&self, keyring: &str) -> bool {
+        self.keyrings.contains_key(keyring)
+    }
+
     pub fn check_keyring(&self, keyring: &str) -> Result<(), KeyError> {
-        if keyring == FINGERPRINT_KEYRING || self.keyrings.contains_key(keyring) {
+        if keyring == FINGERPRINT_KEYRING || self.has_keyring(keyring) {
             Ok(())
         } else {
             Err(KeyError::UnknownKeyring(keyring.to_owned()))
@@ -198,7 +204,7 @@ impl KeyManager {
                 self.store
                     .insert_kek_state(&mut atx.tx, &label, "pending", now)
                     .await?;
-                let event = AuditEvent::new(actor, "key.kek.create", Outcome::Success)
+                let event = AuditEvent::new(actor, Action::KekCreate, Outcome::Success)
                     .resource(&label)
                     .reason(Some("rotation started".into()));
                 atx.append(&event, now).await?;
@@ -265,7 +271,7 @@ impl KeyManager {
         self.store
             .set_kek_state(&mut atx.tx, &new, "active", now)
             .await?;
-        let event = AuditEvent::new(actor, "key.kek.rotate", Outcome::Success)
+        let event = AuditEvent::new(actor, Action::KekRotate, Outcome::Success)
             .resource(format!("{old}->{new}"))
             .reason(Some(reason.map_or_else(
                 || format!("{} data keys re-wrapped", rewrapped.len()),
@@ -351,9 +357,9 @@ impl KeyManager {
             )));
         }
         let action = if force {
-            "key.retire.forced"
+            Action::KeyRetireForced
         } else {
-            "key.retire"
+            Action::KeyRetire
         };
         let event = AuditEvent::new(actor, action, Outcome::Success)
             .resource(format!("{keyring}/{version}"))
@@ -395,7 +401,7 @@ impl KeyManager {
                 "{keyring} v{version} changed state meanwhile; look again"
             )));
         }
-        let event = AuditEvent::new(actor, "key.destroy", Outcome::Success)
+        let event = AuditEvent::new(actor, Action::KeyDestroy, Outcome::Success)
             .resource(format!("{keyring}/{version}"))
             .reason(Some(format!(
                 "{}; {records} records crypto-shredded",
@@ -447,7 +453,7 @@ impl KeyManager {
         self.store
             .set_kek_state(&mut atx.tx, label, "destroyed", now)
             .await?;
-        let event = AuditEvent::new(actor, "key.kek.destroy", Outcome::Success)
+        let event = AuditEvent::new(actor, Action::KekDestroy, Outcome::Success)
             .resource(label)
             .reason(reason.map(str::to_owned));
         atx.append(&event, now).await?;

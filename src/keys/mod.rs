@@ -19,11 +19,30 @@ use serde::Serialize;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::audit::{AuditEvent, AuditLog, Outcome};
-use crate::config::KeyringSettings;
+use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
 use crate::crypto::{self, CryptoError, DataKey, FingerprintKey};
 use crate::hsm::{Hsm, HsmError, WrapMechanism};
 use crate::store::{DataKeyRow, NewDataKey, Store, StoreError};
+
+/// A keyring's rotation policy, as the config declares it.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default)]
+pub struct KeyringSettings {
+    /// How long a data key version may encrypt before it is rotated.
+    pub cryptoperiod_days: u32,
+    /// Encryptions per data key version before it is rotated: far below the 2^32 limit
+    /// of AES-GCM with random 96-bit nonces.
+    pub usage_limit: u64,
+}
+
+impl Default for KeyringSettings {
+    fn default() -> Self {
+        Self {
+            cryptoperiod_days: 365,
+            usage_limit: 1 << 30,
+        }
+    }
+}
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -278,7 +297,7 @@ impl KeyManager {
                 let mut atx = self.audit.begin().await?;
                 self.store.insert_kek(&mut atx.tx, &label, now).await?;
                 let event =
-                    AuditEvent::new(actor, "key.kek.create", Outcome::Success).resource(&label);
+                    AuditEvent::new(actor, Action::KekCreate, Outcome::Success).resource(&label);
                 atx.append(&event, now).await?;
                 atx.commit().await?;
                 label
@@ -351,7 +370,7 @@ impl KeyManager {
                 },
             )
             .await?;
-        let event = AuditEvent::new(actor, "key.create", Outcome::Success)
+        let event = AuditEvent::new(actor, Action::KeyCreate, Outcome::Success)
             .resource(format!("{keyring}/{v}"))
             .reason(reason.map(str::to_owned));
         atx.append(&event, now).await?;

@@ -280,16 +280,27 @@ impl Store {
             .map_err(Into::into)
     }
 
-    /// Key lifecycle and officer events in [from, to), for the rotation history.
-    pub async fn lifecycle_events(&self, from: i64, to: i64) -> Result<Vec<AuditRow>, StoreError> {
-        let rows = sqlx::query(&format!(
+    /// Events of the given actions in [from, to), for the rotation history.
+    pub async fn lifecycle_events(
+        &self,
+        actions: &[&str],
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        if actions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (0..actions.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
             "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE at >= $1 AND at < $2 \
-                 AND (action LIKE 'key.%' OR action LIKE 'officer.%') ORDER BY seq"
-        ))
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await?;
+                 AND action IN ({}) ORDER BY seq",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(from).bind(to);
+        for a in actions {
+            query = query.bind(*a);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         rows.iter()
             .map(audit_row)
             .collect::<Result<_, sqlx::Error>>()

@@ -2,71 +2,49 @@
 //! keyring, version and the caller's optional context; open them; re-seal them under
 //! the active version without the plaintext leaving the vault.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::ServiceError;
-use crate::audit::writer::{Write, Writer};
-use crate::audit::{AuditEvent, Outcome};
-use crate::config::KeyringSettings;
+use crate::audit::{Action, AuditEvent, Outcome};
 use crate::crypto::{Aad, Ciphertext};
+use crate::error::Error;
+use crate::guard::{Guard, Principal};
 use crate::keys::{KeyError, KeyManager, KeyringName};
-use crate::policy::Principal;
 
+/// The one encrypt path: every surface that encrypts, decrypts or rewraps goes through
+/// these methods, which ask the guard first.
 pub struct CryptoService {
     keys: Arc<KeyManager>,
-    writer: Writer,
-    keyrings: BTreeMap<String, KeyringSettings>,
+    guard: Arc<Guard>,
 }
 
 impl CryptoService {
-    pub fn new(
-        keys: Arc<KeyManager>,
-        writer: Writer,
-        keyrings: BTreeMap<String, KeyringSettings>,
-    ) -> Self {
-        Self {
-            keys,
-            writer,
-            keyrings,
-        }
+    pub fn new(keys: Arc<KeyManager>, guard: Arc<Guard>) -> Self {
+        Self { keys, guard }
     }
 
-    async fn record(&self, event: AuditEvent, now: i64) -> Result<(), ServiceError> {
-        self.writer
-            .submit(Write::Event { event, at: now })
-            .await
-            .map(drop)
-            .map_err(|e| ServiceError::Unavailable(format!("audit trail unavailable: {e}")))
-    }
-
-    async fn deny<T>(
-        &self,
-        who: &Principal,
-        action: &str,
-        keyring: &str,
-        now: i64,
-    ) -> Result<T, ServiceError> {
-        let event = AuditEvent::new(&who.identity, action, Outcome::Denied)
-            .origin(&who.origin)
-            .resource(keyring)
-            .reason(Some("forbidden".into()));
-        self.record(event, now).await?;
-        Err(ServiceError::Forbidden(format!(
-            "not allowed to {action} with keyring `{keyring}`"
-        )))
-    }
-
-    fn known(&self, keyring: &str) -> Result<(), ServiceError> {
-        if self.keyrings.contains_key(keyring) {
+    fn known(&self, keyring: &str) -> Result<(), Error> {
+        if self.keys.has_keyring(keyring) {
             Ok(())
         } else {
-            Err(ServiceError::InvalidRequest(format!(
+            Err(Error::InvalidRequest(format!(
                 "unknown keyring `{keyring}`"
             )))
         }
+    }
+
+    async fn succeeded(
+        &self,
+        who: &Principal,
+        action: Action,
+        resource: String,
+        now: i64,
+    ) -> Result<(), Error> {
+        let event = AuditEvent::new(&who.identity, action, Outcome::Success)
+            .origin(&who.origin)
+            .resource(resource);
+        self.guard.record(event, now).await
     }
 
     pub async fn encrypt(
@@ -76,19 +54,16 @@ impl CryptoService {
         plaintext: &[u8],
         context: &[u8],
         now: i64,
-    ) -> Result<String, ServiceError> {
-        if !who.may(&format!("encrypt:{keyring}")) {
-            return self.deny(who, "encrypt", keyring, now).await;
-        }
+    ) -> Result<String, Error> {
+        self.guard
+            .check(who, Action::Encrypt, keyring, Some(keyring), now)
+            .await?;
         self.known(keyring)?;
-        let name =
-            KeyringName::parse(keyring).map_err(|e| ServiceError::InvalidRequest(e.into()))?;
+        let name = KeyringName::parse(keyring).map_err(|e| Error::InvalidRequest(e.into()))?;
         let (version, key) = self.keys.seal_key(keyring, 1, now).await?;
         let sealed = key.seal(&Aad::encrypt(keyring, version.get(), context), plaintext);
-        let event = AuditEvent::new(&who.identity, "encrypt", Outcome::Success)
-            .origin(&who.origin)
-            .resource(format!("{keyring}/{version}"));
-        self.record(event, now).await?;
+        self.succeeded(who, Action::Encrypt, format!("{keyring}/{version}"), now)
+            .await?;
         Ok(Ciphertext {
             keyring: name,
             version,
@@ -97,22 +72,16 @@ impl CryptoService {
         .to_string())
     }
 
-    fn parse(ciphertext: &str) -> Result<Ciphertext, ServiceError> {
+    fn parse(ciphertext: &str) -> Result<Ciphertext, Error> {
         ciphertext
             .parse()
-            .map_err(|e: crate::crypto::CiphertextError| {
-                ServiceError::InvalidRequest(e.to_string())
-            })
+            .map_err(|e: crate::crypto::CiphertextError| Error::InvalidRequest(e.to_string()))
     }
 
-    async fn open(
-        &self,
-        ct: &Ciphertext,
-        context: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
+    async fn open(&self, ct: &Ciphertext, context: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
         let key = match self.keys.key(ct.keyring.as_str(), ct.version).await {
             Err(KeyError::UnknownVersion(..)) => {
-                return Err(ServiceError::InvalidValue(
+                return Err(Error::InvalidValue(
                     "the ciphertext names a key version that does not exist".into(),
                 ));
             }
@@ -123,7 +92,7 @@ impl CryptoService {
             &ct.sealed,
         )
         .map_err(|_| {
-            ServiceError::InvalidValue(
+            Error::InvalidValue(
                 "the ciphertext does not open under its keyring and this context".into(),
             )
         })
@@ -135,18 +104,18 @@ impl CryptoService {
         ciphertext: &str,
         context: &[u8],
         now: i64,
-    ) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
         let ct = Self::parse(ciphertext)?;
         let keyring = ct.keyring.as_str();
-        if !who.may(&format!("decrypt:{keyring}")) {
-            return self.deny(who, "decrypt", keyring, now).await;
-        }
+        self.guard
+            .check(who, Action::Decrypt, keyring, Some(keyring), now)
+            .await?;
         self.known(keyring)?;
         let resource = format!("{keyring}/{}", ct.version);
         let outcome = self.open(&ct, context).await;
         let event = AuditEvent::new(
             &who.identity,
-            "decrypt",
+            Action::Decrypt,
             if outcome.is_ok() {
                 Outcome::Success
             } else {
@@ -155,8 +124,8 @@ impl CryptoService {
         )
         .origin(&who.origin)
         .resource(resource)
-        .reason(outcome.as_ref().err().map(|e| e.code().to_owned()));
-        self.record(event, now).await?;
+        .reason(outcome.as_ref().err().map(|e| e.code().as_str().to_owned()));
+        self.guard.record(event, now).await?;
         outcome
     }
 
@@ -167,20 +136,18 @@ impl CryptoService {
         ciphertext: &str,
         context: &[u8],
         now: i64,
-    ) -> Result<String, ServiceError> {
+    ) -> Result<String, Error> {
         let ct = Self::parse(ciphertext)?;
         let keyring = ct.keyring.as_str();
-        if !who.may(&format!("encrypt:{keyring}")) {
-            return self.deny(who, "rewrap", keyring, now).await;
-        }
+        self.guard
+            .check(who, Action::Rewrap, keyring, Some(keyring), now)
+            .await?;
         self.known(keyring)?;
         let plain = self.open(&ct, context).await?;
         let (version, key) = self.keys.seal_key(keyring, 1, now).await?;
         let sealed = key.seal(&Aad::encrypt(keyring, version.get(), context), &plain);
-        let event = AuditEvent::new(&who.identity, "rewrap", Outcome::Success)
-            .origin(&who.origin)
-            .resource(format!("{keyring}/{}->{version}", ct.version));
-        self.record(event, now).await?;
+        let resource = format!("{keyring}/{}->{version}", ct.version);
+        self.succeeded(who, Action::Rewrap, resource, now).await?;
         Ok(Ciphertext {
             keyring: ct.keyring,
             version,

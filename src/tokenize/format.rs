@@ -5,8 +5,18 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::config::TokenFormat;
 use crate::crypto::random_bytes;
+
+/// How a token looks.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenFormat {
+    Opaque,
+    Last4,
+    First6Last4,
+}
 
 /// Prefix of opaque tokens.
 pub const OPAQUE_PREFIX: &str = "tok_";

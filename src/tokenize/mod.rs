@@ -8,8 +8,9 @@ mod rewrap;
 pub mod values;
 
 pub use encrypt::CryptoService;
+pub use format::TokenFormat;
 pub use rewrap::{RewrapOptions, RewrapReport};
-pub use values::{Value, ValueError};
+pub use values::{Validator, Value, ValueError};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,80 +19,33 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::audit::writer::{TokenInsert, Write, Writer, Written};
-use crate::audit::{AuditEvent, AuditLog, Outcome};
-use crate::config::{Limits, TokenFormat, TypeSettings, Validator};
+use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
 use crate::crypto::{Aad, Fingerprinter};
-use crate::hsm::HsmError;
-use crate::keys::{KeyError, KeyManager, KeyVersion};
-use crate::policy::Principal;
-use crate::store::{Store, StoreError, TokenRow};
+use crate::error::Error;
+use crate::guard::{Guard, Principal};
+use crate::keys::{KeyManager, KeyVersion};
+use crate::store::{Store, TokenRow};
 
-/// Everything a service call can answer besides success. `api::error` maps each to a
-/// status and a stable code; none carries a submitted value.
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    #[error("{0}")]
-    InvalidRequest(String),
-    #[error("{0}")]
-    InvalidValue(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("no such token")]
-    NotFound,
-    #[error("{0}")]
-    KeyDestroyed(String),
-    #[error("the stored record failed its integrity check")]
-    Integrity,
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl From<StoreError> for ServiceError {
-    fn from(e: StoreError) -> Self {
-        ServiceError::Unavailable(e.to_string())
-    }
-}
-
-impl From<KeyError> for ServiceError {
-    fn from(e: KeyError) -> Self {
-        match e {
-            KeyError::Destroyed(..) | KeyError::Retired(..) => {
-                ServiceError::KeyDestroyed(e.to_string())
-            }
-            KeyError::Hsm(HsmError::UnwrapFailed) | KeyError::KcvMismatch(..) => {
-                ServiceError::Integrity
-            }
-            KeyError::Hsm(ref h) if h.is_unavailable() => ServiceError::Unavailable(e.to_string()),
-            KeyError::Store(_) | KeyError::NotInitialized(_) | KeyError::KekMissing(_) => {
-                ServiceError::Unavailable(e.to_string())
-            }
-            other => ServiceError::Internal(other.to_string()),
-        }
-    }
-}
-
-impl From<ValueError> for ServiceError {
+impl From<ValueError> for Error {
     fn from(e: ValueError) -> Self {
-        ServiceError::InvalidValue(e.0.to_owned())
+        Error::InvalidValue(e.0.to_owned())
     }
 }
 
-impl ServiceError {
-    /// The stable code recorded as the reason of a failed audit event.
-    pub fn code(&self) -> &'static str {
-        match self {
-            ServiceError::InvalidRequest(_) => "invalid_request",
-            ServiceError::InvalidValue(_) => "invalid_value",
-            ServiceError::Forbidden(_) => "forbidden",
-            ServiceError::NotFound => "not_found",
-            ServiceError::KeyDestroyed(_) => "key_destroyed",
-            ServiceError::Integrity => "integrity_error",
-            ServiceError::Unavailable(_) => "unavailable",
-            ServiceError::Internal(_) => "internal",
-        }
-    }
+/// A token type as the config declares it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct TypeSettings {
+    pub validator: Validator,
+    pub keyring: String,
+    #[serde(default = "default_format")]
+    pub format: TokenFormat,
+    /// Same value, same token (found through the keyed fingerprint).
+    #[serde(default)]
+    pub deterministic: bool,
+}
+
+fn default_format() -> TokenFormat {
+    TokenFormat::Opaque
 }
 
 /// A tokenize request, after JSON parsing.
@@ -153,20 +107,30 @@ struct TypeFingerprints {
     public: Fingerprinter,
 }
 
+/// Size limits on what a caller stores with a token.
+#[derive(Debug, Clone, Copy)]
+pub struct ValueLimits {
+    pub max_value_bytes: usize,
+    pub max_metadata_bytes: usize,
+}
+
+/// The one tokenize path: every surface that tokenizes, reveals, reads or deletes a token
+/// goes through these methods, which ask the guard first.
 pub struct TokenService {
     writer: Writer,
+    guard: Arc<Guard>,
     keys: Arc<KeyManager>,
     store: Store,
     audit: AuditLog,
     types: BTreeMap<String, TypeSettings>,
-    limits: Limits,
+    limits: ValueLimits,
 }
 
 /// Checks the caller-supplied reason: short, and never a place to put a card number.
-pub fn check_reason(reason: Option<&str>) -> Result<Option<String>, ServiceError> {
+pub fn check_reason(reason: Option<&str>) -> Result<Option<String>, Error> {
     let Some(r) = reason else { return Ok(None) };
     if r.len() > MAX_REASON_LEN || r.chars().any(char::is_control) {
-        return Err(ServiceError::InvalidRequest(format!(
+        return Err(Error::InvalidRequest(format!(
             "reason must be at most {MAX_REASON_LEN} printable characters"
         )));
     }
@@ -174,7 +138,7 @@ pub fn check_reason(reason: Option<&str>) -> Result<Option<String>, ServiceError
     for b in r.bytes() {
         run = if b.is_ascii_digit() { run + 1 } else { 0 };
         if run >= 12 {
-            return Err(ServiceError::InvalidRequest(
+            return Err(Error::InvalidRequest(
                 "reason must not contain long digit runs".into(),
             ));
         }
@@ -187,11 +151,13 @@ impl TokenService {
         keys: Arc<KeyManager>,
         store: Store,
         writer: Writer,
+        guard: Arc<Guard>,
         types: BTreeMap<String, TypeSettings>,
-        limits: Limits,
+        limits: ValueLimits,
     ) -> Self {
         Self {
             writer,
+            guard,
             audit: AuditLog::new(store.clone()),
             keys,
             store,
@@ -204,7 +170,7 @@ impl TokenService {
     async fn fingerprinters(
         &self,
         token_type: &str,
-    ) -> Result<Vec<(KeyVersion, TypeFingerprints)>, ServiceError> {
+    ) -> Result<Vec<(KeyVersion, TypeFingerprints)>, Error> {
         let keys = self.keys.fingerprint_keys().await?;
         Ok(keys
             .into_iter()
@@ -218,39 +184,27 @@ impl TokenService {
             .collect())
     }
 
-    /// Records a read-side or failed event (group-committed; returns once durable).
-    async fn record(&self, event: AuditEvent, now: i64) -> Result<(), ServiceError> {
-        self.writer
-            .submit(Write::Event { event, at: now })
-            .await
-            .map(drop)
-            .map_err(|e| ServiceError::Unavailable(format!("audit trail unavailable: {e}")))
-    }
-
-    fn event(&self, who: &Principal, action: &str, outcome: Outcome) -> AuditEvent {
+    fn event(&self, who: &Principal, action: Action, outcome: Outcome) -> AuditEvent {
         AuditEvent::new(&who.identity, action, outcome).origin(&who.origin)
     }
 
     /// Audits a failed call (if the audit itself fails, that failure wins) and returns it.
+    /// Refusals by the guard are audited by the guard and never come through here.
     async fn fail<T>(
         &self,
         who: &Principal,
-        action: &str,
+        action: Action,
         resource: Option<&str>,
-        err: ServiceError,
+        err: Error,
         now: i64,
-    ) -> Result<T, ServiceError> {
-        let outcome = match err {
-            ServiceError::Forbidden(_) => Outcome::Denied,
-            _ => Outcome::Failure,
-        };
+    ) -> Result<T, Error> {
         let mut event = self
-            .event(who, action, outcome)
-            .reason(Some(err.code().to_owned()));
+            .event(who, action, Outcome::Failure)
+            .reason(Some(err.code().as_str().to_owned()));
         if let Some(r) = resource {
             event = event.resource(r);
         }
-        self.record(event, now).await?;
+        self.guard.record(event, now).await?;
         Err(err)
     }
 
@@ -260,11 +214,14 @@ impl TokenService {
         who: &Principal,
         input: TokenizeInput,
         now: i64,
-    ) -> Result<Tokenized, ServiceError> {
+    ) -> Result<Tokenized, Error> {
+        self.guard
+            .check(who, Action::Tokenize, &input.token_type, None, now)
+            .await?;
         match self.tokenize_inner(who, input, now).await {
             Ok(t) => Ok(t),
-            Err(e @ ServiceError::Unavailable(_)) => Err(e),
-            Err(e) => self.fail(who, "tokenize", None, e, now).await,
+            Err(e @ Error::Unavailable(_)) => Err(e),
+            Err(e) => self.fail(who, Action::Tokenize, None, e, now).await,
         }
     }
 
@@ -273,29 +230,24 @@ impl TokenService {
         who: &Principal,
         input: TokenizeInput,
         now: i64,
-    ) -> Result<Tokenized, ServiceError> {
+    ) -> Result<Tokenized, Error> {
         let type_name = input.token_type.as_str();
-        if !who.may(&format!("tokenize:{type_name}")) {
-            return Err(ServiceError::Forbidden(format!(
-                "not allowed to tokenize type `{type_name}`"
-            )));
-        }
         let Some(ty) = self.types.get(type_name) else {
-            return Err(ServiceError::InvalidRequest(format!(
+            return Err(Error::InvalidRequest(format!(
                 "unknown token type `{type_name}`"
             )));
         };
         let value = values::validate(ty.validator, &input.value.0, self.limits.max_value_bytes)?;
         let format = input.format.unwrap_or(ty.format);
         if ty.deterministic && format != ty.format {
-            return Err(ServiceError::InvalidRequest(format!(
+            return Err(Error::InvalidRequest(format!(
                 "type `{type_name}` is deterministic and always uses format {}",
                 serde_json::to_string(&ty.format).unwrap_or_default()
             )));
         }
         let digits_only = matches!(ty.validator, Validator::Pan | Validator::Ssn);
         if !format::fits(format, digits_only, value.as_str().len()) {
-            return Err(ServiceError::InvalidRequest(format!(
+            return Err(Error::InvalidRequest(format!(
                 "format not applicable to type `{type_name}`"
             )));
         }
@@ -304,14 +256,14 @@ impl TokenService {
             Some(m @ serde_json::Value::Object(_)) => {
                 let s = m.to_string();
                 if s.len() > self.limits.max_metadata_bytes {
-                    return Err(ServiceError::InvalidRequest(
+                    return Err(Error::InvalidRequest(
                         "metadata is larger than the configured maximum".into(),
                     ));
                 }
                 Some(s)
             }
             Some(_) => {
-                return Err(ServiceError::InvalidRequest(
+                return Err(Error::InvalidRequest(
                     "metadata must be a JSON object".into(),
                 ));
             }
@@ -322,7 +274,7 @@ impl TokenService {
                 Some(now + i64::try_from(t * 1000).unwrap_or(i64::MAX))
             }
             Some(_) => {
-                return Err(ServiceError::InvalidRequest(
+                return Err(Error::InvalidRequest(
                     "ttl_seconds must be from 1 to ten years".into(),
                 ));
             }
@@ -330,7 +282,7 @@ impl TokenService {
         let fps = self.fingerprinters(type_name).await?;
         let (fp_version, active_fp) = fps
             .first()
-            .ok_or_else(|| ServiceError::Unavailable("no fingerprint key".into()))?;
+            .ok_or_else(|| Error::Unavailable("no fingerprint key".into()))?;
         let bytes = value.as_str().as_bytes();
         let public_fp = URL_SAFE_NO_PAD.encode(active_fp.public.fingerprint(bytes));
         let lookup_fp = ty
@@ -358,9 +310,9 @@ impl TokenService {
                     && !is_expired(&row, now)
                 {
                     let event = self
-                        .event(who, "tokenize", Outcome::Success)
+                        .event(who, Action::Tokenize, Outcome::Success)
                         .resource(&row.token);
-                    self.record(event, now).await?;
+                    self.guard.record(event, now).await?;
                     return Ok(done(row.token, row.expires_at));
                 }
             }
@@ -386,7 +338,7 @@ impl TokenService {
                 created_at: now,
                 expires_at,
             };
-            let event = self.event(who, "tokenize", Outcome::Success);
+            let event = self.event(who, Action::Tokenize, Outcome::Success);
             match self
                 .writer
                 .submit(Write::InsertToken { row, event })
@@ -397,7 +349,7 @@ impl TokenService {
                 _ => continue,
             }
         }
-        Err(ServiceError::Unavailable(
+        Err(Error::Unavailable(
             "could not draw an unused token; the format's token space is crowded".into(),
         ))
     }
@@ -407,71 +359,116 @@ impl TokenService {
     async fn visible(
         &self,
         who: &Principal,
-        action: &str,
+        action: Action,
         token: &str,
         now: i64,
-    ) -> Result<TokenRow, ServiceError> {
-        let row = if format::plausible_token(token) {
+    ) -> Result<TokenRow, Error> {
+        let plausible = format::plausible_token(token);
+        let row = if plausible {
             self.store.token(token).await?
         } else {
             None
         };
-        let resource = format::plausible_token(token).then_some(token);
         match row {
             Some(row) if !is_expired(&row, now) => {
-                if who.may(&format!("{action}:{}", row.token_type)) {
-                    Ok(row)
-                } else {
-                    let event = self
-                        .event(who, action, Outcome::Denied)
-                        .resource(token)
-                        .reason(Some("forbidden".into()));
-                    self.record(event, now).await?;
-                    Err(ServiceError::NotFound)
+                match self
+                    .guard
+                    .check(who, action, &row.token_type, Some(token), now)
+                    .await
+                {
+                    Ok(()) => Ok(row),
+                    Err(Error::Forbidden(_)) => Err(Error::NotFound),
+                    Err(e) => Err(e),
                 }
             }
             _ => {
-                self.fail(who, action, resource, ServiceError::NotFound, now)
-                    .await
+                let resource = plausible.then_some(token);
+                self.fail(who, action, resource, Error::NotFound, now).await
             }
         }
     }
 
+    /// Reveals one token's value; charged to the caller's reveal budget.
     pub async fn detokenize(
         &self,
         who: &Principal,
         token: &str,
         reason: Option<&str>,
         now: i64,
-    ) -> Result<Detokenized, ServiceError> {
+    ) -> Result<Detokenized, Error> {
+        self.guard.charge(who, Action::Detokenize, 1, now).await?;
+        self.reveal(who, token, reason, now).await
+    }
+
+    /// Reveals many tokens' values, in order. The whole batch is charged to the reveal
+    /// budget first: it is served whole or refused whole. A failure of the HSM or the
+    /// audit trail fails the batch closed; other failures are per item.
+    pub async fn detokenize_batch(
+        &self,
+        who: &Principal,
+        tokens: &[String],
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<Result<Detokenized, Error>>, Error> {
+        self.guard
+            .charge(who, Action::Detokenize, tokens.len() as u64, now)
+            .await?;
+        let results =
+            futures_util::future::join_all(tokens.iter().map(|t| self.reveal(who, t, reason, now)))
+                .await;
+        if let Some(pos) = results
+            .iter()
+            .position(|r| matches!(r, Err(e) if e.is_unavailable()))
+        {
+            return Err(results
+                .into_iter()
+                .nth(pos)
+                .and_then(Result::err)
+                .unwrap_or_else(|| Error::Unavailable("batch".into())));
+        }
+        Ok(results)
+    }
+
+    /// The reveal itself, after the budget was charged.
+    async fn reveal(
+        &self,
+        who: &Principal,
+        token: &str,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<Detokenized, Error> {
         let reason = match check_reason(reason) {
             Ok(r) => r,
-            Err(e) => return self.fail(who, "detokenize", None, e, now).await,
+            Err(e) => return self.fail(who, Action::Detokenize, None, e, now).await,
         };
-        let row = self.visible(who, "detokenize", token, now).await?;
+        let row = self.visible(who, Action::Detokenize, token, now).await?;
         let opened = async {
             let version = KeyVersion::from_db(row.key_version)
-                .ok_or_else(|| ServiceError::Internal("stored key version out of range".into()))?;
+                .ok_or_else(|| Error::Internal("stored key version out of range".into()))?;
             let key = self.keys.key(&row.keyring, version).await?;
             let plain = key
                 .open(
                     &Aad::token(&row.keyring, version.get(), &row.token),
                     &row.ciphertext,
                 )
-                .map_err(|_| ServiceError::Integrity)?;
-            Value::from_stored(plain).ok_or(ServiceError::Integrity)
+                .map_err(|_| Error::Integrity)?;
+            Value::from_stored(plain).ok_or(Error::Integrity)
         }
         .await;
         let value = match opened {
             Ok(v) => v,
-            Err(e @ ServiceError::Unavailable(_)) => return Err(e),
-            Err(e) => return self.fail(who, "detokenize", Some(token), e, now).await,
+            Err(e @ Error::Unavailable(_)) => return Err(e),
+            Err(e) => {
+                return self
+                    .fail(who, Action::Detokenize, Some(token), e, now)
+                    .await;
+            }
         };
         let event = self
-            .event(who, "detokenize", Outcome::Success)
+            .event(who, Action::Detokenize, Outcome::Success)
             .resource(token)
             .reason(reason);
-        self.record(event, now).await?;
+        self.guard.record(event, now).await?;
         Ok(Detokenized {
             token: row.token,
             token_type: row.token_type,
@@ -481,18 +478,10 @@ impl TokenService {
     }
 
     /// Metadata and masked value of a token; never the value.
-    pub async fn info(
-        &self,
-        who: &Principal,
-        token: &str,
-        now: i64,
-    ) -> Result<TokenInfo, ServiceError> {
-        let row = self.visible(who, "read", token, now).await?;
-        self.record(
-            self.event(who, "read", Outcome::Success).resource(token),
-            now,
-        )
-        .await?;
+    pub async fn info(&self, who: &Principal, token: &str, now: i64) -> Result<TokenInfo, Error> {
+        let row = self.visible(who, Action::Read, token, now).await?;
+        let event = self.event(who, Action::Read, Outcome::Success);
+        self.guard.record(event.resource(token), now).await?;
         Ok(TokenInfo {
             metadata: parse_metadata(row.metadata.as_deref()),
             token: row.token,
@@ -506,9 +495,11 @@ impl TokenService {
     }
 
     /// Deletes a token and with it the only ciphertext of its value.
-    pub async fn delete(&self, who: &Principal, token: &str, now: i64) -> Result<(), ServiceError> {
-        let row = self.visible(who, "delete", token, now).await?;
-        let event = self.event(who, "delete", Outcome::Success).resource(token);
+    pub async fn delete(&self, who: &Principal, token: &str, now: i64) -> Result<(), Error> {
+        let row = self.visible(who, Action::Delete, token, now).await?;
+        let event = self
+            .event(who, Action::Delete, Outcome::Success)
+            .resource(token);
         match self
             .writer
             .submit(Write::DeleteToken {
@@ -519,7 +510,7 @@ impl TokenService {
             .await?
         {
             Written::Deleted(true) => {}
-            _ => return Err(ServiceError::NotFound),
+            _ => return Err(Error::NotFound),
         }
         Ok(())
     }

@@ -5,9 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::{ServiceError, TokenService, lookup_label};
-use crate::audit::{AuditEvent, Outcome};
+use super::{TokenService, lookup_label};
+use crate::audit::{Action, AuditEvent, Outcome};
 use crate::crypto::Aad;
+use crate::error::Error;
 use crate::keys::{FINGERPRINT_KEYRING, KeyVersion};
 use crate::store::TokenRow;
 
@@ -38,10 +39,8 @@ impl TokenService {
         actor: &str,
         now: impl Fn() -> i64,
         mut progress: impl FnMut(u64, u64),
-    ) -> Result<RewrapReport, ServiceError> {
-        self.keys
-            .check_keyring(keyring)
-            .map_err(ServiceError::from)?;
+    ) -> Result<RewrapReport, Error> {
+        self.keys.check_keyring(keyring).map_err(Error::from)?;
         self.keys.refresh().await?;
         let reindex = keyring == FINGERPRINT_KEYRING;
         let active = if reindex {
@@ -49,9 +48,7 @@ impl TokenService {
         } else {
             Some(self.keys.active(keyring).await?.0)
         }
-        .ok_or_else(|| {
-            ServiceError::Unavailable(format!("keyring `{keyring}` has no active key"))
-        })?;
+        .ok_or_else(|| Error::Unavailable(format!("keyring `{keyring}` has no active key")))?;
         let filter = (!reindex).then_some(keyring);
         let total = u64::try_from(
             self.store
@@ -103,7 +100,7 @@ impl TokenService {
         &self,
         row: &TokenRow,
         report: &mut RewrapReport,
-    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, ServiceError> {
+    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, Error> {
         let Some(version) = KeyVersion::from_db(row.key_version) else {
             report.failed += 1;
             report.failures.push(row.token.clone());
@@ -111,8 +108,8 @@ impl TokenService {
         };
         let key = match self.keys.key(&row.keyring, version).await {
             Ok(k) => k,
-            Err(e) => match ServiceError::from(e) {
-                e @ ServiceError::Unavailable(_) => return Err(e),
+            Err(e) => match Error::from(e) {
+                e @ Error::Unavailable(_) => return Err(e),
                 _ => {
                     report.failed += 1;
                     report.failures.push(row.token.clone());
@@ -140,7 +137,7 @@ impl TokenService {
         actor: &str,
         now: i64,
         report: &mut RewrapReport,
-    ) -> Result<u64, ServiceError> {
+    ) -> Result<u64, Error> {
         let (version, key) = self.keys.seal_key(keyring, batch.len() as u64, now).await?;
         let mut sealed = Vec::with_capacity(batch.len());
         for row in batch {
@@ -169,7 +166,7 @@ impl TokenService {
                 n += 1;
             }
         }
-        let event = AuditEvent::new(actor, "key.rewrap", Outcome::Success)
+        let event = AuditEvent::new(actor, Action::KeyRewrap, Outcome::Success)
             .resource(format!("{keyring}/{version}"))
             .reason(Some(format!("{n} records re-sealed")));
         atx.append(&event, now).await?;
@@ -184,12 +181,12 @@ impl TokenService {
         actor: &str,
         now: i64,
         report: &mut RewrapReport,
-    ) -> Result<u64, ServiceError> {
+    ) -> Result<u64, Error> {
         let keys = self.keys.fingerprint_keys().await?;
         let (_, key) = keys
             .iter()
             .find(|(v, _)| *v == active)
-            .ok_or(ServiceError::Internal("fingerprint key".into()))?;
+            .ok_or(Error::Internal("fingerprint key".into()))?;
         let mut updates = Vec::with_capacity(batch.len());
         for row in batch {
             if let Some(plain) = self.open_record(row, report).await? {
@@ -211,7 +208,7 @@ impl TokenService {
                 n += 1;
             }
         }
-        let event = AuditEvent::new(actor, "key.reindex", Outcome::Success)
+        let event = AuditEvent::new(actor, Action::KeyReindex, Outcome::Success)
             .resource(format!("{FINGERPRINT_KEYRING}/{active}"))
             .reason(Some(format!("{n} fingerprints re-computed")));
         atx.append(&event, now).await?;

@@ -6,7 +6,16 @@ use std::fmt;
 use zeroize::Zeroizing;
 
 use super::format::luhn_valid;
-use crate::config::Validator;
+
+/// How a type's values are checked before they are tokenized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Validator {
+    Pan,
+    Ssn,
+    Email,
+    None,
+}
 
 /// A validated, normalized value. Cleared on drop, never printed.
 pub struct Value(Zeroizing<String>);

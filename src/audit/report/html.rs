@@ -3,9 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{
-    ACCESS_COLUMNS, ClientAccess, HISTORY_COLUMNS, HistoryEntry, KEY_COLUMNS, KeyEntry, Report,
-};
+use super::{ClientAccess, HISTORY_COLUMNS, HistoryEntry, KEY_COLUMNS, KeyEntry, Report, access};
 
 /// HTML-escapes text.
 fn esc(s: &str) -> String {
@@ -214,12 +212,7 @@ pub fn render(r: &Report) -> String {
     );
     card(&mut o, "destroyed keys", s.destroyed_keys.to_string(), "");
     card(&mut o, "protected records", s.records.to_string(), "");
-    card(
-        &mut o,
-        "detokenizations",
-        s.detokenize_total.to_string(),
-        "",
-    );
+    card(&mut o, "values revealed", s.revealed_total.to_string(), "");
     card(&mut o, "denied requests", s.denied_total.to_string(), "");
     o.push_str("</div>");
 
@@ -423,7 +416,7 @@ pub fn render(r: &Report) -> String {
     o.push_str("<h2>Access to cleartext (PCI DSS 10.2.1)</h2>");
     table(
         &mut o,
-        &ACCESS_COLUMNS,
+        &access::columns(),
         r.access.iter().map(ClientAccess::cells),
         &r.access
             .iter()

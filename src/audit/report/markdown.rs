@@ -2,9 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{
-    ACCESS_COLUMNS, ClientAccess, HISTORY_COLUMNS, HistoryEntry, KEY_COLUMNS, KeyEntry, Report,
-};
+use super::{ClientAccess, HISTORY_COLUMNS, HistoryEntry, KEY_COLUMNS, KeyEntry, Report, access};
 
 fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
@@ -44,7 +42,7 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(o, "## Summary\n");
     let _ = writeln!(
         o,
-        "- findings: **{}**\n- audit chain: **{}**\n- data keys: {} ({} active, {} overdue, {} destroyed)\n- protected records: {}\n- detokenizations: {}; denied requests: {}\n",
+        "- findings: **{}**\n- audit chain: **{}**\n- data keys: {} ({} active, {} overdue, {} destroyed)\n- protected records: {}\n- values revealed: {} (detokenize: {}); denied requests: {}\n",
         s.findings,
         if s.chain_intact { "intact" } else { "BROKEN" },
         s.data_keys,
@@ -52,6 +50,7 @@ pub fn render(r: &Report) -> String {
         s.overdue_keys,
         s.destroyed_keys,
         s.records,
+        s.revealed_total,
         s.detokenize_total,
         s.denied_total
     );
@@ -123,7 +122,7 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(o, "## Access\n");
     table(
         &mut o,
-        &ACCESS_COLUMNS,
+        &access::columns(),
         r.access.iter().map(ClientAccess::cells),
     );
     let c = &r.chain;

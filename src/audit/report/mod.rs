@@ -2,14 +2,17 @@
 //! and read live from the HSM, rendered as HTML (one self-contained file), Markdown or
 //! JSON, and signed by the HSM key (detached signature).
 
+mod access;
 mod html;
 mod markdown;
+
+pub use access::ClientAccess;
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::verify;
+use super::{Action, verify};
 use crate::hsm::{KeyEvidence, TokenEvidence};
 use crate::keys::{FINGERPRINT_KEYRING, rfc3339};
 use crate::vault::Vault;
@@ -50,6 +53,8 @@ pub struct Summary {
     pub destroyed_keys: usize,
     pub records: i64,
     pub detokenize_total: i64,
+    /// Values revealed in clear by every revealing action (detokenize, decrypt, …).
+    pub revealed_total: i64,
     pub denied_total: i64,
     pub chain_intact: bool,
     pub findings: usize,
@@ -117,15 +122,6 @@ pub struct HistoryEntry {
     pub reason: String,
 }
 
-#[derive(Debug, Serialize, Default)]
-pub struct ClientAccess {
-    pub client: String,
-    pub detokenize: i64,
-    pub decrypt: i64,
-    pub denied: i64,
-    pub failed: i64,
-}
-
 #[derive(Debug, Serialize)]
 pub struct DayCount {
     pub day: String,
@@ -182,8 +178,6 @@ pub(super) const HISTORY_COLUMNS: [&str; 6] = [
     "key / request",
     "reason",
 ];
-pub(super) const ACCESS_COLUMNS: [&str; 5] =
-    ["client", "detokenize", "decrypt", "denied", "failed"];
 
 impl KeyEntry {
     pub(super) fn cells(&self) -> Vec<String> {
@@ -220,18 +214,6 @@ impl HistoryEntry {
         ]
         .map(String::clone)
         .to_vec()
-    }
-}
-
-impl ClientAccess {
-    pub(super) fn cells(&self) -> Vec<String> {
-        vec![
-            self.client.clone(),
-            self.detokenize.to_string(),
-            self.decrypt.to_string(),
-            self.denied.to_string(),
-            self.failed.to_string(),
-        ]
     }
 }
 
@@ -396,7 +378,7 @@ pub async fn collect(vault: &Vault, from: i64, to: i64) -> anyhow::Result<Report
     }
 
     let history = store
-        .lifecycle_events(from, to)
+        .lifecycle_events(&key_management_actions(), from, to)
         .await?
         .into_iter()
         .map(|e| HistoryEntry {
@@ -409,27 +391,7 @@ pub async fn collect(vault: &Vault, from: i64, to: i64) -> anyhow::Result<Report
         })
         .collect();
 
-    let mut access: BTreeMap<String, ClientAccess> = BTreeMap::new();
-    for (actor, action, outcome, n) in store.audit_counts(from, to).await? {
-        if actor == "system" || actor.starts_with("cli:") || actor.starts_with("officer:") {
-            continue;
-        }
-        let a = access.entry(actor.clone()).or_insert_with(|| ClientAccess {
-            client: actor,
-            ..Default::default()
-        });
-        match (action.as_str(), outcome.as_str()) {
-            (_, "denied") => a.denied += n,
-            ("detokenize", "success") => a.detokenize += n,
-            ("decrypt", "success") => a.decrypt += n,
-            (_, "failure") => a.failed += n,
-            _ => {}
-        }
-    }
-    let access: Vec<ClientAccess> = access
-        .into_values()
-        .filter(|a| a.detokenize + a.decrypt + a.denied + a.failed > 0)
-        .collect();
+    let access = access::tally(store.audit_counts(from, to).await?);
     let denied_total: i64 = access.iter().map(|a| a.denied).sum();
     if denied_total > 0 {
         findings.push(Finding {
@@ -439,7 +401,9 @@ pub async fn collect(vault: &Vault, from: i64, to: i64) -> anyhow::Result<Report
         });
     }
 
-    let daily = store.daily_counts("detokenize", from, to).await?;
+    let daily = store
+        .daily_counts(Action::Detokenize.as_str(), from, to)
+        .await?;
     let daily_detokenize = daily
         .into_iter()
         .map(|(day, count)| DayCount {
@@ -499,7 +463,11 @@ pub async fn collect(vault: &Vault, from: i64, to: i64) -> anyhow::Result<Report
         overdue_keys: keys.iter().filter(|k| k.overdue).count(),
         destroyed_keys: keys.iter().filter(|k| k.state == "destroyed").count(),
         records,
-        detokenize_total: access.iter().map(|a| a.detokenize).sum(),
+        detokenize_total: access
+            .iter()
+            .filter_map(|a| a.revealed.get(Action::Detokenize.as_str()))
+            .sum(),
+        revealed_total: access.iter().map(ClientAccess::revealed_total).sum(),
         denied_total,
         chain_intact: chain.intact,
         findings: findings.iter().filter(|f| f.severity != "info").count(),
@@ -595,4 +563,13 @@ pub fn render(report: &Report, format: Format) -> anyhow::Result<String> {
         Format::Md => markdown::render(report),
         Format::Html => html::render(report),
     })
+}
+
+/// The stored names of the actions the lifecycle history shows.
+fn key_management_actions() -> Vec<&'static str> {
+    Action::ALL
+        .into_iter()
+        .filter(|a| a.is_key_management())
+        .map(Action::as_str)
+        .collect()
 }

@@ -1,0 +1,303 @@
+//! The audit vocabulary: every action the trail can record, and what each implies.
+//!
+//! Services, the writer, `verify` and the report use [`Action`], never string literals.
+//! What an action implies is decided by exhaustive matches (no `_` arm), so a new action
+//! cannot be added without saying whether it reveals cleartext, whether it belongs to the
+//! key history, and which permission it needs. The PCI report counts cleartext access
+//! from [`Action::reveals_cleartext`], so a new revealing path is counted automatically.
+
+use std::fmt;
+
+/// What was done. The stored string ([`Action::as_str`]) is part of the audit format:
+/// never rename one; add a new variant instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    // The data path.
+    Tokenize,
+    Detokenize,
+    /// Token metadata and masked value, never the value.
+    Read,
+    Delete,
+    Encrypt,
+    Decrypt,
+    Rewrap,
+    KeysList,
+    MetricsRead,
+    /// A request refused by the per-identity request rate, before its body was read.
+    RateLimit,
+    // The service.
+    ServiceStart,
+    HsmUnavailable,
+    HsmRecovered,
+    // Key lifecycle.
+    KeyCreate,
+    KeyRetire,
+    KeyRetireForced,
+    KeyDestroy,
+    KeyRewrap,
+    KeyReindex,
+    KekCreate,
+    KekRotate,
+    KekDestroy,
+    // Dual control.
+    OfficerRequest,
+    OfficerApprove,
+}
+
+/// The permission verb an action needs (`<verb>:<object>` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verb {
+    Tokenize,
+    Detokenize,
+    Read,
+    Delete,
+    Encrypt,
+    Decrypt,
+    Keys,
+    Audit,
+    Metrics,
+}
+
+impl Verb {
+    pub const ALL: [Verb; 9] = [
+        Verb::Tokenize,
+        Verb::Detokenize,
+        Verb::Read,
+        Verb::Delete,
+        Verb::Encrypt,
+        Verb::Decrypt,
+        Verb::Keys,
+        Verb::Audit,
+        Verb::Metrics,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Verb::Tokenize => "tokenize",
+            Verb::Detokenize => "detokenize",
+            Verb::Read => "read",
+            Verb::Delete => "delete",
+            Verb::Encrypt => "encrypt",
+            Verb::Decrypt => "decrypt",
+            Verb::Keys => "keys",
+            Verb::Audit => "audit",
+            Verb::Metrics => "metrics",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Verb> {
+        Verb::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// What the object segment of a `<verb>:<object>` permission names.
+    pub const fn object(self) -> ObjectKind {
+        match self {
+            Verb::Tokenize | Verb::Detokenize | Verb::Read | Verb::Delete => ObjectKind::TokenType,
+            Verb::Encrypt | Verb::Decrypt => ObjectKind::Keyring,
+            Verb::Keys | Verb::Audit | Verb::Metrics => ObjectKind::Scope,
+        }
+    }
+}
+
+/// The kind of name a permission's object segment holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// A configured token type (`tokenize:pan`).
+    TokenType,
+    /// A configured keyring (`encrypt:pii`).
+    Keyring,
+    /// A fixed scope word (`keys:read`).
+    Scope,
+}
+
+impl Action {
+    pub const ALL: [Action; 24] = [
+        Action::Tokenize,
+        Action::Detokenize,
+        Action::Read,
+        Action::Delete,
+        Action::Encrypt,
+        Action::Decrypt,
+        Action::Rewrap,
+        Action::KeysList,
+        Action::MetricsRead,
+        Action::RateLimit,
+        Action::ServiceStart,
+        Action::HsmUnavailable,
+        Action::HsmRecovered,
+        Action::KeyCreate,
+        Action::KeyRetire,
+        Action::KeyRetireForced,
+        Action::KeyDestroy,
+        Action::KeyRewrap,
+        Action::KeyReindex,
+        Action::KekCreate,
+        Action::KekRotate,
+        Action::KekDestroy,
+        Action::OfficerRequest,
+        Action::OfficerApprove,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Tokenize => "tokenize",
+            Action::Detokenize => "detokenize",
+            Action::Read => "read",
+            Action::Delete => "delete",
+            Action::Encrypt => "encrypt",
+            Action::Decrypt => "decrypt",
+            Action::Rewrap => "rewrap",
+            Action::KeysList => "keys.list",
+            Action::MetricsRead => "metrics.read",
+            Action::RateLimit => "rate_limit",
+            Action::ServiceStart => "service.start",
+            Action::HsmUnavailable => "hsm.unavailable",
+            Action::HsmRecovered => "hsm.recovered",
+            Action::KeyCreate => "key.create",
+            Action::KeyRetire => "key.retire",
+            Action::KeyRetireForced => "key.retire.forced",
+            Action::KeyDestroy => "key.destroy",
+            Action::KeyRewrap => "key.rewrap",
+            Action::KeyReindex => "key.reindex",
+            Action::KekCreate => "key.kek.create",
+            Action::KekRotate => "key.kek.rotate",
+            Action::KekDestroy => "key.kek.destroy",
+            Action::OfficerRequest => "officer.request",
+            Action::OfficerApprove => "officer.approve",
+        }
+    }
+
+    /// The action a stored string names; `None` for a string outside the vocabulary.
+    pub fn parse(s: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// Whether a successful event of this action handed cleartext to its caller. These
+    /// are the events PCI DSS 10.2.1 asks to be counted per user.
+    pub const fn reveals_cleartext(self) -> bool {
+        match self {
+            Action::Detokenize | Action::Decrypt => true,
+            // Rewrap opens and re-seals inside the vault; the plaintext never leaves.
+            Action::Tokenize
+            | Action::Read
+            | Action::Delete
+            | Action::Encrypt
+            | Action::Rewrap
+            | Action::KeysList
+            | Action::MetricsRead
+            | Action::RateLimit
+            | Action::ServiceStart
+            | Action::HsmUnavailable
+            | Action::HsmRecovered
+            | Action::KeyCreate
+            | Action::KeyRetire
+            | Action::KeyRetireForced
+            | Action::KeyDestroy
+            | Action::KeyRewrap
+            | Action::KeyReindex
+            | Action::KekCreate
+            | Action::KekRotate
+            | Action::KekDestroy
+            | Action::OfficerRequest
+            | Action::OfficerApprove => false,
+        }
+    }
+
+    /// Whether the action belongs to the key management history of the report (key
+    /// lifecycle and dual control).
+    pub const fn is_key_management(self) -> bool {
+        match self {
+            Action::KeyCreate
+            | Action::KeyRetire
+            | Action::KeyRetireForced
+            | Action::KeyDestroy
+            | Action::KeyRewrap
+            | Action::KeyReindex
+            | Action::KekCreate
+            | Action::KekRotate
+            | Action::KekDestroy
+            | Action::OfficerRequest
+            | Action::OfficerApprove => true,
+            Action::Tokenize
+            | Action::Detokenize
+            | Action::Read
+            | Action::Delete
+            | Action::Encrypt
+            | Action::Decrypt
+            | Action::Rewrap
+            | Action::KeysList
+            | Action::MetricsRead
+            | Action::RateLimit
+            | Action::ServiceStart
+            | Action::HsmUnavailable
+            | Action::HsmRecovered => false,
+        }
+    }
+
+    /// The permission verb a client needs for this action; `None` for actions no client
+    /// can ask for (the CLI and the vault itself perform them).
+    pub const fn verb(self) -> Option<Verb> {
+        match self {
+            Action::Tokenize => Some(Verb::Tokenize),
+            Action::Detokenize => Some(Verb::Detokenize),
+            Action::Read => Some(Verb::Read),
+            Action::Delete => Some(Verb::Delete),
+            // Rewrap needs no decrypt permission: the plaintext never leaves the vault.
+            Action::Encrypt | Action::Rewrap => Some(Verb::Encrypt),
+            Action::Decrypt => Some(Verb::Decrypt),
+            Action::KeysList => Some(Verb::Keys),
+            Action::MetricsRead => Some(Verb::Metrics),
+            Action::RateLimit
+            | Action::ServiceStart
+            | Action::HsmUnavailable
+            | Action::HsmRecovered
+            | Action::KeyCreate
+            | Action::KeyRetire
+            | Action::KeyRetireForced
+            | Action::KeyDestroy
+            | Action::KeyRewrap
+            | Action::KeyReindex
+            | Action::KekCreate
+            | Action::KekRotate
+            | Action::KekDestroy
+            | Action::OfficerRequest
+            | Action::OfficerApprove => None,
+        }
+    }
+
+    /// The actions that reveal cleartext, in a stable order (the report's columns).
+    pub fn revealing() -> impl Iterator<Item = Action> {
+        Action::ALL.into_iter().filter(|a| a.reveals_cleartext())
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_action_round_trips_and_no_two_share_a_string() {
+        let mut seen = std::collections::HashSet::new();
+        for a in Action::ALL {
+            assert!(seen.insert(a.as_str()), "{a} twice");
+            assert_eq!(Action::parse(a.as_str()), Some(a));
+        }
+        assert_eq!(Action::parse("detokenise"), None);
+        for v in Verb::ALL {
+            assert_eq!(Verb::parse(v.as_str()), Some(v));
+        }
+    }
+
+    #[test]
+    fn the_cleartext_paths_are_the_ones_pci_counts() {
+        let revealing: Vec<_> = Action::revealing().map(Action::as_str).collect();
+        assert_eq!(revealing, ["detokenize", "decrypt"]);
+        assert!(Action::revealing().all(|a| a.verb().is_some()));
+    }
+}

@@ -1,0 +1,229 @@
+//! The guard: the one place that decides whether an identity may act, charges its
+//! limits, and audits a refusal. Every surface reaches the services, and the services
+//! ask the guard before they act, so a new route to a service cannot skip a permission,
+//! a rate or a budget:
+//!
+//! - [`Guard::admit`]: the request rate of the identity, at the edge, before the body is
+//!   read;
+//! - [`Guard::charge`]: the reveal budget, at the entry of a revealing service call,
+//!   for every value the call may reveal;
+//! - [`Guard::check`]: the typed permission for an action on an object (type, keyring
+//!   or scope). Anomaly scoring and step-up approval sit here: [`Guard::decide`] is
+//!   where a future `Decision::StepUp` is made.
+//!
+//! Each refusal is audited once, here, as a `denied` event with a stable reason.
+
+mod limits;
+mod permission;
+
+pub use limits::RateLimit;
+pub use permission::{Grant, GrantError, Principal};
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::audit::writer::{Write, Writer};
+use crate::audit::{Action, AuditEvent, ObjectKind, Outcome};
+use crate::error::Error;
+use limits::Limiter;
+
+/// A client identity's entry in the config: what it may do and how much.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct ClientPolicy {
+    /// Permission patterns such as `tokenize:pan`, `detokenize:*`, `keys:read`, `*`;
+    /// parsed (and refused when mistyped) as the config loads.
+    #[serde(default)]
+    pub permissions: Vec<Grant>,
+    /// Requests per second this identity may send to `/v1` (token bucket); none: unlimited.
+    #[serde(default)]
+    pub rate_per_second: Option<f64>,
+    /// Burst size of the token bucket (default: one second's worth).
+    #[serde(default)]
+    pub burst: Option<f64>,
+    /// Values this identity may detokenize per hour (a security control, per node).
+    #[serde(default)]
+    pub detokenize_per_hour: Option<u64>,
+}
+
+/// What the guard decided about one action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// The identity holds no grant for it.
+    Deny,
+}
+
+/// Audit reasons of the guard's refusals (stable: reports and tests read them).
+pub const REASON_FORBIDDEN: &str = "forbidden";
+pub const REASON_RATE_LIMITED: &str = "rate_limited";
+pub const REASON_BUDGET: &str = "detokenize_budget_exhausted";
+
+pub struct Guard {
+    clients: HashMap<String, (Arc<[Grant]>, ClientPolicy)>,
+    limiter: Limiter,
+    writer: Writer,
+}
+
+impl Guard {
+    pub fn new(clients: &BTreeMap<String, ClientPolicy>, writer: Writer) -> Self {
+        let clients = clients
+            .iter()
+            .map(|(id, c)| (id.clone(), (Arc::from(c.permissions.clone()), c.clone())))
+            .collect();
+        Self {
+            clients,
+            limiter: Limiter::default(),
+            writer,
+        }
+    }
+
+    /// The principal for a verified identity, with its grants (none if unknown).
+    pub fn principal(&self, identity: &str, origin: &str) -> Principal {
+        let grants = self
+            .clients
+            .get(identity)
+            .map_or_else(|| Arc::from(Vec::new()), |(g, _)| g.clone());
+        Principal::new(identity, origin, grants)
+    }
+
+    fn policy(&self, identity: &str) -> Option<&ClientPolicy> {
+        self.clients.get(identity).map(|(_, p)| p)
+    }
+
+    /// Takes one request from the identity's rate; a 429 (audited) when it is spent.
+    pub async fn admit(&self, who: &Principal, now: i64) -> Result<(), Error> {
+        let Some(policy) = self.policy(&who.identity) else {
+            return Ok(());
+        };
+        let limit = RateLimit {
+            per_second: policy.rate_per_second,
+            burst: policy.burst,
+        };
+        let Err(wait) = self.limiter.take(&who.identity, limit, now) else {
+            return Ok(());
+        };
+        metrics::counter!("tokenvault_rate_limited_total").increment(1);
+        let event = AuditEvent::new(&who.identity, Action::RateLimit, Outcome::Denied)
+            .origin(&who.origin)
+            .reason(Some(REASON_RATE_LIMITED.into()));
+        self.record(event, now).await?;
+        Err(Error::RateLimited {
+            message: format!(
+                "request rate limit of identity `{}` reached; slow down",
+                who.identity
+            ),
+            retry_after: wait,
+        })
+    }
+
+    /// Charges `n` values that `action` may reveal to the identity's budget; a 429
+    /// (audited) when they do not fit. Actions that reveal nothing are free.
+    pub async fn charge(
+        &self,
+        who: &Principal,
+        action: Action,
+        n: u64,
+        now: i64,
+    ) -> Result<(), Error> {
+        let limit = match action {
+            Action::Detokenize => self
+                .policy(&who.identity)
+                .and_then(|p| p.detokenize_per_hour),
+            _ => None,
+        };
+        let Err(wait) = self.limiter.charge(&who.identity, limit, n, now) else {
+            return Ok(());
+        };
+        metrics::counter!("tokenvault_detokenize_budget_exhausted_total").increment(1);
+        let event = AuditEvent::new(&who.identity, action, Outcome::Denied)
+            .origin(&who.origin)
+            .reason(Some(REASON_BUDGET.into()));
+        self.record(event, now).await?;
+        Err(Error::RateLimited {
+            message: format!(
+                "the hourly {action} budget of identity `{}` is spent",
+                who.identity
+            ),
+            retry_after: wait,
+        })
+    }
+
+    /// The decision for `action` on `object`, without side effects.
+    pub fn decide(&self, who: &Principal, action: Action, object: &str) -> Decision {
+        match action.verb() {
+            Some(verb) if who.may(verb, object) => Decision::Allow,
+            _ => Decision::Deny,
+        }
+    }
+
+    /// Requires the permission for `action` on `object`; a refusal is audited (with
+    /// `resource`, when the request named one) and answered `Forbidden`.
+    pub async fn check(
+        &self,
+        who: &Principal,
+        action: Action,
+        object: &str,
+        resource: Option<&str>,
+        now: i64,
+    ) -> Result<(), Error> {
+        match self.decide(who, action, object) {
+            Decision::Allow => Ok(()),
+            Decision::Deny => {
+                let mut event = AuditEvent::new(&who.identity, action, Outcome::Denied)
+                    .origin(&who.origin)
+                    .reason(Some(REASON_FORBIDDEN.into()));
+                if let Some(r) = resource {
+                    event = event.resource(r);
+                }
+                self.record(event, now).await?;
+                Err(Error::Forbidden(refusal(action, object)))
+            }
+        }
+    }
+
+    /// Records an event on its own (group-committed; returns once durable).
+    pub async fn record(&self, event: AuditEvent, now: i64) -> Result<(), Error> {
+        self.writer
+            .submit(Write::Event { event, at: now })
+            .await
+            .map(drop)
+            .map_err(|e| Error::Unavailable(format!("audit trail unavailable: {e}")))
+    }
+}
+
+/// The message of a refusal; it names the action and the object, never a value.
+fn refusal(action: Action, object: &str) -> String {
+    let Some(verb) = action.verb() else {
+        return format!("`{action}` is not available to clients");
+    };
+    match verb.object() {
+        ObjectKind::TokenType => format!("not allowed to {action} type `{object}`"),
+        ObjectKind::Keyring => format!("not allowed to {action} with keyring `{object}`"),
+        ObjectKind::Scope => format!("missing permission `{}:{object}`", verb.as_str()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_the_action_and_object_in_the_words_clients_know() {
+        assert_eq!(
+            refusal(Action::Tokenize, "pan"),
+            "not allowed to tokenize type `pan`"
+        );
+        assert_eq!(
+            refusal(Action::Rewrap, "pii"),
+            "not allowed to rewrap with keyring `pii`"
+        );
+        assert_eq!(
+            refusal(Action::KeysList, "read"),
+            "missing permission `keys:read`"
+        );
+        assert_eq!(
+            refusal(Action::KeyDestroy, "pan"),
+            "`key.destroy` is not available to clients"
+        );
+    }
+}
