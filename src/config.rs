@@ -321,7 +321,7 @@ impl Settings {
             ));
         }
         for name in self.keyrings.keys() {
-            crate::keys::KeyringName::parse(name)
+            crate::names::KeyringName::parse(name)
                 .map_err(|e| ConfigError::Invalid(format!("keyring `{name}`: {e}")))?;
         }
         for (name, t) in &self.types {

@@ -25,6 +25,8 @@ pub mod guard;
 pub mod hsm;
 /// Keyrings, versions, states and the cache of unwrapped data keys.
 pub mod keys;
+/// Parsed names (leaf): keyring names, key versions, key states.
+pub mod names;
 /// Dual control: officer keys, signed requests and approvals.
 pub mod officers;
 /// All SQL, for SQLite and PostgreSQL.

@@ -4,10 +4,12 @@
 use std::sync::Arc;
 
 use crate::audit::writer::Writer;
+use crate::audit::{Action, AuditEvent, Outcome};
 use crate::config::Settings;
-use crate::guard::Guard;
+use crate::error::Error;
+use crate::guard::{Guard, Principal};
 use crate::hsm::{Hsm, HsmError, Pin};
-use crate::keys::{KeyLabels, KeyManager};
+use crate::keys::{Inventory, KeyLabels, KeyManager};
 use crate::store::{Store, StoreError};
 use crate::tokenize::{CryptoService, TokenService, ValueLimits};
 
@@ -34,8 +36,22 @@ pub struct Services {
     /// Group-committing writer of every write and audit event of this process.
     pub writer: Writer,
     pub guard: Arc<Guard>,
+    keys: Arc<KeyManager>,
     pub tokens: Arc<TokenService>,
     pub crypto: Arc<CryptoService>,
+}
+
+impl Services {
+    /// The key inventory for a client (`keys:read`): never key material.
+    pub async fn key_inventory(&self, who: &Principal, now: i64) -> Result<Inventory, Error> {
+        self.guard
+            .check(who, Action::KeysList, "read", None, now)
+            .await?;
+        let event =
+            AuditEvent::new(&who.identity, Action::KeysList, Outcome::Success).origin(&who.origin);
+        self.guard.record(event, now).await?;
+        Ok(self.keys.inventory(now).await?)
+    }
 }
 
 /// The PIN from `TOKENVAULT_HSM__PIN` or the PIN file.
@@ -69,6 +85,7 @@ impl Vault {
         Services {
             writer,
             guard,
+            keys: self.keys.clone(),
             tokens: Arc::new(tokens),
             crypto: Arc::new(crypto),
         }

@@ -8,7 +8,6 @@ use axum::routing::get;
 use super::auth::Caller;
 use super::error::ErrorBody;
 use super::{AppState, ok};
-use crate::audit::{Action, AuditEvent, Outcome};
 use crate::error::Error;
 use crate::keys::Inventory;
 use crate::vault::now_ms;
@@ -20,14 +19,6 @@ pub fn router() -> Router<AppState> {
 #[utoipa::path(get, path = "/v1/keys", tag = "keys",
     responses((status = 200, body = Inventory), (status = 403, body = ErrorBody)))]
 async fn list(State(state): State<AppState>, Caller(who): Caller) -> Result<Response, Error> {
-    let guard = &state.services.guard;
-    let now = now_ms();
-    guard
-        .check(&who, Action::KeysList, "read", None, now)
-        .await?;
-    let event =
-        AuditEvent::new(&who.identity, Action::KeysList, Outcome::Success).origin(&who.origin);
-    guard.record(event, now).await?;
-    let inventory = state.vault.keys.inventory(now).await?;
+    let inventory = state.services.key_inventory(&who, now_ms()).await?;
     Ok(ok(inventory))
 }

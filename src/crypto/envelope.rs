@@ -8,7 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::{NONCE_LEN, TAG_LEN};
-use crate::keys::{KeyVersion, KeyringName};
+use crate::names::{KeyVersion, KeyringName};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ciphertext {

@@ -5,11 +5,10 @@
 
 mod health;
 mod lifecycle;
-mod names;
 
+pub use crate::names::{FINGERPRINT_KEYRING, KeyState, KeyVersion, KeyringName};
 pub use health::HsmStatus;
 pub use lifecycle::KekRotation;
-pub use names::{FINGERPRINT_KEYRING, KeyState, KeyVersion, KeyringName};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
