@@ -36,33 +36,138 @@ pub enum HsmError {
     KeyMissing(String),
     #[error("a wrapped key failed to unwrap: it was altered or belongs to another KEK")]
     UnwrapFailed,
+    /// A PKCS#11 call failed: which function, and the module's return value, as typed
+    /// values (cryptoki's own error carries the same pair).
+    #[error("{}: {op}: PKCS#11 error {rv:?}: {rv}", headline(*.rv))]
+    Device { op: &'static str, rv: RvError },
+    /// cryptoki failed around the call `op` without a return value from the module
+    /// (loading a symbol, converting an attribute).
+    #[error("HSM operation failed: {op}: {source}")]
+    Cryptoki {
+        op: &'static str,
+        #[source]
+        source: CkError,
+    },
+    /// The token answered, but not with something the vault can use.
+    #[error("HSM operation failed: {0}")]
+    BadAnswer(&'static str),
+    /// The KEK's cached handle names another object or none (the token was swapped).
+    #[error("HSM unavailable: the handle of KEK '{label}' no longer names it")]
+    StaleHandle { label: String },
+    /// The cross-process object lock (`hsm.lock_file`) cannot be taken.
+    #[error("HSM unavailable: HSM lock file {}: {source}", path.display())]
+    LockFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The blocking task that ran an HSM call died (it panicked or was cancelled).
+    #[error("HSM operation failed: HSM task failed: {0}")]
+    TaskFailed(String),
+    /// The vault found the HSM unusable without asking it: a call that did not answer
+    /// within the call timeout, or the health watch still reconnecting.
     #[error("HSM unavailable: {0}")]
     Unavailable(String),
-    #[error("HSM operation failed: {0}")]
-    Device(String),
 }
 
 impl HsmError {
     /// Errors that mean "the HSM cannot be used right now" as opposed to bad data.
+    ///
+    /// Every PKCS#11 failure counts, whatever its return value: outside an integrity check
+    /// (where `UnwrapFailed` is decided, see `wrap::unwrap_transient`) the vault would
+    /// rather fail closed and reconnect than guess which return values are harmless. The
+    /// match is exhaustive so that a new variant has to take a side.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, HsmError::Unavailable(_) | HsmError::Device(_))
+        match self {
+            HsmError::Device { .. }
+            | HsmError::Cryptoki { .. }
+            | HsmError::BadAnswer(_)
+            | HsmError::StaleHandle { .. }
+            | HsmError::LockFile { .. }
+            | HsmError::TaskFailed(_)
+            | HsmError::Unavailable(_) => true,
+            HsmError::ModuleLoad { .. }
+            | HsmError::TokenNotFound(_)
+            | HsmError::PinIncorrect
+            | HsmError::PinLocked
+            | HsmError::NoPin
+            | HsmError::PinFile { .. }
+            | HsmError::KeyPolicy { .. }
+            | HsmError::KeyMissing(_)
+            | HsmError::UnwrapFailed => false,
+        }
+    }
+
+    /// The error for the failed cryptoki call `op` (its PKCS#11 function name), when the
+    /// call is not an integrity check.
+    pub(super) fn pkcs11(op: &'static str, err: CkError) -> Self {
+        match err {
+            CkError::Pkcs11(rv, _) => HsmError::Device { op, rv },
+            source => HsmError::Cryptoki { op, source },
+        }
     }
 }
 
-/// Maps a cryptoki error from a call that is not an integrity check.
-pub(super) fn device(err: CkError) -> HsmError {
-    match &err {
-        CkError::Pkcs11(
-            RvError::DeviceError
-            | RvError::DeviceRemoved
-            | RvError::DeviceMemory
-            | RvError::TokenNotPresent
-            | RvError::SessionHandleInvalid
-            | RvError::SessionClosed
-            | RvError::UserNotLoggedIn
-            | RvError::CryptokiNotInitialized,
-            _,
-        ) => HsmError::Unavailable(err.to_string()),
-        _ => HsmError::Device(err.to_string()),
+/// `HsmError::pkcs11` for `map_err`, on calls made outside a pooled session.
+pub(super) fn failed(op: &'static str) -> impl FnOnce(CkError) -> HsmError {
+    move |err| HsmError::pkcs11(op, err)
+}
+
+/// The first words of a PKCS#11 failure. Every one of them makes `is_unavailable` true;
+/// these return values say so outright (the device, the session or the login is gone),
+/// the rest are reported as a failed operation.
+fn headline(rv: RvError) -> &'static str {
+    match rv {
+        RvError::DeviceError
+        | RvError::DeviceRemoved
+        | RvError::DeviceMemory
+        | RvError::TokenNotPresent
+        | RvError::SessionHandleInvalid
+        | RvError::SessionClosed
+        | RvError::UserNotLoggedIn
+        | RvError::CryptokiNotInitialized => "HSM unavailable",
+        _ => "HSM operation failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pkcs11_failure_names_the_call_and_its_return_value_and_counts_as_unavailable() {
+        let gone = HsmError::pkcs11(
+            "C_Sign",
+            CkError::Pkcs11(RvError::DeviceRemoved, cryptoki::context::Function::Sign),
+        );
+        assert!(
+            matches!(
+                gone,
+                HsmError::Device {
+                    op: "C_Sign",
+                    rv: RvError::DeviceRemoved
+                }
+            ),
+            "{gone:?}"
+        );
+        assert!(
+            gone.to_string()
+                .starts_with("HSM unavailable: C_Sign: PKCS#11 error DeviceRemoved: "),
+            "{gone}"
+        );
+        assert!(gone.is_unavailable());
+
+        let other = HsmError::Device {
+            op: "C_WrapKey",
+            rv: RvError::KeyUnextractable,
+        };
+        assert!(
+            other
+                .to_string()
+                .starts_with("HSM operation failed: C_WrapKey: PKCS#11 error KeyUnextractable: "),
+            "{other}"
+        );
+        assert!(other.is_unavailable());
+        assert!(!HsmError::UnwrapFailed.is_unavailable());
     }
 }

@@ -3,7 +3,8 @@
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use serde::Serialize;
 
-use super::{Hsm, HsmError, device};
+use super::error::failed;
+use super::{Hsm, HsmError};
 
 /// What the HSM says about a key: the evidence an assessor asks for.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -41,7 +42,7 @@ impl Hsm {
             .module
             .pkcs11
             .get_token_info(self.pool.slot())
-            .map_err(device)?;
+            .map_err(failed("C_GetTokenInfo"))?;
         let fw = info.firmware_version();
         Ok(TokenEvidence {
             label: info.label().trim_end().to_owned(),
@@ -82,7 +83,7 @@ impl Hsm {
         ];
         let attrs = session
             .get_attributes(handle, &wanted)
-            .map_err(|e| session.fail(device(e)))?;
+            .map_err(session.failed("C_GetAttributeValue"))?;
         // Usage flags differ per class (a private key has no CKA_WRAP on some tokens), so
         // they are read one by one and a missing one counts as false.
         let flag = |t: AttributeType| -> bool {

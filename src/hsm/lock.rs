@@ -33,8 +33,10 @@ impl Hsm {
 /// when the returned file closes.
 pub(super) fn lock_objects_file(path: Option<&Path>) -> Result<Option<std::fs::File>, HsmError> {
     let Some(path) = path else { return Ok(None) };
-    let err =
-        |e: std::io::Error| HsmError::Unavailable(format!("HSM lock file {}: {e}", path.display()));
+    let err = |source: std::io::Error| HsmError::LockFile {
+        path: path.to_owned(),
+        source,
+    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(err)?;
     }

@@ -36,7 +36,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 pub use error::HsmError;
-use error::device;
+use error::failed;
 pub use evidence::{KeyEvidence, TokenEvidence};
 use lock::lock_objects_file;
 pub use mechanism::WrapMechanism;
@@ -184,7 +184,7 @@ impl Hsm {
                 _,
             )) => Err(HsmError::PinIncorrect),
             Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(HsmError::PinLocked),
-            Err(e) => Err(device(e)),
+            Err(e) => Err(HsmError::pkcs11("C_Login", e)),
         }
     }
 
@@ -203,7 +203,7 @@ impl Hsm {
         let mut buf = Zeroizing::new(vec![0u8; len]);
         session
             .generate_random_slice(&mut buf)
-            .map_err(|e| session.fail(device(e)))?;
+            .map_err(session.failed("C_GenerateRandom"))?;
         Ok(buf)
     }
 }
@@ -213,7 +213,7 @@ impl Hsm {
 fn find_slot(pkcs11: &Pkcs11, label: &str) -> Result<Slot, HsmError> {
     pkcs11
         .get_slots_with_token()
-        .map_err(device)?
+        .map_err(failed("C_GetSlotList"))?
         .into_iter()
         .find(|slot| {
             pkcs11

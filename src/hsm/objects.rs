@@ -4,7 +4,7 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 
 use super::policy::{self, KeyRole};
-use super::{Hsm, HsmError, count, device};
+use super::{Hsm, HsmError, count};
 
 impl Hsm {
     /// The health check: a session answers and the KEK labelled `kek_label` is still
@@ -16,12 +16,12 @@ impl Hsm {
         let session = self.pool.get()?;
         let attrs = session
             .get_attributes(handle, &[AttributeType::Label])
-            .map_err(|e| session.fail(device(e)))?;
+            .map_err(session.failed("C_GetAttributeValue"))?;
         match attrs.first() {
             Some(Attribute::Label(l)) if l.as_slice() == kek_label.as_bytes() => Ok(()),
-            _ => Err(HsmError::Unavailable(format!(
-                "the handle of KEK '{kek_label}' no longer names it"
-            ))),
+            _ => Err(HsmError::StaleHandle {
+                label: kek_label.to_owned(),
+            }),
         }
     }
 
@@ -46,7 +46,7 @@ impl Hsm {
                 Attribute::Class(class),
                 Attribute::Label(label.as_bytes().to_vec()),
             ])
-            .map_err(|e| session.fail(device(e)))?;
+            .map_err(session.failed("C_FindObjects"))?;
         let handle = match found.as_slice() {
             [] => return Ok(None),
             [one] => *one,
@@ -77,7 +77,7 @@ impl Hsm {
                         &Mechanism::AesKeyGen,
                         &policy::template(KeyRole::Kek, label),
                     )
-                    .map_err(|e| session.fail(device(e)))?;
+                    .map_err(session.failed("C_GenerateKey"))?;
                 true
             }
         };
@@ -122,7 +122,7 @@ impl Hsm {
         let session = self.pool.get()?;
         let handles = session
             .find_objects(&[])
-            .map_err(|e| session.fail(device(e)))?;
+            .map_err(session.failed("C_FindObjects"))?;
         let mut labels = Vec::new();
         for h in handles {
             if let Ok(attrs) = session.get_attributes(h, &[AttributeType::Label]) {
@@ -147,11 +147,11 @@ impl Hsm {
         let session = self.pool.get()?;
         let handles = session
             .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
-            .map_err(|e| session.fail(device(e)))?;
+            .map_err(session.failed("C_FindObjects"))?;
         for h in &handles {
             session
                 .destroy_object(*h)
-                .map_err(|e| session.fail(device(e)))?;
+                .map_err(session.failed("C_DestroyObject"))?;
         }
         self.handles
             .lock()

@@ -6,7 +6,7 @@ use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use sha2::{Digest, Sha256};
 
 use super::policy::{self, KeyRole};
-use super::{Hsm, HsmError, count, device};
+use super::{Hsm, HsmError, count};
 
 impl Hsm {
     /// Finds or generates the EC P-256 audit signing key pair. Returns whether it was created.
@@ -24,7 +24,7 @@ impl Hsm {
                         &policy::template(KeyRole::AuditPublic, label),
                         &policy::template(KeyRole::AuditPrivate, label),
                     )
-                    .map_err(|e| session.fail(device(e)))?;
+                    .map_err(session.failed("C_GenerateKeyPair"))?;
                 true
             }
             _ => {
@@ -51,17 +51,15 @@ impl Hsm {
         let session = self.pool.get()?;
         let attrs = session
             .get_attributes(handle, &[AttributeType::EcPoint])
-            .map_err(|e| session.fail(device(e)))?;
+            .map_err(session.failed("C_GetAttributeValue"))?;
         let Some(Attribute::EcPoint(der)) = attrs.into_iter().next() else {
-            return Err(HsmError::Device(
-                "the public key has no CKA_EC_POINT".into(),
-            ));
+            return Err(HsmError::BadAnswer("the public key has no CKA_EC_POINT"));
         };
         // CKA_EC_POINT is a DER OCTET STRING (04 41 04‖X‖Y); some tokens return the raw point.
         match der.as_slice() {
             [0x04, 0x41, rest @ ..] if rest.len() == 65 => Ok(rest.to_vec()),
             raw if raw.len() == 65 && raw[0] == 0x04 => Ok(raw.to_vec()),
-            _ => Err(HsmError::Device("unexpected CKA_EC_POINT encoding".into())),
+            _ => Err(HsmError::BadAnswer("unexpected CKA_EC_POINT encoding")),
         }
     }
 
@@ -75,6 +73,6 @@ impl Hsm {
         let session = self.pool.get()?;
         session
             .sign(&Mechanism::Ecdsa, handle, &digest)
-            .map_err(|e| session.fail(device(e)))
+            .map_err(session.failed("C_Sign"))
     }
 }

@@ -6,9 +6,10 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
 use zeroize::Zeroizing;
 
+use super::error::failed;
 use super::policy::{self, KeyRole};
 use super::session::PooledSession;
-use super::{Hsm, HsmError, WrapMechanism, count, device};
+use super::{Hsm, HsmError, WrapMechanism, count};
 
 impl Hsm {
     /// Generates a 256-bit data key with the HSM's generator and returns it wrapped under
@@ -25,11 +26,11 @@ impl Hsm {
         template.push(Attribute::ValueLen(32.into()));
         let dek = session
             .generate_key(&Mechanism::AesKeyGen, &template)
-            .map_err(|e| session.fail(device(e)))?;
+            .map_err(session.failed("C_GenerateKey"))?;
         let result = (|| {
             let wrapped = session
                 .wrap_key(&self.wrap.mechanism(), kek, dek)
-                .map_err(device)?;
+                .map_err(failed("C_WrapKey"))?;
             let value = read_value(&session, dek)?;
             Ok((wrapped, value))
         })();
@@ -71,7 +72,7 @@ impl Hsm {
         let dek = unwrap_transient(&session, mechanism, from, wrapped)?;
         let out = session
             .wrap_key(&self.wrap.mechanism(), to, dek)
-            .map_err(device);
+            .map_err(failed("C_WrapKey"));
         let _ = session.destroy_object(dek);
         out
     }
@@ -102,7 +103,7 @@ fn unwrap_transient(
                 | RvError::EncryptedDataInvalid,
                 _,
             ) => HsmError::UnwrapFailed,
-            other => session.fail(device(other)),
+            other => session.fail(HsmError::pkcs11("C_UnwrapKey", other)),
         })
 }
 
@@ -112,15 +113,13 @@ fn read_value(
 ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
     let attrs = session
         .get_attributes(key, &[AttributeType::Value])
-        .map_err(device)?;
+        .map_err(failed("C_GetAttributeValue"))?;
     match attrs.into_iter().next() {
         Some(Attribute::Value(v)) if v.len() == 32 => Ok(Zeroizing::new(v)),
         Some(Attribute::Value(mut v)) => {
             zeroize::Zeroize::zeroize(&mut v);
             Err(HsmError::UnwrapFailed)
         }
-        _ => Err(HsmError::Device(
-            "the data key value could not be read".into(),
-        )),
+        _ => Err(HsmError::BadAnswer("the data key value could not be read")),
     }
 }
