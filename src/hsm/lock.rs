@@ -1,31 +1,46 @@
 //! The object lock: SoftHSM2 corrupts its token when objects are created or destroyed
-//! concurrently, by threads or by processes.
+//! concurrently, by threads or by processes. Every write goes through `with_object_lock`.
 
 use std::path::Path;
 
 use super::{Hsm, HsmError};
 
-/// Held while token objects change; the file lock is released when the file closes.
-pub(super) struct ObjectLock<'a> {
-    _guard: std::sync::MutexGuard<'a, ()>,
-    _file: Option<std::fs::File>,
-}
-
 impl Hsm {
-    /// Serializes calls that create, destroy or rewrite token objects: across threads
-    /// with a mutex, across processes with an exclusive lock on `hsm.lock_file`.
-    /// SoftHSM2's file store corrupts its token under concurrent writers; network HSMs
-    /// do not need the file (set `hsm.lock_file = ""` there).
-    pub(super) fn object_lock(&self) -> Result<ObjectLock<'_>, HsmError> {
-        let guard = self
+    /// Runs `f` under the object lock: across threads with the module's mutex, across
+    /// processes with an exclusive lock on `hsm.lock_file`.
+    ///
+    /// **The rule:** every call that creates, destroys or rewrites an object in the token
+    /// runs inside `f`: generating the KEK and the signing key pair, the transient data
+    /// keys that `generate_data_key`, `unwrap_data_key` and `rewrap_data_key` create and
+    /// destroy, `destroy_objects`, and login (SoftHSM2 rewrites its token file in place
+    /// at login). SoftHSM2's file store corrupts its token under concurrent writers
+    /// (orphaned half-created objects, see HSM-NOTES); network HSMs do not need the file
+    /// (set `hsm.lock_file = ""` there). Tests that write through a raw session take the
+    /// same file lock.
+    ///
+    /// Reads stay outside: `find` (and so `kek_handle` before a write), `probe`, the
+    /// evidence readers, `sign`, `random` and `labels_with_prefix` create and destroy
+    /// nothing, and only concurrent writers were seen to corrupt the token. Keeping them
+    /// out means the health probe and audit signing never queue behind key generation.
+    ///
+    /// `Hsm::open` is the one exception: it loads the module and reads the token under
+    /// the file lock alone (`lock_objects_file`), because the mutex lives in the module
+    /// it is loading; its login then comes through here.
+    ///
+    /// The lock is not reentrant: `f` must not call another method that takes it.
+    pub(super) fn with_object_lock<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, HsmError>,
+    ) -> Result<T, HsmError> {
+        // The mutex first: threads of this process queue on it, so at most one of them
+        // waits on (and holds) the file lock. Both are released when `f` returns.
+        let _threads = self
             .module
             .create_lock
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        Ok(ObjectLock {
-            _guard: guard,
-            _file: lock_objects_file(self.lock_file.as_deref())?,
-        })
+        let _processes = lock_objects_file(self.lock_file.as_deref())?;
+        f()
     }
 }
 

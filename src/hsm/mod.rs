@@ -123,7 +123,8 @@ impl Hsm {
     ) -> Result<Self, HsmError> {
         // SoftHSM2 rewrites its token file in place at login: loading the module and
         // reading the token while another process logs in can see half a file, so both
-        // happen under the cross-process lock (alone: `object_lock` takes the mutex first).
+        // happen under the cross-process lock (alone: the mutex `with_object_lock` takes
+        // first lives in the module being loaded).
         let (module, slot) = {
             let _file = lock_objects_file(lock_file)?;
             let module = module(module_path)?;
@@ -140,10 +141,7 @@ impl Hsm {
             handles: Mutex::new(HashMap::new()),
             lock_file: lock_file.map(Path::to_path_buf),
         };
-        {
-            let _lock = hsm.object_lock()?;
-            hsm.login()?;
-        }
+        hsm.with_object_lock(|| hsm.login())?;
         tracing::debug!(token = token_label, "HSM session open");
         Ok(hsm)
     }
@@ -153,14 +151,15 @@ impl Hsm {
     /// token again by label (its slot may have changed), logs in again and forgets every
     /// object handle, so keys are found afresh.
     pub fn reconnect(&self) -> Result<(), HsmError> {
-        let _lock = self.object_lock()?;
-        let slot = find_slot(&self.module.pkcs11, &self.token_label)?;
-        self.pool.reset(slot);
-        self.handles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        self.login()
+        self.with_object_lock(|| {
+            let slot = find_slot(&self.module.pkcs11, &self.token_label)?;
+            self.pool.reset(slot);
+            self.handles
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+            self.login()
+        })
     }
 
     fn login(&self) -> Result<(), HsmError> {

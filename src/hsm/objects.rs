@@ -67,22 +67,23 @@ impl Hsm {
     /// Finds the KEK labelled `label` or generates it inside the HSM, then checks that it
     /// obeys the policy. Returns whether it was created.
     pub fn ensure_kek(&self, label: &str) -> Result<bool, HsmError> {
-        let _create = self.object_lock()?;
-        let created = match self.find(ObjectClass::SECRET_KEY, label)? {
-            Some(_) => false,
-            None => {
-                let session = self.pool.get()?;
-                session
-                    .generate_key(
-                        &Mechanism::AesKeyGen,
-                        &policy::template(KeyRole::Kek, label),
-                    )
-                    .map_err(session.failed("C_GenerateKey"))?;
-                true
-            }
-        };
-        self.check_kek(label)?;
-        Ok(created)
+        self.with_object_lock(|| {
+            let created = match self.find(ObjectClass::SECRET_KEY, label)? {
+                Some(_) => false,
+                None => {
+                    let session = self.pool.get()?;
+                    session
+                        .generate_key(
+                            &Mechanism::AesKeyGen,
+                            &policy::template(KeyRole::Kek, label),
+                        )
+                        .map_err(session.failed("C_GenerateKey"))?;
+                    true
+                }
+            };
+            self.check_kek(label)?;
+            Ok(created)
+        })
     }
 
     /// Refuses a KEK that is not sensitive, extractable, or was not generated in the HSM.
@@ -143,20 +144,21 @@ impl Hsm {
 
     /// Destroys every object labelled `label` (used by `keys destroy` of a KEK and by tests).
     pub fn destroy_objects(&self, label: &str) -> Result<usize, HsmError> {
-        let _create = self.object_lock()?;
-        let session = self.pool.get()?;
-        let handles = session
-            .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
-            .map_err(session.failed("C_FindObjects"))?;
-        for h in &handles {
-            session
-                .destroy_object(*h)
-                .map_err(session.failed("C_DestroyObject"))?;
-        }
-        self.handles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|k, _| !k.ends_with(&format!("/{label}")));
-        Ok(handles.len())
+        self.with_object_lock(|| {
+            let session = self.pool.get()?;
+            let handles = session
+                .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
+                .map_err(session.failed("C_FindObjects"))?;
+            for h in &handles {
+                session
+                    .destroy_object(*h)
+                    .map_err(session.failed("C_DestroyObject"))?;
+            }
+            self.handles
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|k, _| !k.ends_with(&format!("/{label}")));
+            Ok(handles.len())
+        })
     }
 }

@@ -11,36 +11,38 @@ use super::{Hsm, HsmError, count};
 impl Hsm {
     /// Finds or generates the EC P-256 audit signing key pair. Returns whether it was created.
     pub fn ensure_signing_key(&self, label: &str) -> Result<bool, HsmError> {
-        let _create = self.object_lock()?;
-        let private = self.find(ObjectClass::PRIVATE_KEY, label)?;
-        let public = self.find(ObjectClass::PUBLIC_KEY, label)?;
-        let created = match (private, public) {
-            (Some(_), Some(_)) => false,
-            (None, None) => {
-                let session = self.pool.get()?;
-                session
-                    .generate_key_pair(
-                        &Mechanism::EccKeyPairGen,
-                        &policy::template(KeyRole::AuditPublic, label),
-                        &policy::template(KeyRole::AuditPrivate, label),
-                    )
-                    .map_err(session.failed("C_GenerateKeyPair"))?;
-                true
+        self.with_object_lock(|| {
+            let private = self.find(ObjectClass::PRIVATE_KEY, label)?;
+            let public = self.find(ObjectClass::PUBLIC_KEY, label)?;
+            let created = match (private, public) {
+                (Some(_), Some(_)) => false,
+                (None, None) => {
+                    let session = self.pool.get()?;
+                    session
+                        .generate_key_pair(
+                            &Mechanism::EccKeyPairGen,
+                            &policy::template(KeyRole::AuditPublic, label),
+                            &policy::template(KeyRole::AuditPrivate, label),
+                        )
+                        .map_err(session.failed("C_GenerateKeyPair"))?;
+                    true
+                }
+                _ => {
+                    return Err(HsmError::KeyMissing(format!(
+                        "{label} (one half of the key pair)"
+                    )));
+                }
+            };
+            let ev = self.signing_key_evidence(label)?;
+            if !ev.sensitive || ev.extractable || !ev.local {
+                return Err(HsmError::KeyPolicy {
+                    label: label.to_owned(),
+                    problem: "the signing key is extractable or was not generated in the HSM"
+                        .into(),
+                });
             }
-            _ => {
-                return Err(HsmError::KeyMissing(format!(
-                    "{label} (one half of the key pair)"
-                )));
-            }
-        };
-        let ev = self.signing_key_evidence(label)?;
-        if !ev.sensitive || ev.extractable || !ev.local {
-            return Err(HsmError::KeyPolicy {
-                label: label.to_owned(),
-                problem: "the signing key is extractable or was not generated in the HSM".into(),
-            });
-        }
-        Ok(created)
+            Ok(created)
+        })
     }
 
     /// The uncompressed SEC1 point (0x04 ‖ X ‖ Y) of the audit signing public key.

@@ -20,23 +20,24 @@ impl Hsm {
     ) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), HsmError> {
         count("generate_data_key");
         let kek = self.kek_handle(kek_label)?;
-        let _create = self.object_lock()?;
-        let session = self.pool.get()?;
-        let mut template = policy::template(KeyRole::TransientDataKey, "");
-        template.push(Attribute::ValueLen(32.into()));
-        let dek = session
-            .generate_key(&Mechanism::AesKeyGen, &template)
-            .map_err(session.failed("C_GenerateKey"))?;
-        let result = (|| {
-            let wrapped = session
-                .wrap_key(&self.wrap.mechanism(), kek, dek)
-                .map_err(failed("C_WrapKey"))?;
-            let value = read_value(&session, dek)?;
-            Ok((wrapped, value))
-        })();
-        // The transient copy is destroyed whatever happened; the caller holds the value.
-        let _ = session.destroy_object(dek);
-        result.map_err(|e| session.fail(e))
+        self.with_object_lock(|| {
+            let session = self.pool.get()?;
+            let mut template = policy::template(KeyRole::TransientDataKey, "");
+            template.push(Attribute::ValueLen(32.into()));
+            let dek = session
+                .generate_key(&Mechanism::AesKeyGen, &template)
+                .map_err(session.failed("C_GenerateKey"))?;
+            let result = (|| {
+                let wrapped = session
+                    .wrap_key(&self.wrap.mechanism(), kek, dek)
+                    .map_err(failed("C_WrapKey"))?;
+                let value = read_value(&session, dek)?;
+                Ok((wrapped, value))
+            })();
+            // The transient copy is destroyed whatever happened; the caller holds the value.
+            let _ = session.destroy_object(dek);
+            result.map_err(|e| session.fail(e))
+        })
     }
 
     /// Unwraps `wrapped` (made with `mechanism` under `kek_label`) into process memory.
@@ -48,12 +49,13 @@ impl Hsm {
     ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
         count("unwrap_data_key");
         let kek = self.kek_handle(kek_label)?;
-        let _create = self.object_lock()?;
-        let session = self.pool.get()?;
-        let dek = unwrap_transient(&session, mechanism, kek, wrapped)?;
-        let value = read_value(&session, dek);
-        let _ = session.destroy_object(dek);
-        value
+        self.with_object_lock(|| {
+            let session = self.pool.get()?;
+            let dek = unwrap_transient(&session, mechanism, kek, wrapped)?;
+            let value = read_value(&session, dek);
+            let _ = session.destroy_object(dek);
+            value
+        })
     }
 
     /// Re-wraps a wrapped key under another KEK without the key entering the process.
@@ -67,14 +69,15 @@ impl Hsm {
         count("rewrap_data_key");
         let from = self.kek_handle(from_kek)?;
         let to = self.kek_handle(to_kek)?;
-        let _create = self.object_lock()?;
-        let session = self.pool.get()?;
-        let dek = unwrap_transient(&session, mechanism, from, wrapped)?;
-        let out = session
-            .wrap_key(&self.wrap.mechanism(), to, dek)
-            .map_err(failed("C_WrapKey"));
-        let _ = session.destroy_object(dek);
-        out
+        self.with_object_lock(|| {
+            let session = self.pool.get()?;
+            let dek = unwrap_transient(&session, mechanism, from, wrapped)?;
+            let out = session
+                .wrap_key(&self.wrap.mechanism(), to, dek)
+                .map_err(failed("C_WrapKey"));
+            let _ = session.destroy_object(dek);
+            out
+        })
     }
 }
 
