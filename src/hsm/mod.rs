@@ -17,7 +17,7 @@ mod lock;
 mod mechanism;
 mod objects;
 mod pin;
-mod policy;
+pub mod policy;
 mod session;
 mod sign;
 mod wrap;

@@ -86,31 +86,11 @@ impl Hsm {
         })
     }
 
-    /// Refuses a KEK that is not sensitive, extractable, or was not generated in the HSM.
+    /// Refuses a KEK that breaks the key policy (`policy::check`): not sensitive,
+    /// extractable (now or once), imported, not AES, or allowed more than wrap/unwrap.
     pub fn check_kek(&self, label: &str) -> Result<(), HsmError> {
         let ev = self.key_evidence(ObjectClass::SECRET_KEY, label)?;
-        let problem = if !ev.sensitive {
-            Some("CKA_SENSITIVE is false")
-        } else if ev.extractable {
-            Some("CKA_EXTRACTABLE is true")
-        } else if !ev.never_extractable {
-            Some("CKA_NEVER_EXTRACTABLE is false: it was extractable once")
-        } else if !ev.local {
-            Some("CKA_LOCAL is false: it was imported, not generated in the HSM")
-        } else if ev.key_type != "AES" {
-            Some("it is not an AES key")
-        } else if ev.encrypt || ev.decrypt || ev.sign {
-            Some("it may encrypt, decrypt or sign; a KEK may only wrap and unwrap")
-        } else {
-            None
-        };
-        match problem {
-            Some(p) => Err(HsmError::KeyPolicy {
-                label: label.to_owned(),
-                problem: p.to_owned(),
-            }),
-            None => Ok(()),
-        }
+        policy::enforce(KeyRole::Kek, &ev)
     }
 
     pub(super) fn kek_handle(&self, label: &str) -> Result<ObjectHandle, HsmError> {

@@ -34,13 +34,7 @@ impl Hsm {
                 }
             };
             let ev = self.signing_key_evidence(label)?;
-            if !ev.sensitive || ev.extractable || !ev.local {
-                return Err(HsmError::KeyPolicy {
-                    label: label.to_owned(),
-                    problem: "the signing key is extractable or was not generated in the HSM"
-                        .into(),
-                });
-            }
+            policy::enforce(KeyRole::AuditPrivate, &ev)?;
             Ok(created)
         })
     }
