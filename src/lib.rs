@@ -24,6 +24,8 @@ pub mod keys;
 pub mod officers;
 /// Identities and permissions: default deny.
 pub mod policy;
+/// Reads secrets from files only their owner may read (PIN files, officer keys).
+pub mod secret_file;
 /// All SQL, for SQLite and PostgreSQL.
 pub mod store;
 /// Logging set-up; never logs values or keys.

@@ -28,7 +28,7 @@ impl Pin {
             path: path.to_owned(),
             reason,
         };
-        let text = crate::config::read_private_file(path).map_err(err)?;
+        let text = crate::secret_file::read_private_file(path).map_err(err)?;
         let pin = text.trim();
         if pin.is_empty() {
             return Err(err("the file is empty".into()));
