@@ -25,6 +25,9 @@ impl Hsm {
         }
     }
 
+    /// The handle of the one object of `class` labelled `label`, cached because a search
+    /// costs more the more objects the token holds (HSM-NOTES). Two objects under one
+    /// label break the policy: the vault could not tell which one it uses.
     pub(super) fn find(
         &self,
         class: ObjectClass,
