@@ -29,6 +29,8 @@ pub mod keys;
 pub mod names;
 /// Dual control: officer keys, signed requests and approvals.
 pub mod officers;
+/// Reads secrets from files only their owner may read (PIN files, officer keys).
+pub mod secret_file;
 /// All SQL, for SQLite and PostgreSQL.
 pub mod store;
 /// Logging set-up; never logs values or keys.

@@ -141,7 +141,7 @@ impl OfficerKey {
             path: path.display().to_string(),
             reason,
         };
-        let text = crate::config::read_private_file(path).map_err(err)?;
+        let text = crate::secret_file::read_private_file(path).map_err(err)?;
         let mut seed = Zeroizing::new([0u8; 32]);
         hex::decode_to_slice(text.trim(), seed.as_mut())
             .map_err(|_| err("not a 64-digit hex Ed25519 seed".into()))?;

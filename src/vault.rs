@@ -115,7 +115,7 @@ impl Vault {
             )
         })
         .await
-        .map_err(|e| HsmError::Device(format!("HSM task failed: {e}")))??;
+        .map_err(|e| HsmError::TaskFailed(e.to_string()))??;
         let store =
             Store::connect(&settings.database.url, settings.database.max_connections).await?;
         let keys = KeyManager::new(

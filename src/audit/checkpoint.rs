@@ -101,7 +101,7 @@ impl Checkpointer {
         let (hsm, label) = (self.hsm.clone(), self.label.clone());
         let sec1 = tokio::task::spawn_blocking(move || hsm.signing_public_key(&label))
             .await
-            .map_err(|e| HsmError::Device(e.to_string()))??;
+            .map_err(|e| HsmError::TaskFailed(e.to_string()))??;
         let key = verifying_key(&sec1)?;
         self.store.insert_audit_key(&self.label, &sec1, now).await?;
         Ok(key)
@@ -113,7 +113,7 @@ impl Checkpointer {
         Ok(
             tokio::task::spawn_blocking(move || hsm.sign(&label, &bytes))
                 .await
-                .map_err(|e| HsmError::Device(e.to_string()))??,
+                .map_err(|e| HsmError::TaskFailed(e.to_string()))??,
         )
     }
 

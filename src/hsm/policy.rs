@@ -1,12 +1,16 @@
-//! The key policy, turned into PKCS#11 attribute templates in one place.
+//! The key policy in one place: the PKCS#11 attribute templates the vault creates keys
+//! with, and the check that a key found in the token obeys it (`check`), used by `serve`
+//! (through `Hsm::check_kek` and `Hsm::ensure_signing_key`) and by the audit report.
 //!
 //! Every flag is set explicitly: SoftHSM2 defaults omitted flags to WRAP/UNWRAP/ENCRYPT
 //! true and SENSITIVE false, which is the opposite of what a vault wants.
 
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
 
+use super::{HsmError, KeyEvidence};
+
 /// DER encoding of the OID of NIST P-256 (prime256v1), for CKA_EC_PARAMS.
-pub const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 
 /// The kinds of object the vault creates in the token.
 #[derive(Debug, Clone, Copy)]
@@ -23,7 +27,7 @@ pub enum KeyRole {
 }
 
 /// The attribute template for `role`. Labels go on token objects only.
-pub fn template(role: KeyRole, label: &str) -> Vec<Attribute> {
+pub(super) fn template(role: KeyRole, label: &str) -> Vec<Attribute> {
     let label = Attribute::Label(label.as_bytes().to_vec());
     match role {
         KeyRole::Kek => vec![
@@ -86,5 +90,227 @@ pub fn template(role: KeyRole, label: &str) -> Vec<Attribute> {
             Attribute::Derive(false),
             Attribute::Modifiable(false),
         ],
+    }
+}
+
+/// One thing a key must be, and what to tell the operator when it is not.
+struct Requirement {
+    holds: fn(&KeyEvidence) -> bool,
+    problem: &'static str,
+}
+
+const SENSITIVE: Requirement = Requirement {
+    holds: |e| e.sensitive,
+    problem: "CKA_SENSITIVE is false",
+};
+const NOT_EXTRACTABLE: Requirement = Requirement {
+    holds: |e| !e.extractable,
+    problem: "CKA_EXTRACTABLE is true",
+};
+const NEVER_EXTRACTABLE: Requirement = Requirement {
+    holds: |e| e.never_extractable,
+    problem: "CKA_NEVER_EXTRACTABLE is false: it was extractable once",
+};
+const GENERATED_IN_HSM: Requirement = Requirement {
+    holds: |e| e.local,
+    problem: "CKA_LOCAL is false: it was imported, not generated in the HSM",
+};
+
+/// The KEK: what `template(KeyRole::Kek)` asks for, plus what only generation inside the
+/// token gives (CKA_LOCAL, CKA_NEVER_EXTRACTABLE).
+const KEK: &[Requirement] = &[
+    SENSITIVE,
+    NOT_EXTRACTABLE,
+    NEVER_EXTRACTABLE,
+    GENERATED_IN_HSM,
+    Requirement {
+        holds: |e| e.key_type == "AES",
+        problem: "it is not an AES key",
+    },
+    Requirement {
+        holds: |e| !(e.encrypt || e.decrypt || e.sign),
+        problem: "it may encrypt, decrypt or sign; a KEK may only wrap and unwrap",
+    },
+];
+
+/// The private half of the audit signing key: the three properties `serve` has always
+/// refused it without. Its template sets more (key type, no decrypt or unwrap), but
+/// checking those would refuse signing keys that are accepted today — a decision to make
+/// on its own, not as part of defining the policy once.
+const AUDIT_PRIVATE: &[Requirement] = &[SENSITIVE, NOT_EXTRACTABLE, GENERATED_IN_HSM];
+
+/// Checks what the token says about a key in `role` against the policy. On failure,
+/// returns every requirement the key breaks, most important first.
+///
+/// A transient data key and the audit public key have nothing to check: the first lives
+/// for one call in a session and is meant to leave the HSM, the second is public.
+pub fn check(role: KeyRole, evidence: &KeyEvidence) -> Result<(), Vec<&'static str>> {
+    let requirements = match role {
+        KeyRole::Kek => KEK,
+        KeyRole::AuditPrivate => AUDIT_PRIVATE,
+        KeyRole::TransientDataKey | KeyRole::AuditPublic => &[],
+    };
+    let broken: Vec<&'static str> = requirements
+        .iter()
+        .filter(|r| !(r.holds)(evidence))
+        .map(|r| r.problem)
+        .collect();
+    if broken.is_empty() {
+        Ok(())
+    } else {
+        Err(broken)
+    }
+}
+
+/// `check`, as the error `serve` refuses to start with.
+pub(super) fn enforce(role: KeyRole, evidence: &KeyEvidence) -> Result<(), HsmError> {
+    check(role, evidence).map_err(|broken| HsmError::KeyPolicy {
+        label: evidence.label.clone(),
+        problem: broken.join("; "),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a token reports for a key it generated from `template(role)`: the template's
+    /// flags, plus CKA_LOCAL and the "always/never" flags that generation sets. Usage
+    /// flags the template leaves out read as false, as `Hsm::key_evidence` reads them.
+    fn generated(role: KeyRole) -> KeyEvidence {
+        let mut e = KeyEvidence {
+            label: "tv-test".into(),
+            class: String::new(),
+            key_type: String::new(),
+            sensitive: false,
+            extractable: true,
+            never_extractable: false,
+            always_sensitive: false,
+            local: true,
+            token: false,
+            wrap: false,
+            unwrap: false,
+            encrypt: false,
+            decrypt: false,
+            sign: false,
+        };
+        for attr in template(role, "tv-test") {
+            match attr {
+                Attribute::Class(c) => e.class = c.to_string(),
+                Attribute::KeyType(KeyType::AES) => e.key_type = "AES".into(),
+                Attribute::KeyType(KeyType::EC) => e.key_type = "EC".into(),
+                Attribute::Sensitive(v) => e.sensitive = v,
+                Attribute::Extractable(v) => e.extractable = v,
+                Attribute::Token(v) => e.token = v,
+                Attribute::Wrap(v) => e.wrap = v,
+                Attribute::Unwrap(v) => e.unwrap = v,
+                Attribute::Encrypt(v) => e.encrypt = v,
+                Attribute::Decrypt(v) => e.decrypt = v,
+                Attribute::Sign(v) => e.sign = v,
+                _ => {}
+            }
+        }
+        e.never_extractable = !e.extractable;
+        e.always_sensitive = e.sensitive;
+        e
+    }
+
+    fn broken(role: KeyRole, change: impl FnOnce(&mut KeyEvidence)) -> Vec<&'static str> {
+        let mut e = generated(role);
+        change(&mut e);
+        check(role, &e).err().unwrap_or_default()
+    }
+
+    #[test]
+    fn keys_made_from_the_templates_obey_the_policy() {
+        for role in [
+            KeyRole::Kek,
+            KeyRole::AuditPrivate,
+            KeyRole::AuditPublic,
+            KeyRole::TransientDataKey,
+        ] {
+            assert_eq!(check(role, &generated(role)), Ok(()), "{role:?}");
+        }
+    }
+
+    #[test]
+    fn a_kek_is_refused_for_each_wrong_attribute() {
+        let kek = KeyRole::Kek;
+        assert_eq!(
+            broken(kek, |e| e.sensitive = false),
+            ["CKA_SENSITIVE is false"]
+        );
+        assert_eq!(
+            broken(kek, |e| e.extractable = true),
+            ["CKA_EXTRACTABLE is true"]
+        );
+        assert_eq!(
+            broken(kek, |e| e.never_extractable = false),
+            ["CKA_NEVER_EXTRACTABLE is false: it was extractable once"]
+        );
+        assert_eq!(
+            broken(kek, |e| e.local = false),
+            ["CKA_LOCAL is false: it was imported, not generated in the HSM"]
+        );
+        for key_type in ["EC", "GENERIC_SECRET", "DES3", ""] {
+            assert_eq!(
+                broken(kek, |e| e.key_type = key_type.into()),
+                ["it is not an AES key"],
+                "{key_type}"
+            );
+        }
+        let usage = ["it may encrypt, decrypt or sign; a KEK may only wrap and unwrap"];
+        assert_eq!(broken(kek, |e| e.encrypt = true), usage);
+        assert_eq!(broken(kek, |e| e.decrypt = true), usage);
+        assert_eq!(broken(kek, |e| e.sign = true), usage);
+    }
+
+    #[test]
+    fn every_broken_requirement_is_reported_most_important_first() {
+        let imported = broken(KeyRole::Kek, |e| {
+            e.sensitive = false;
+            e.extractable = true;
+            e.never_extractable = false;
+            e.local = false;
+            e.encrypt = true;
+        });
+        assert_eq!(
+            imported,
+            [
+                "CKA_SENSITIVE is false",
+                "CKA_EXTRACTABLE is true",
+                "CKA_NEVER_EXTRACTABLE is false: it was extractable once",
+                "CKA_LOCAL is false: it was imported, not generated in the HSM",
+                "it may encrypt, decrypt or sign; a KEK may only wrap and unwrap",
+            ]
+        );
+        let mut e = generated(KeyRole::Kek);
+        e.sensitive = false;
+        e.local = false;
+        let err = enforce(KeyRole::Kek, &e).unwrap_err().to_string();
+        assert!(
+            err.contains("'tv-test'")
+                && err.contains(
+                    "(CKA_SENSITIVE is false; CKA_LOCAL is false: it was imported, not generated in the HSM)"
+                ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_audit_signing_key_is_refused_when_it_can_leave_the_hsm_or_was_imported() {
+        let private = KeyRole::AuditPrivate;
+        assert_eq!(
+            broken(private, |e| e.sensitive = false),
+            ["CKA_SENSITIVE is false"]
+        );
+        assert_eq!(
+            broken(private, |e| e.extractable = true),
+            ["CKA_EXTRACTABLE is true"]
+        );
+        assert_eq!(
+            broken(private, |e| e.local = false),
+            ["CKA_LOCAL is false: it was imported, not generated in the HSM"]
+        );
     }
 }

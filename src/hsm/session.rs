@@ -11,7 +11,10 @@ use cryptoki::context::Pkcs11;
 use cryptoki::session::Session;
 use cryptoki::slot::Slot;
 
-use super::{HsmError, device};
+use cryptoki::error::Error as CkError;
+
+use super::HsmError;
+use super::error::failed;
 
 pub(super) struct SessionPool {
     pkcs11: Pkcs11,
@@ -54,7 +57,11 @@ impl SessionPool {
     pub(super) fn anchor(&self) -> Result<AnchorGuard<'_>, HsmError> {
         let mut anchor = self.anchor.lock().unwrap_or_else(|p| p.into_inner());
         if anchor.is_none() {
-            *anchor = Some(self.pkcs11.open_rw_session(self.slot()).map_err(device)?);
+            *anchor = Some(
+                self.pkcs11
+                    .open_rw_session(self.slot())
+                    .map_err(failed("C_OpenSession"))?,
+            );
         }
         Ok(AnchorGuard(anchor))
     }
@@ -64,7 +71,10 @@ impl SessionPool {
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let session = match idle {
             Some(s) => s,
-            None => self.pkcs11.open_rw_session(self.slot()).map_err(device)?,
+            None => self
+                .pkcs11
+                .open_rw_session(self.slot())
+                .map_err(failed("C_OpenSession"))?,
         };
         Ok(PooledSession {
             pool: self,
@@ -99,6 +109,12 @@ impl PooledSession<'_> {
             self.broken.set(true);
         }
         err
+    }
+
+    /// For `map_err` on a call `op` made on this session: the typed error, with the
+    /// session marked broken as `fail` does.
+    pub(super) fn failed(&self, op: &'static str) -> impl FnOnce(CkError) -> HsmError + '_ {
+        move |err| self.fail(HsmError::pkcs11(op, err))
     }
 }
 

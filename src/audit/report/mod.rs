@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{Action, verify};
-use crate::hsm::{KeyEvidence, TokenEvidence};
+use crate::hsm::{KeyEvidence, KeyRole, TokenEvidence};
 use crate::keys::{FINGERPRINT_KEYRING, rfc3339};
 use crate::vault::Vault;
 
@@ -323,8 +323,9 @@ pub async fn collect(vault: &Vault, from: i64, to: i64) -> anyhow::Result<Report
         .iter()
         .map(|k| {
             let evidence = kek_evidence.get(&k.label).cloned();
+            // The policy `serve` enforces, not a copy of it.
             if let Some(e) = &evidence
-                && (!e.sensitive || e.extractable || !e.never_extractable || !e.local)
+                && crate::hsm::policy::check(KeyRole::Kek, e).is_err()
             {
                 findings.push(Finding {
                     severity: "high",
