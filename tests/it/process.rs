@@ -2,19 +2,18 @@
 //! acknowledged by `serve` survives `kill -9` and a restart (keys come back from the
 //! database through the HSM).
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use crate::helpers;
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tokenvault");
 
 /// The binary with the test's configuration in the environment, as an operator would.
 fn tokenvault(dir: &Path, prefix: &str) -> Command {
-    let hsm = common::test_hsm();
+    let hsm = helpers::test_hsm();
     let mut c = Command::new(BIN);
     c.env(
         "TOKENVAULT_DATABASE__URL",
@@ -78,9 +77,9 @@ fn serve(dir: &Path, prefix: &str, run: usize) -> (Child, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn init_keys_list_and_a_record_surviving_kill_9() {
-    let dir = common::test_dir("process");
-    let mut s = common::settings(&dir, "proc");
-    common::tls_files(&dir, &mut s);
+    let dir = helpers::test_dir("process");
+    let mut s = helpers::settings(&dir, "proc");
+    helpers::tls_files(&dir, &mut s);
     let prefix = s.hsm.label_prefix.clone();
 
     let first = tokenvault(&dir, &prefix).arg("init").output().unwrap();
@@ -147,7 +146,7 @@ async fn init_keys_list_and_a_record_surviving_kill_9() {
     let (mut child, addr) = serve(&dir, &prefix, 1);
     let port = addr.rsplit(':').next().unwrap().to_owned();
     let url = |p: &str| format!("https://localhost:{port}{p}");
-    let app = common::client("app");
+    let app = helpers::client("app");
     let resp: serde_json::Value = app
         .post(url("/v1/tokenize"))
         .json(&json!({"type": "pan", "value": "5555555555554444"}))

@@ -1,14 +1,12 @@
 //! Issue 4: key lifecycle for security officers, on the real SoftHSM2 token and SQLite,
 //! with a real server taking traffic while the CLI rotates and rewraps.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use common::{TestApp, cli, spawn_with};
+use crate::helpers::{self, TestApp, cli, spawn_with};
 use serde_json::json;
 use tokenvault::keys::KeyVersion;
 use tokenvault::officers::{self, OfficerKey, Officers, Operation};
@@ -68,7 +66,7 @@ fn text(o: &Output) -> String {
 
 async fn lifecycle_app(tag: &str) -> TestApp {
     spawn_with(tag, |s, dir| {
-        common::add_officers(dir, s);
+        helpers::add_officers(dir, s);
         s.limits.max_batch = 1000;
     })
     .await
@@ -104,7 +102,7 @@ async fn fill(app: &TestApp, n: usize) -> BTreeMap<String, String> {
     let mut left = n;
     while left > 0 {
         let k = left.min(500);
-        let values: Vec<String> = (0..k).map(|_| common::random_pan()).collect();
+        let values: Vec<String> = (0..k).map(|_| helpers::random_pan()).collect();
         let items: Vec<_> = values
             .iter()
             .map(|v| json!({"type": "card", "value": v}))
@@ -197,7 +195,7 @@ async fn rotate_rewrap_retire_destroy_and_destroyed_data_is_reported_as_such() {
     assert!(versions.values().all(|v| *v == 2), "rewrap converged");
     check_all(&app, &before).await;
     assert_eq!(
-        common::TestApp::post(&app, "app", "/v1/detokenize", json!({"token": pan_token}))
+        helpers::TestApp::post(&app, "app", "/v1/detokenize", json!({"token": pan_token}))
             .await
             .1["value"],
         "4111111111111111"
@@ -508,7 +506,7 @@ async fn traffic_during_rotate_and_rewrap_sees_no_failures() {
         let (app, stop, ok, bad) = (app.clone(), stop.clone(), ok.clone(), bad.clone());
         workers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let value = common::random_pan();
+                let value = helpers::random_pan();
                 let (s1, t) = app
                     .post(
                         "app",
@@ -794,7 +792,7 @@ async fn kek_rotation_rewraps_every_data_key_and_the_old_kek_can_be_destroyed() 
         .destroy_kek(&r.old, "officer:alice+officer:bob", None, now_ms())
         .await
         .unwrap();
-    let (_p, session) = common::raw_session();
+    let (_p, session) = helpers::raw_session();
     let left = session
         .find_objects(&[cryptoki::object::Attribute::Label(
             r.old.as_bytes().to_vec(),

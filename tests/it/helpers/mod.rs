@@ -507,7 +507,7 @@ pub async fn metrics_text(url: &str) -> String {
 
 /// The canary values of tests/canaries.txt.
 pub fn canaries() -> Vec<&'static str> {
-    include_str!("../canaries.txt")
+    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/canaries.txt"))
         .lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect()
