@@ -1,7 +1,7 @@
 //! The integration tests, in one binary: one module per suite, and `helpers`, the set-up
-//! they share. Tests run on parallel threads of this one process;
-//! scripts/test runs them all on SQLite, then the suites that touch the database again on
-//! PostgreSQL (selected by module path).
+//! they share. The tests run on parallel threads of this one process. scripts/test runs
+//! them all on SQLite, then again on PostgreSQL the suites that use the database
+//! (selected by module path).
 
 mod helpers;
 
