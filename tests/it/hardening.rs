@@ -180,7 +180,7 @@ async fn a_server_killed_under_load_loses_no_acknowledged_token() {
     let mut acked: Vec<(String, String)> = Vec::new();
     let mut refused = 0;
     for trial in 0..trials {
-        let (mut child, port) = helpers::serve_process(&s, &format!("kill{trial}"));
+        let (mut child, port) = helpers::serve_process(&s, &format!("kill{trial}")).await;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut workers = Vec::new();
         for _ in 0..4 {
@@ -225,7 +225,7 @@ async fn a_server_killed_under_load_loses_no_acknowledged_token() {
             refused += failed;
         }
     }
-    let (mut child, port) = helpers::serve_process(&s, "after");
+    let (mut child, port) = helpers::serve_process(&s, "after").await;
     // The server keeps key material out of core dumps.
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
     let core = limits

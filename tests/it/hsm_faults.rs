@@ -42,7 +42,7 @@ struct Answer {
 }
 
 impl FaultyServer {
-    fn start(tag: &str) -> Self {
+    async fn start(tag: &str) -> Self {
         let (dir, settings) = helpers::process_settings(tag);
         let o = helpers::cli(&settings).arg("init").output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -55,10 +55,9 @@ impl FaultyServer {
                 .env("FAULTY_PKCS11_CONTROL", &control)
                 .env("TOKENVAULT_HSM__HEALTH_INTERVAL_MS", "200")
                 .env("TOKENVAULT_HSM__CALL_TIMEOUT_MS", "500");
-        });
-        let log = std::env::var_os("TOKENVAULT_TEST_LOG_DIR")
-            .map_or_else(std::env::temp_dir, PathBuf::from)
-            .join(format!("serve-{}-{tag}.log", settings.hsm.label_prefix));
+        })
+        .await;
+        let log = helpers::log_dir().join(format!("serve-{}-{tag}.log", settings.hsm.label_prefix));
         Self {
             child,
             port,
@@ -172,7 +171,7 @@ impl FaultyServer {
 /// The whole story for one fault; `logs_out` says whether the fault ends the process's
 /// sessions and login (so recovery must log in again).
 async fn the_vault_fails_closed_and_recovers_from(tag: &str, fault: &str, logs_out: bool) {
-    let mut server = FaultyServer::start(tag);
+    let mut server = FaultyServer::start(tag).await;
     let pid = server.child.id();
 
     // Before: a value of each kind, and the keys in memory.
@@ -354,7 +353,7 @@ async fn a_slow_hsm_times_out_fails_closed_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_vault_stays_down_while_the_audit_trail_cannot_record_the_recovery() {
-    let server = FaultyServer::start("fault-noaudit");
+    let server = FaultyServer::start("fault-noaudit").await;
     let pan = helpers::random_pan();
     let t = server
         .post("/v1/tokenize", json!({"type": "card", "value": pan}))

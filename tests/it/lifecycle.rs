@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::helpers::{self, TestApp, cli, spawn_with};
 use serde_json::json;
+use tokenvault::config::Settings;
 use tokenvault::keys::KeyVersion;
 use tokenvault::officers::{self, OfficerKey, Officers, Operation};
 use tokenvault::tokenize::{RewrapOptions, TokenService};
@@ -17,13 +18,14 @@ fn v(n: u32) -> KeyVersion {
     KeyVersion::new(n).unwrap()
 }
 
-/// Starts `cmd` and returns once it is logged in to the HSM (it says so on stderr).
-/// SoftHSM2's file store rewrites its token file at login, and a SIGKILL inside that
-/// window destroys the whole token — a limitation of SoftHSM's store that real HSMs do not
-/// share — so the kill timer starts after login, anywhere in the vault's own work.
-fn spawn_logged_in(mut cmd: std::process::Command) -> std::process::Child {
+/// Starts `cmd` and returns once it is logged in to the HSM: once it has its database
+/// open, which `Vault::open` does only after the HSM login. SoftHSM2's file store rewrites
+/// its token file at login, and a SIGKILL inside that window destroys the whole token — a
+/// limitation of SoftHSM's store that real HSMs do not share — so the kill timer starts
+/// after login, anywhere in the vault's own work.
+fn spawn_logged_in(mut cmd: std::process::Command, settings: &Settings) -> std::process::Child {
     use std::io::BufRead;
-    cmd.env("TOKENVAULT_LOG", "warn,tokenvault::hsm=debug")
+    cmd.env("TOKENVAULT_LOG", "warn")
         .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
@@ -33,24 +35,28 @@ fn spawn_logged_in(mut cmd: std::process::Command) -> std::process::Child {
             .lines()
             .map_while(Result::ok)
         {
-            let ready = line.contains("HSM session open");
-            let _ = tx.send((ready, line));
+            let _ = tx.send(line);
         }
     });
-    let mut seen = Vec::new();
-    loop {
-        match rx.recv_timeout(std::time::Duration::from_secs(30)) {
-            Ok((true, _)) => break,
-            Ok((false, line)) => seen.push(line),
-            Err(e) => {
-                let out = child.wait_with_output().unwrap();
+    let seen = || rx.try_iter().collect::<Vec<_>>().join("\n");
+    let start = std::time::Instant::now();
+    while !helpers::has_database_open(child.id(), settings) {
+        match child.try_wait().unwrap() {
+            // Done before the first look: nothing is left to kill, the caller sees it exited.
+            Some(status) if status.success() => return child,
+            Some(status) => panic!(
+                "the child exited ({status}) before it was seen logged in to the HSM: {}",
+                seen()
+            ),
+            None if start.elapsed() > std::time::Duration::from_secs(30) => {
+                child.kill().unwrap();
+                let status = child.wait().unwrap();
                 panic!(
-                    "the child never logged in to the HSM ({e}, {}): {} {}",
-                    out.status,
-                    seen.join("\n"),
-                    text(&out)
+                    "the child never logged in to the HSM ({status}): {}",
+                    seen()
                 );
             }
+            None => std::thread::sleep(std::time::Duration::from_millis(1)),
         }
     }
     child
@@ -570,11 +576,14 @@ async fn rewrap_and_rotate_kek_killed_at_random_points_lose_nothing() {
             .unwrap();
         let mut rnd = [0u8; 2];
         tokenvault::crypto::random_bytes(&mut rnd);
-        let mut child = spawn_logged_in({
-            let mut c = cli(&app.settings);
-            c.args(["keys", "rewrap", "pan", "--batch", "50", "--quiet"]);
-            c
-        });
+        let mut child = spawn_logged_in(
+            {
+                let mut c = cli(&app.settings);
+                c.args(["keys", "rewrap", "pan", "--batch", "50", "--quiet"]);
+                c
+            },
+            &app.settings,
+        );
         std::thread::sleep(std::time::Duration::from_millis(u64::from(rnd[0]) * 2));
         if child.try_wait().unwrap().is_none() {
             rewrap_kills += 1;
@@ -582,11 +591,14 @@ async fn rewrap_and_rotate_kek_killed_at_random_points_lose_nothing() {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         if trial % 2 == 0 {
-            let mut child = spawn_logged_in({
-                let mut c = cli(&app.settings);
-                c.args(["keys", "rotate-kek"]);
-                c
-            });
+            let mut child = spawn_logged_in(
+                {
+                    let mut c = cli(&app.settings);
+                    c.args(["keys", "rotate-kek"]);
+                    c
+                },
+                &app.settings,
+            );
             std::thread::sleep(std::time::Duration::from_millis(u64::from(rnd[1]) % 40));
             if child.try_wait().unwrap().is_none() {
                 kek_kills += 1;

@@ -52,8 +52,8 @@ async fn two_nodes_on_one_database_behave_as_one_vault() {
     let (_dir, s) = helpers::process_settings("nodes");
     let o = helpers::cli(&s).arg("init").output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let (a, pa) = helpers::serve_process(&s, "a");
-    let (b, pb) = helpers::serve_process(&s, "b");
+    let (a, pa) = helpers::serve_process(&s, "a").await;
+    let (b, pb) = helpers::serve_process(&s, "b").await;
     let (_a, _b) = (Node(a), Node(b));
 
     // Tokenize on A, detokenize on B.
@@ -163,7 +163,7 @@ async fn cut_database_connections_fail_only_in_flight_requests_and_lose_nothing(
     let (_dir, s) = helpers::process_settings("dbfault");
     let o = helpers::cli(&s).arg("init").output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let (a, port) = helpers::serve_process(&s, "a");
+    let (a, port) = helpers::serve_process(&s, "a").await;
     let _a = Node(a);
     let db_name = secrecy::ExposeSecret::expose_secret(&s.database.url)
         .rsplit('/')
