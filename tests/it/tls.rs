@@ -1,11 +1,9 @@
 //! Issue 3: nobody reaches the vault without a valid certificate from the configured CA,
 //! and nothing below TLS 1.3 is spoken.
 
-mod common;
+use crate::helpers::{self, client_tls, pki, spawn_app};
 
-use common::{client_tls, pki, spawn_app};
-
-async fn try_get(app: &common::TestApp, config: rustls::ClientConfig) -> Result<u16, String> {
+async fn try_get(app: &helpers::TestApp, config: rustls::ClientConfig) -> Result<u16, String> {
     let client = reqwest::Client::builder()
         .use_preconfigured_tls(config)
         .build()

@@ -2,8 +2,6 @@
 //! the services another way (here in process, as a future surface would) meets the same
 //! permissions, the same reveal budget and the same audit events.
 
-mod common;
-
 use tokenvault::audit::Action;
 use tokenvault::error::Error;
 use tokenvault::tokenize::{RawValue, TokenizeInput};
@@ -20,7 +18,7 @@ fn card(value: &str) -> TokenizeInput {
 }
 
 async fn count(vault: &Vault, action: Action, outcome: &str, reason: &str) -> i64 {
-    let mut db = common::connect(&vault.settings).await;
+    let mut db = crate::helpers::connect(&vault.settings).await;
     sqlx::query_scalar(
         "SELECT COUNT(*) FROM audit_events WHERE action = $1 AND outcome = $2 AND reason = $3",
     )
@@ -34,8 +32,8 @@ async fn count(vault: &Vault, action: Action, outcome: &str, reason: &str) -> i6
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_reveal_budget_and_permissions_bind_every_caller_of_the_services() {
-    let dir = common::test_dir("guard");
-    let mut settings = common::api_settings(&dir, "guard");
+    let dir = crate::helpers::test_dir("guard");
+    let mut settings = crate::helpers::api_settings(&dir, "guard");
     settings.clients.get_mut("app").unwrap().detokenize_per_hour = Some(2);
     let vault = Vault::open(settings).await.unwrap();
     vault.keys.init("test", now_ms()).await.unwrap();

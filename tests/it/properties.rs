@@ -1,9 +1,8 @@
 //! Issue 8 (part): properties over generated inputs, through the real key hierarchy.
 
-mod common;
-
 use std::sync::{Arc, OnceLock};
 
+use crate::helpers;
 use proptest::prelude::*;
 use tokenvault::config::{TokenFormat, Validator};
 use tokenvault::guard::Principal;
@@ -26,8 +25,8 @@ fn env() -> &'static Env {
             .build()
             .unwrap();
         let (tokens, crypto) = rt.block_on(async {
-            let dir = common::test_dir("props");
-            let s = common::api_settings(&dir, "props");
+            let dir = helpers::test_dir("props");
+            let s = helpers::api_settings(&dir, "props");
             let vault = Vault::open(s.clone()).await.unwrap();
             vault.keys.init("test", now_ms()).await.unwrap();
             let services = vault.services();

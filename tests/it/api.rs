@@ -1,11 +1,9 @@
 //! Issue 3: the HTTPS API end to end — real server on a random port, real TLS with
 //! client certificates, real SoftHSM2, a SQLite file per test.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::{TestApp, assert_no_canary, spawn_app};
+use crate::helpers::{self, TestApp, assert_no_canary, spawn_app};
 use serde_json::{Value, json};
 use tokenvault::tokenize::format::luhn_valid;
 
@@ -196,7 +194,7 @@ async fn invalid_values_get_422_or_413_and_are_never_echoed_or_logged() {
         .await;
     assert_eq!(status, 400);
     assert!(!body.to_string().contains("4111111111111112"), "{body}");
-    let logs = common::read_logs();
+    let logs = helpers::read_logs();
     for (value, _) in bad {
         assert!(!logs.contains(value), "a log line holds a submitted value");
     }
@@ -391,7 +389,7 @@ async fn token_metadata_delete_ttl_and_no_store() {
     assert!(info.get("value").is_none());
     assert_no_canary(&info.to_string(), "token metadata");
 
-    let r = common::client("app")
+    let r = helpers::client("app")
         .post(app.url("/v1/detokenize"))
         .json(&json!({"token": token}))
         .send()
@@ -476,7 +474,7 @@ async fn the_openapi_document_is_openapi_3_and_lists_every_route() {
                 .map(move |m| format!("{} {path}", m.to_uppercase()))
         })
         .collect();
-    let expected: BTreeSet<String> = common::ROUTES
+    let expected: BTreeSet<String> = helpers::ROUTES
         .iter()
         .map(|(m, p)| format!("{m} {p}"))
         .collect();
@@ -496,7 +494,7 @@ async fn the_openapi_document_is_openapi_3_and_lists_every_route() {
 async fn deep_json_is_refused_and_metrics_count_requests_without_values() {
     let app = spawn_app("limits").await;
     let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
-    let r = common::client("app")
+    let r = helpers::client("app")
         .post(app.url("/v1/tokenize"))
         .header("content-type", "application/json")
         .body(format!(
@@ -516,7 +514,7 @@ async fn deep_json_is_refused_and_metrics_count_requests_without_values() {
     assert!(!body.to_string().contains("4111111111111111"));
 
     app.tokenize("card", VISA).await;
-    let text = common::metrics_text(&app.url("/metrics")).await;
+    let text = helpers::metrics_text(&app.url("/metrics")).await;
     assert!(text.contains("tokenvault_requests_total"), "{text}");
     assert!(text.contains(r#"route="/v1/tokenize""#));
     assert_no_canary(&text, "the metrics");

@@ -1,15 +1,14 @@
 //! Issue 6: several `serve` processes on one PostgreSQL database and one HSM token
 //! behave as one vault, and survive their database connections being cut.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::helpers;
 use serde_json::{Value, json};
 
 fn skip() -> bool {
-    if common::postgres().is_none() {
+    if helpers::postgres().is_none() {
         eprintln!("skipped: multi-node tests need PostgreSQL (TOKENVAULT_TEST_BACKEND=postgres)");
         return true;
     }
@@ -17,7 +16,7 @@ fn skip() -> bool {
 }
 
 async fn post(port: u16, who: &str, path: &str, body: Value) -> (u16, Value) {
-    let r = common::client(who)
+    let r = helpers::client(who)
         .post(format!("https://localhost:{port}{path}"))
         .json(&body)
         .send()
@@ -28,7 +27,7 @@ async fn post(port: u16, who: &str, path: &str, body: Value) -> (u16, Value) {
 }
 
 async fn key_version_of(settings: &tokenvault::config::Settings, token: &str) -> i64 {
-    let mut db = common::connect(settings).await;
+    let mut db = helpers::connect(settings).await;
     sqlx::query_scalar("SELECT key_version FROM tokens WHERE token = $1")
         .bind(token)
         .fetch_one(&mut db)
@@ -50,11 +49,11 @@ async fn two_nodes_on_one_database_behave_as_one_vault() {
     if skip() {
         return;
     }
-    let (_dir, s) = common::process_settings("nodes");
-    let o = common::cli(&s).arg("init").output().unwrap();
+    let (_dir, s) = helpers::process_settings("nodes");
+    let o = helpers::cli(&s).arg("init").output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let (a, pa) = common::serve_process(&s, "a");
-    let (b, pb) = common::serve_process(&s, "b");
+    let (a, pa) = helpers::serve_process(&s, "a").await;
+    let (b, pb) = helpers::serve_process(&s, "b").await;
     let (_a, _b) = (Node(a), Node(b));
 
     // Tokenize on A, detokenize on B.
@@ -76,7 +75,7 @@ async fn two_nodes_on_one_database_behave_as_one_vault() {
     );
 
     // Rotate from the CLI: both nodes seal with v2 within 5 s.
-    let o = common::cli(&s)
+    let o = helpers::cli(&s)
         .args(["keys", "rotate", "pan"])
         .output()
         .unwrap();
@@ -108,7 +107,7 @@ async fn two_nodes_on_one_database_behave_as_one_vault() {
     );
 
     // 1,000 concurrent deterministic tokenizations of 100 values over both nodes.
-    let values: Arc<Vec<String>> = Arc::new((0..100).map(|_| common::random_pan()).collect());
+    let values: Arc<Vec<String>> = Arc::new((0..100).map(|_| helpers::random_pan()).collect());
     let limit = Arc::new(tokio::sync::Semaphore::new(32));
     let mut tasks = Vec::new();
     for i in 0..1000 {
@@ -139,7 +138,7 @@ async fn two_nodes_on_one_database_behave_as_one_vault() {
     );
     let distinct: BTreeSet<_> = per_value.values().flatten().collect();
     assert_eq!(distinct.len(), 100);
-    let mut db = common::connect(&s).await;
+    let mut db = helpers::connect(&s).await;
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens WHERE token_type = 'pan'")
         .fetch_one(&mut db)
         .await
@@ -147,7 +146,7 @@ async fn two_nodes_on_one_database_behave_as_one_vault() {
     assert_eq!(rows, 100, "exactly one row per value");
 
     // One audit chain, no forks or gaps, with both nodes appending.
-    let o = common::cli(&s).args(["audit", "verify"]).output().unwrap();
+    let o = helpers::cli(&s).args(["audit", "verify"]).output().unwrap();
     assert!(
         o.status.success(),
         "{}{}",
@@ -161,17 +160,17 @@ async fn cut_database_connections_fail_only_in_flight_requests_and_lose_nothing(
     if skip() {
         return;
     }
-    let (_dir, s) = common::process_settings("dbfault");
-    let o = common::cli(&s).arg("init").output().unwrap();
+    let (_dir, s) = helpers::process_settings("dbfault");
+    let o = helpers::cli(&s).arg("init").output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let (a, port) = common::serve_process(&s, "a");
+    let (a, port) = helpers::serve_process(&s, "a").await;
     let _a = Node(a);
     let db_name = secrecy::ExposeSecret::expose_secret(&s.database.url)
         .rsplit('/')
         .next()
         .unwrap()
         .to_owned();
-    let admin = common::postgres().unwrap();
+    let admin = helpers::postgres().unwrap();
     let psql = |sql: String| {
         let out = std::process::Command::new("psql")
             .args([admin.as_str(), "-qAtc", &sql])
@@ -194,7 +193,7 @@ async fn cut_database_connections_fail_only_in_flight_requests_and_lose_nothing(
         workers.push(tokio::spawn(async move {
             let (mut acked, mut statuses) = (Vec::new(), BTreeMap::<u16, u32>::new());
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let v = common::random_pan();
+                let v = helpers::random_pan();
                 let (status, t) = post(
                     port,
                     "app",
@@ -254,12 +253,12 @@ async fn cut_database_connections_fail_only_in_flight_requests_and_lose_nothing(
         "ALTER DATABASE {db_name} SET default_transaction_read_only = on"
     ));
     psql(terminate.clone());
-    let mut db = common::connect(&s).await;
+    let mut db = helpers::connect(&s).await;
     let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
         .fetch_one(&mut db)
         .await
         .unwrap();
-    let r = common::client("app")
+    let r = helpers::client("app")
         .post(format!("https://localhost:{port}/v1/tokenize"))
         .json(&json!({"type": "card", "value": "378282246310005"}))
         .send()
@@ -272,7 +271,7 @@ async fn cut_database_connections_fail_only_in_flight_requests_and_lose_nothing(
     ));
     psql(terminate);
     let after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
-        .fetch_one(&mut common::connect(&s).await)
+        .fetch_one(&mut helpers::connect(&s).await)
         .await
         .unwrap();
     assert_eq!(before, after, "no partial rows");

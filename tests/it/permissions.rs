@@ -1,10 +1,8 @@
 //! Issue 3: every development client × every route, compared with the table below.
-//! A route the API has (common::ROUTES, checked against /openapi.json elsewhere) but the
+//! A route the API has (helpers::ROUTES, checked against /openapi.json elsewhere) but the
 //! table lacks fails the test.
 
-mod common;
-
-use common::{ROUTES, TestApp, spawn_app};
+use crate::helpers::{ROUTES, TestApp, spawn_app};
 use serde_json::{Value, json};
 
 const CLIENTS: [&str; 4] = ["app", "tokenizer", "auditor", "stranger"];

@@ -2,19 +2,17 @@
 //! acknowledged by `serve` survives `kill -9` and a restart (keys come back from the
 //! database through the HSM).
 
-mod common;
-
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
+use crate::helpers;
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tokenvault");
 
 /// The binary with the test's configuration in the environment, as an operator would.
 fn tokenvault(dir: &Path, prefix: &str) -> Command {
-    let hsm = common::test_hsm();
+    let hsm = helpers::test_hsm();
     let mut c = Command::new(BIN);
     c.env(
         "TOKENVAULT_DATABASE__URL",
@@ -35,52 +33,17 @@ fn tokenvault(dir: &Path, prefix: &str) -> Command {
     c
 }
 
-/// Starts `serve`, copies its log to the test log directory, returns it and its address.
-fn serve(dir: &Path, prefix: &str, run: usize) -> (Child, String) {
-    let mut child = tokenvault(dir, prefix)
-        .arg("serve")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let log_dir =
-        std::env::var_os("TOKENVAULT_TEST_LOG_DIR").map_or_else(std::env::temp_dir, Into::into);
-    std::fs::create_dir_all(&log_dir).unwrap();
-    let mut log =
-        std::fs::File::create(Path::new(&log_dir).join(format!("serve-{prefix}-{run}.log")))
-            .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::Write;
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = writeln!(log, "{line}");
-            if let Some(addr) = line
-                .split("addr=")
-                .nth(1)
-                .filter(|_| line.contains("listening"))
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(
-                    addr.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned(),
-                );
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(std::time::Duration::from_secs(60))
-        .expect("serve announced its address");
-    (child, addr)
+/// Starts `serve` on a free port, copies its log to the test log directory, returns it
+/// and its port once `/readyz` answers 200.
+async fn serve(dir: &Path, prefix: &str, run: usize) -> (Child, u16) {
+    helpers::serve(tokenvault(dir, prefix), &format!("serve-{prefix}-{run}")).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn init_keys_list_and_a_record_surviving_kill_9() {
-    let dir = common::test_dir("process");
-    let mut s = common::settings(&dir, "proc");
-    common::tls_files(&dir, &mut s);
+    let dir = helpers::test_dir("process");
+    let mut s = helpers::settings(&dir, "proc");
+    helpers::tls_files(&dir, &mut s);
     let prefix = s.hsm.label_prefix.clone();
 
     let first = tokenvault(&dir, &prefix).arg("init").output().unwrap();
@@ -144,10 +107,9 @@ async fn init_keys_list_and_a_record_surviving_kill_9() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("run scripts/run"));
 
-    let (mut child, addr) = serve(&dir, &prefix, 1);
-    let port = addr.rsplit(':').next().unwrap().to_owned();
+    let (mut child, port) = serve(&dir, &prefix, 1).await;
     let url = |p: &str| format!("https://localhost:{port}{p}");
-    let app = common::client("app");
+    let app = helpers::client("app");
     let resp: serde_json::Value = app
         .post(url("/v1/tokenize"))
         .json(&json!({"type": "pan", "value": "5555555555554444"}))
@@ -161,8 +123,7 @@ async fn init_keys_list_and_a_record_surviving_kill_9() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
-    let (mut child, addr) = serve(&dir, &prefix, 2);
-    let port = addr.rsplit(':').next().unwrap().to_owned();
+    let (mut child, port) = serve(&dir, &prefix, 2).await;
     let url = format!("https://localhost:{port}/v1/detokenize");
     let back: serde_json::Value = app
         .post(url)

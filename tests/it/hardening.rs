@@ -1,11 +1,10 @@
 //! Issue 8 (part): abuse limits keyed on the certificate identity, slow-header
 //! connections, and a server killed with SIGKILL under load losing nothing it acknowledged.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::helpers;
 use serde_json::json;
 
 /// Headers a client might use to pose as someone else or reset its limits.
@@ -16,8 +15,8 @@ const SPOOF: [(&str, &str); 4] = [
     ("x-identity", "auditor"),
 ];
 
-async fn tokenize_with(app: &common::TestApp, who: &str, spoof: bool) -> (u16, Option<String>) {
-    let mut r = common::client(who)
+async fn tokenize_with(app: &helpers::TestApp, who: &str, spoof: bool) -> (u16, Option<String>) {
+    let mut r = helpers::client(who)
         .post(app.url("/v1/tokenize"))
         .json(&json!({"type": "card", "value": "4111111111111111"}));
     if spoof {
@@ -36,7 +35,7 @@ async fn tokenize_with(app: &common::TestApp, who: &str, spoof: bool) -> (u16, O
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_request_rate_is_limited_per_certificate_identity_and_headers_do_not_reset_it() {
-    let app = common::spawn_with("ratelimit", |s, _| {
+    let app = helpers::spawn_with("ratelimit", |s, _| {
         let t = s.clients.get_mut("tokenizer").unwrap();
         t.rate_per_second = Some(2.0);
         t.burst = Some(5.0);
@@ -74,7 +73,7 @@ async fn the_request_rate_is_limited_per_certificate_identity_and_headers_do_not
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_detokenize_budget_trips_and_spoofed_headers_do_not_reset_it() {
-    let app = common::spawn_with("budget", |s, _| {
+    let app = helpers::spawn_with("budget", |s, _| {
         s.clients.get_mut("app").unwrap().detokenize_per_hour = Some(3);
     })
     .await;
@@ -82,7 +81,7 @@ async fn the_detokenize_budget_trips_and_spoofed_headers_do_not_reset_it() {
     let detok = |spoof: bool| {
         let (app, token) = (&app, token.clone());
         async move {
-            let mut r = common::client("app")
+            let mut r = helpers::client("app")
                 .post(app.url("/v1/detokenize"))
                 .json(&json!({"token": token}));
             if spoof {
@@ -131,9 +130,9 @@ async fn the_detokenize_budget_trips_and_spoofed_headers_do_not_reset_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_header_connection_is_closed_while_others_are_served() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let app = common::spawn_with("slowloris", |s, _| s.limits.header_read_timeout_ms = 500).await;
-    let config = common::client_tls(
-        Some(&common::pki().clients["app"]),
+    let app = helpers::spawn_with("slowloris", |s, _| s.limits.header_read_timeout_ms = 500).await;
+    let config = helpers::client_tls(
+        Some(&helpers::pki().clients["app"]),
         &[&rustls::version::TLS13],
     );
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
@@ -174,14 +173,14 @@ async fn a_slow_header_connection_is_closed_while_others_are_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_killed_under_load_loses_no_acknowledged_token() {
-    let (_dir, s) = common::process_settings("sigkill");
-    let o = common::cli(&s).arg("init").output().unwrap();
+    let (_dir, s) = helpers::process_settings("sigkill");
+    let o = helpers::cli(&s).arg("init").output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let trials = 5;
     let mut acked: Vec<(String, String)> = Vec::new();
     let mut refused = 0;
     for trial in 0..trials {
-        let (mut child, port) = common::serve_process(&s, &format!("kill{trial}"));
+        let (mut child, port) = helpers::serve_process(&s, &format!("kill{trial}")).await;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut workers = Vec::new();
         for _ in 0..4 {
@@ -189,9 +188,9 @@ async fn a_server_killed_under_load_loses_no_acknowledged_token() {
             workers.push(tokio::spawn(async move {
                 let mut mine = Vec::new();
                 let mut failed = 0;
-                let client = common::client("app");
+                let client = helpers::client("app");
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let v = common::random_pan();
+                    let v = helpers::random_pan();
                     let r = client
                         .post(format!("https://localhost:{port}/v1/tokenize"))
                         .json(&json!({"type": "card", "value": v}))
@@ -226,7 +225,7 @@ async fn a_server_killed_under_load_loses_no_acknowledged_token() {
             refused += failed;
         }
     }
-    let (mut child, port) = common::serve_process(&s, "after");
+    let (mut child, port) = helpers::serve_process(&s, "after").await;
     // The server keeps key material out of core dumps.
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
     let core = limits
@@ -238,7 +237,7 @@ async fn a_server_killed_under_load_loses_no_acknowledged_token() {
         2,
         "{core}"
     );
-    let client = common::client("app");
+    let client = helpers::client("app");
     let mut lost = 0;
     for chunk in acked.chunks(500) {
         let tokens: Vec<&String> = chunk.iter().map(|(t, _)| t).collect();

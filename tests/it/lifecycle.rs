@@ -1,15 +1,14 @@
 //! Issue 4: key lifecycle for security officers, on the real SoftHSM2 token and SQLite,
 //! with a real server taking traffic while the CLI rotates and rewraps.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use common::{TestApp, cli, spawn_with};
+use crate::helpers::{self, TestApp, cli, spawn_with};
 use serde_json::json;
+use tokenvault::config::Settings;
 use tokenvault::keys::KeyVersion;
 use tokenvault::officers::{self, OfficerKey, Officers, Operation};
 use tokenvault::tokenize::{RewrapOptions, TokenService};
@@ -19,13 +18,14 @@ fn v(n: u32) -> KeyVersion {
     KeyVersion::new(n).unwrap()
 }
 
-/// Starts `cmd` and returns once it is logged in to the HSM (it says so on stderr).
-/// SoftHSM2's file store rewrites its token file at login, and a SIGKILL inside that
-/// window destroys the whole token — a limitation of SoftHSM's store that real HSMs do not
-/// share — so the kill timer starts after login, anywhere in the vault's own work.
-fn spawn_logged_in(mut cmd: std::process::Command) -> std::process::Child {
+/// Starts `cmd` and returns once it is logged in to the HSM: once it has its database
+/// open, which `Vault::open` does only after the HSM login. SoftHSM2's file store rewrites
+/// its token file at login, and a SIGKILL inside that window destroys the whole token — a
+/// limitation of SoftHSM's store that real HSMs do not share — so the kill timer starts
+/// after login, anywhere in the vault's own work.
+fn spawn_logged_in(mut cmd: std::process::Command, settings: &Settings) -> std::process::Child {
     use std::io::BufRead;
-    cmd.env("TOKENVAULT_LOG", "warn,tokenvault::hsm=debug")
+    cmd.env("TOKENVAULT_LOG", "warn")
         .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
@@ -35,24 +35,28 @@ fn spawn_logged_in(mut cmd: std::process::Command) -> std::process::Child {
             .lines()
             .map_while(Result::ok)
         {
-            let ready = line.contains("HSM session open");
-            let _ = tx.send((ready, line));
+            let _ = tx.send(line);
         }
     });
-    let mut seen = Vec::new();
-    loop {
-        match rx.recv_timeout(std::time::Duration::from_secs(30)) {
-            Ok((true, _)) => break,
-            Ok((false, line)) => seen.push(line),
-            Err(e) => {
-                let out = child.wait_with_output().unwrap();
+    let seen = || rx.try_iter().collect::<Vec<_>>().join("\n");
+    let start = std::time::Instant::now();
+    while !helpers::has_database_open(child.id(), settings) {
+        match child.try_wait().unwrap() {
+            // Done before the first look: nothing is left to kill, the caller sees it exited.
+            Some(status) if status.success() => return child,
+            Some(status) => panic!(
+                "the child exited ({status}) before it was seen logged in to the HSM: {}",
+                seen()
+            ),
+            None if start.elapsed() > std::time::Duration::from_secs(30) => {
+                child.kill().unwrap();
+                let status = child.wait().unwrap();
                 panic!(
-                    "the child never logged in to the HSM ({e}, {}): {} {}",
-                    out.status,
-                    seen.join("\n"),
-                    text(&out)
+                    "the child never logged in to the HSM ({status}): {}",
+                    seen()
                 );
             }
+            None => std::thread::sleep(std::time::Duration::from_millis(1)),
         }
     }
     child
@@ -68,7 +72,7 @@ fn text(o: &Output) -> String {
 
 async fn lifecycle_app(tag: &str) -> TestApp {
     spawn_with(tag, |s, dir| {
-        common::add_officers(dir, s);
+        helpers::add_officers(dir, s);
         s.limits.max_batch = 1000;
     })
     .await
@@ -97,7 +101,7 @@ async fn fill(app: &TestApp, n: usize) -> BTreeMap<String, String> {
     let mut left = n;
     while left > 0 {
         let k = left.min(500);
-        let values: Vec<String> = (0..k).map(|_| common::random_pan()).collect();
+        let values: Vec<String> = (0..k).map(|_| helpers::random_pan()).collect();
         let items: Vec<_> = values
             .iter()
             .map(|v| json!({"type": "card", "value": v}))
@@ -190,7 +194,7 @@ async fn rotate_rewrap_retire_destroy_and_destroyed_data_is_reported_as_such() {
     assert!(versions.values().all(|v| *v == 2), "rewrap converged");
     check_all(&app, &before).await;
     assert_eq!(
-        common::TestApp::post(&app, "app", "/v1/detokenize", json!({"token": pan_token}))
+        helpers::TestApp::post(&app, "app", "/v1/detokenize", json!({"token": pan_token}))
             .await
             .1["value"],
         "4111111111111111"
@@ -501,7 +505,7 @@ async fn traffic_during_rotate_and_rewrap_sees_no_failures() {
         let (app, stop, ok, bad) = (app.clone(), stop.clone(), ok.clone(), bad.clone());
         workers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let value = common::random_pan();
+                let value = helpers::random_pan();
                 let (s1, t) = app
                     .post(
                         "app",
@@ -565,11 +569,14 @@ async fn rewrap_and_rotate_kek_killed_at_random_points_lose_nothing() {
             .unwrap();
         let mut rnd = [0u8; 2];
         tokenvault::crypto::random_bytes(&mut rnd);
-        let mut child = spawn_logged_in({
-            let mut c = cli(&app.settings);
-            c.args(["keys", "rewrap", "pan", "--batch", "50", "--quiet"]);
-            c
-        });
+        let mut child = spawn_logged_in(
+            {
+                let mut c = cli(&app.settings);
+                c.args(["keys", "rewrap", "pan", "--batch", "50", "--quiet"]);
+                c
+            },
+            &app.settings,
+        );
         std::thread::sleep(std::time::Duration::from_millis(u64::from(rnd[0]) * 2));
         if child.try_wait().unwrap().is_none() {
             rewrap_kills += 1;
@@ -577,11 +584,14 @@ async fn rewrap_and_rotate_kek_killed_at_random_points_lose_nothing() {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         if trial % 2 == 0 {
-            let mut child = spawn_logged_in({
-                let mut c = cli(&app.settings);
-                c.args(["keys", "rotate-kek"]);
-                c
-            });
+            let mut child = spawn_logged_in(
+                {
+                    let mut c = cli(&app.settings);
+                    c.args(["keys", "rotate-kek"]);
+                    c
+                },
+                &app.settings,
+            );
             std::thread::sleep(std::time::Duration::from_millis(u64::from(rnd[1]) % 40));
             if child.try_wait().unwrap().is_none() {
                 kek_kills += 1;
@@ -787,7 +797,7 @@ async fn kek_rotation_rewraps_every_data_key_and_the_old_kek_can_be_destroyed() 
         .destroy_kek(&r.old, "officer:alice+officer:bob", None, now_ms())
         .await
         .unwrap();
-    let (_p, session) = common::raw_session();
+    let (_p, session) = helpers::raw_session();
     let left = session
         .find_objects(&[cryptoki::object::Attribute::Label(
             r.old.as_bytes().to_vec(),

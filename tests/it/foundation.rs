@@ -1,7 +1,6 @@
 //! Issue 2: the key hierarchy on the real SoftHSM2 token and a real SQLite file.
 
-mod common;
-
+use crate::helpers;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use secrecy::SecretString;
@@ -13,7 +12,7 @@ use tokenvault::vault::Vault;
 const NOW: i64 = 1_780_000_000_000;
 
 async fn open(dir: &std::path::Path, tag: &str) -> Vault {
-    Vault::open(common::settings(dir, tag))
+    Vault::open(helpers::settings(dir, tag))
         .await
         .expect("vault opens")
 }
@@ -41,7 +40,7 @@ async fn the_kek_is_generated_in_the_hsm_and_can_never_leave_it() {
     let label = vault.keys.labels().kek(1);
 
     // Read back independently through raw PKCS#11, not through the vault's own code.
-    let (_p, session) = common::raw_session();
+    let (_p, session) = helpers::raw_session();
     let kek = find_one(&session, ObjectClass::SECRET_KEY, &label);
     let attrs = session
         .get_attributes(
@@ -80,7 +79,7 @@ async fn the_kek_is_generated_in_the_hsm_and_can_never_leave_it() {
     );
 
     // Wrapping the KEK with another (extractable-wrapping) key fails.
-    let lock = common::hsm_object_lock();
+    let lock = helpers::hsm_object_lock();
     let wrapper = session
         .generate_key(
             &Mechanism::AesKeyGen,
@@ -163,7 +162,7 @@ async fn init_twice_creates_nothing_new_and_the_inventory_shows_every_keyring() 
 #[tokio::test]
 async fn sealed_values_open_only_in_their_place_and_survive_a_fresh_key_manager() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = common::settings(dir.path(), "seal");
+    let settings = helpers::settings(dir.path(), "seal");
     let vault = Vault::open(settings.clone()).await.unwrap();
     vault.keys.init("test", NOW).await.unwrap();
     let (v1, key) = vault.keys.active("pii").await.unwrap();
@@ -204,7 +203,7 @@ async fn sealed_values_open_only_in_their_place_and_survive_a_fresh_key_manager(
 
 #[tokio::test]
 async fn the_database_holds_no_data_key_and_no_plaintext_in_clear() {
-    if common::postgres().is_some() {
+    if helpers::postgres().is_some() {
         // This inspects the SQLite file byte for byte; the PostgreSQL pass is covered by
         // scripts/leak-scan over a pg_dump.
         eprintln!("skipped on PostgreSQL: inspects the SQLite file");
@@ -220,7 +219,7 @@ async fn the_database_holds_no_data_key_and_no_plaintext_in_clear() {
     std::fs::write(dir.path().join("sealed.bin"), &sealed).unwrap();
 
     // Unwrap each stored DEK independently (raw PKCS#11) and look for its bytes on disk.
-    let (_p, session) = common::raw_session();
+    let (_p, session) = helpers::raw_session();
     let kek = find_one(
         &session,
         ObjectClass::SECRET_KEY,
@@ -228,7 +227,7 @@ async fn the_database_holds_no_data_key_and_no_plaintext_in_clear() {
     );
     let wrapped_keys = wrapped_keys(&vault.settings).await;
     assert_eq!(wrapped_keys.len(), 3);
-    let _lock = common::hsm_object_lock();
+    let _lock = helpers::hsm_object_lock();
     for wrapped in wrapped_keys {
         let dek = session
             .unwrap_key(
@@ -254,16 +253,16 @@ async fn the_database_holds_no_data_key_and_no_plaintext_in_clear() {
         session.destroy_object(dek).unwrap();
         assert_eq!(bytes.len(), 32);
         assert!(
-            common::files_containing(dir.path(), &bytes).is_empty(),
+            helpers::files_containing(dir.path(), &bytes).is_empty(),
             "a DEK is on disk in clear"
         );
     }
-    assert!(common::files_containing(dir.path(), b"4111111111111111").is_empty());
+    assert!(helpers::files_containing(dir.path(), b"4111111111111111").is_empty());
 }
 
 /// The wrapped keys, read straight from the SQLite file with the sqlite driver.
 async fn wrapped_keys(settings: &tokenvault::config::Settings) -> Vec<Vec<u8>> {
-    let mut conn = common::connect(settings).await;
+    let mut conn = helpers::connect(settings).await;
     sqlx::query_scalar("SELECT wrapped_key FROM data_keys")
         .fetch_all(&mut conn)
         .await
@@ -273,11 +272,11 @@ async fn wrapped_keys(settings: &tokenvault::config::Settings) -> Vec<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupt_wrapped_key_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = common::settings(dir.path(), "corrupt");
+    let settings = helpers::settings(dir.path(), "corrupt");
     let vault = Vault::open(settings.clone()).await.unwrap();
     vault.keys.init("test", NOW).await.unwrap();
     drop(vault);
-    let mut conn = common::connect(&settings).await;
+    let mut conn = helpers::connect(&settings).await;
     // Flip one byte of the wrapped pan key.
     let wrapped: Vec<u8> =
         sqlx::query_scalar("SELECT wrapped_key FROM data_keys WHERE keyring = 'pan'")
@@ -319,12 +318,12 @@ async fn a_corrupt_wrapped_key_is_refused_with_a_clear_error() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kek_with_the_wrong_attributes_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = common::settings(dir.path(), "badkek");
+    let settings = helpers::settings(dir.path(), "badkek");
     let vault = Vault::open(settings.clone()).await.unwrap();
     // Plant an extractable AES key under the label the vault would use for its KEK.
     let label = vault.keys.labels().kek(1);
-    let (_p, session) = common::raw_session();
-    let lock = common::hsm_object_lock();
+    let (_p, session) = helpers::raw_session();
+    let lock = helpers::hsm_object_lock();
     session
         .generate_key(
             &Mechanism::AesKeyGen,
@@ -354,7 +353,7 @@ async fn a_kek_with_the_wrong_attributes_is_refused() {
 
 #[tokio::test]
 async fn a_wrong_pin_a_missing_token_and_a_missing_module_get_clear_errors() {
-    let hsm = common::test_hsm();
+    let hsm = helpers::test_hsm();
     let dir = tempfile::tempdir().unwrap();
     // Log in first with the right PIN, so the wrong one meets the per-process login too.
     let _vault = open(dir.path(), "pin").await;
@@ -369,7 +368,7 @@ async fn a_wrong_pin_a_missing_token_and_a_missing_module_get_clear_errors() {
         )
     };
     // The open HSM keeps its PIN (to log in again after an outage) and never prints it.
-    let pin = common::test_pin();
+    let pin = helpers::test_pin();
     let right = open(&hsm.module, &hsm.token, &pin).unwrap();
     let debug = format!("{right:?}");
     assert!(!debug.contains(&pin), "{debug}");
@@ -377,7 +376,7 @@ async fn a_wrong_pin_a_missing_token_and_a_missing_module_get_clear_errors() {
     assert!(matches!(wrong, HsmError::PinIncorrect), "{wrong:?}");
     assert!(wrong.to_string().contains("wrong PIN"));
 
-    let missing = open(&hsm.module, "no-such-token", &common::test_pin()).unwrap_err();
+    let missing = open(&hsm.module, "no-such-token", &helpers::test_pin()).unwrap_err();
     assert!(matches!(missing, HsmError::TokenNotFound(_)), "{missing:?}");
     assert!(missing.to_string().contains("run scripts/run"));
 

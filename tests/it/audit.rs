@@ -1,12 +1,10 @@
 //! Issue 5: the audit trail is complete, tamper-evident and verifiable without the HSM;
 //! the PCI report matches the HSM and the database and carries a verifiable signature.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{TestApp, cli, spawn_app};
+use crate::helpers::{self, TestApp, cli, spawn_app};
 use serde_json::{Value, json};
 use tokenvault::audit::{Action, AuditEvent, AuditLog, Outcome};
 use tokenvault::vault::{Vault, now_ms};
@@ -236,7 +234,7 @@ async fn every_route_and_outcome_writes_exactly_the_expected_event() {
             .fetch_all(&mut db)
             .await
             .unwrap();
-    common::assert_no_canary(&format!("{all:?}"), "the audit table");
+    helpers::assert_no_canary(&format!("{all:?}"), "the audit table");
     assert!(
         all.iter().all(|e| e.3.is_some()),
         "every event names its origin"
@@ -282,7 +280,7 @@ fn verify(app: &TestApp, db: &Path, extra: &[&str]) -> Output {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_kind_of_tampering_is_detected_at_the_right_sequence() {
-    if common::postgres().is_some() {
+    if helpers::postgres().is_some() {
         // The verifier reads the same rows on both backends; the mutations here work on
         // copies of a SQLite file, so this runs in the SQLite pass.
         eprintln!("skipped on PostgreSQL: tamper copies are SQLite files");
@@ -450,10 +448,10 @@ async fn every_kind_of_tampering_is_detected_at_the_right_sequence() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_report_matches_the_hsm_and_the_database_and_its_signature_verifies() {
-    let app = common::spawn_with("report", |s, dir| common::add_officers(dir, s)).await;
+    let app = helpers::spawn_with("report", |s, dir| helpers::add_officers(dir, s)).await;
     let mut t = String::new();
     for _ in 0..5 {
-        t = app.tokenize("card", &common::random_pan()).await;
+        t = app.tokenize("card", &helpers::random_pan()).await;
         app.post(
             "app",
             "/v1/detokenize",
@@ -509,7 +507,7 @@ async fn the_report_matches_the_hsm_and_the_database_and_its_signature_verifies(
         1
     );
     // …and against SoftHSM, read independently.
-    let (p, session) = common::raw_session();
+    let (p, session) = helpers::raw_session();
     let slot = session.get_session_info().unwrap().slot_id();
     let info = p.get_token_info(slot).unwrap();
     assert_eq!(
@@ -564,7 +562,7 @@ async fn the_report_matches_the_hsm_and_the_database_and_its_signature_verifies(
             .any(|h| h["action"] == "key.create" && h["reason"] == "annual")
     );
     assert!(report["pci_mapping"].as_array().unwrap().len() >= 8);
-    common::assert_no_canary(&report.to_string(), "the report");
+    helpers::assert_no_canary(&report.to_string(), "the report");
 
     // HTML and Markdown render; the detached signature verifies with openssl and the
     // exported key, and fails after a one-byte change.
@@ -645,7 +643,7 @@ async fn the_report_matches_the_hsm_and_the_database_and_its_signature_verifies(
     ] {
         assert!(html.contains(needle), "{needle}");
     }
-    common::assert_no_canary(&html, "the HTML report");
+    helpers::assert_no_canary(&html, "the HTML report");
     render_in_chromium(&app.dir.join("report.html"));
 }
 
@@ -717,7 +715,7 @@ async fn when_the_audit_trail_cannot_be_written_requests_fail_closed() {
         .await
         .unwrap();
     assert_eq!(before, after, "no token without its audit event");
-    let r = common::client("app")
+    let r = helpers::client("app")
         .post(app.url("/v1/detokenize"))
         .json(&json!({"token": token}))
         .send()
@@ -730,7 +728,7 @@ async fn when_the_audit_trail_cannot_be_written_requests_fail_closed() {
         body.get("value").is_none(),
         "no value served without an audit record"
     );
-    let metrics = common::metrics_text(&app.url("/metrics")).await;
+    let metrics = helpers::metrics_text(&app.url("/metrics")).await;
     assert!(
         metrics.contains("tokenvault_audit_failures_total"),
         "the failure is counted"
@@ -750,9 +748,9 @@ async fn when_the_audit_trail_cannot_be_written_requests_fail_closed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_report_renders_for_an_empty_vault_an_empty_period_and_a_broken_chain() {
-    let dir = common::test_dir("report-empty");
-    let mut s = common::settings(&dir, "repempty");
-    common::tls_files(&dir, &mut s);
+    let dir = helpers::test_dir("report-empty");
+    let mut s = helpers::settings(&dir, "repempty");
+    helpers::tls_files(&dir, &mut s);
     // No init: no keys at all.
     let out = dir.join("empty.json");
     let o = cli(&s)

@@ -9,11 +9,10 @@
 //! Each fault gets its own server process: SoftHSM2 keeps login state per process, and
 //! some faults end every session of the process.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::helpers;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
@@ -43,29 +42,28 @@ struct Answer {
 }
 
 impl FaultyServer {
-    fn start(tag: &str) -> Self {
-        let (dir, settings) = common::process_settings(tag);
-        let o = common::cli(&settings).arg("init").output().unwrap();
+    async fn start(tag: &str) -> Self {
+        let (dir, settings) = helpers::process_settings(tag);
+        let o = helpers::cli(&settings).arg("init").output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let control = dir.join("hsm-fault");
         std::fs::write(&control, "ok").unwrap();
-        let module = common::faulty_module();
-        let (child, port) = common::serve_process_with(&settings, tag, |c| {
+        let module = helpers::faulty_module();
+        let (child, port) = helpers::serve_process_with(&settings, tag, |c| {
             c.env("TOKENVAULT_HSM__MODULE", &module)
-                .env("FAULTY_PKCS11_MODULE", common::test_hsm().module)
+                .env("FAULTY_PKCS11_MODULE", helpers::test_hsm().module)
                 .env("FAULTY_PKCS11_CONTROL", &control)
                 .env("TOKENVAULT_HSM__HEALTH_INTERVAL_MS", "200")
                 .env("TOKENVAULT_HSM__CALL_TIMEOUT_MS", "500");
-        });
-        let log = std::env::var_os("TOKENVAULT_TEST_LOG_DIR")
-            .map_or_else(std::env::temp_dir, PathBuf::from)
-            .join(format!("serve-{}-{tag}.log", settings.hsm.label_prefix));
+        })
+        .await;
+        let log = helpers::log_dir().join(format!("serve-{}-{tag}.log", settings.hsm.label_prefix));
         Self {
             child,
             port,
             control,
             settings,
-            client: common::client("app"),
+            client: helpers::client("app"),
             log,
         }
     }
@@ -122,7 +120,7 @@ impl FaultyServer {
 
     /// The sum of the `/metrics` samples named `name` whose labels contain `label`.
     async fn metric(&self, name: &str, label: &str) -> f64 {
-        common::metrics_text(&self.url("/metrics"))
+        helpers::metrics_text(&self.url("/metrics"))
             .await
             .lines()
             .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(label))
@@ -151,7 +149,7 @@ impl FaultyServer {
 
     /// `(action, outcome, reason)` of the HSM events in the audit trail, in order.
     async fn hsm_events(&self) -> Vec<(String, String, Option<String>)> {
-        let mut db = common::connect(&self.settings).await;
+        let mut db = helpers::connect(&self.settings).await;
         sqlx::query_as(
             "SELECT action, outcome, reason FROM audit_events WHERE action LIKE 'hsm.%' ORDER BY seq",
         )
@@ -173,11 +171,11 @@ impl FaultyServer {
 /// The whole story for one fault; `logs_out` says whether the fault ends the process's
 /// sessions and login (so recovery must log in again).
 async fn the_vault_fails_closed_and_recovers_from(tag: &str, fault: &str, logs_out: bool) {
-    let mut server = FaultyServer::start(tag);
+    let mut server = FaultyServer::start(tag).await;
     let pid = server.child.id();
 
     // Before: a value of each kind, and the keys in memory.
-    let pan = common::random_pan();
+    let pan = helpers::random_pan();
     let t = server
         .post("/v1/tokenize", json!({"type": "card", "value": pan}))
         .await;
@@ -208,7 +206,7 @@ async fn the_vault_fails_closed_and_recovers_from(tag: &str, fault: &str, logs_o
     assert_eq!(not_ready.body["database"], "ok", "{}", not_ready.body);
     server.wait_hsm_up(0.0).await;
     let unwraps_at_fault = server.unwraps().await;
-    let other_pan = common::random_pan();
+    let other_pan = helpers::random_pan();
     let mut refused = 0;
     for _round in 0..3 {
         let answers = [
@@ -322,7 +320,7 @@ async fn the_vault_fails_closed_and_recovers_from(tag: &str, fault: &str, logs_o
             server.logins()
         );
     }
-    let verify = common::cli(&server.settings)
+    let verify = helpers::cli(&server.settings)
         .args(["audit", "verify"])
         .output()
         .unwrap();
@@ -355,8 +353,8 @@ async fn a_slow_hsm_times_out_fails_closed_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_vault_stays_down_while_the_audit_trail_cannot_record_the_recovery() {
-    let server = FaultyServer::start("fault-noaudit");
-    let pan = common::random_pan();
+    let server = FaultyServer::start("fault-noaudit").await;
+    let pan = helpers::random_pan();
     let t = server
         .post("/v1/tokenize", json!({"type": "card", "value": pan}))
         .await;
@@ -365,7 +363,7 @@ async fn the_vault_stays_down_while_the_audit_trail_cannot_record_the_recovery()
 
     server.inject("device_error");
     server.wait_ready(503).await;
-    let mut db = common::connect(&server.settings).await;
+    let mut db = helpers::connect(&server.settings).await;
     sqlx::query("ALTER TABLE audit_events RENAME TO audit_events_away")
         .execute(&mut db)
         .await

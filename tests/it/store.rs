@@ -1,15 +1,14 @@
 //! The store on its own, on SQLite and (in the second pass of scripts/test) PostgreSQL:
 //! concurrency, compare-and-set, conflicts, and clear connection errors.
 
-mod common;
-
+use crate::helpers;
 use secrecy::SecretString;
 use tokenvault::audit::{Action, AuditEvent, AuditLog, Outcome, verify};
 use tokenvault::store::{NewToken, Store, StoreError};
 
 async fn store(tag: &str) -> Store {
-    let dir = common::test_dir(tag);
-    let s = common::settings(&dir, tag);
+    let dir = helpers::test_dir(tag);
+    let s = helpers::settings(&dir, tag);
     Store::connect(&s.database.url, 8).await.unwrap()
 }
 

@@ -1,0 +1,138 @@
+//! The API harness: the real server in this process on port 0, real TLS, real SoftHSM2,
+//! a fresh database per test; requests as the test identities.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tokenvault::config::Settings;
+
+use super::{api_settings, capture_logs, captured, client, connect, test_dir};
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    pub settings: Settings,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Starts the real server (init first) on a random port.
+pub async fn spawn_app(tag: &str) -> TestApp {
+    spawn_with(tag, |_, _| {}).await
+}
+
+pub async fn spawn_with(tag: &str, tweak: impl FnOnce(&mut Settings, &std::path::Path)) -> TestApp {
+    capture_logs();
+    let dir = test_dir(tag);
+    let mut settings = api_settings(&dir, tag);
+    tweak(&mut settings, &dir);
+    let vault = tokenvault::vault::Vault::open(settings.clone())
+        .await
+        .unwrap();
+    vault
+        .keys
+        .init("test", tokenvault::vault::now_ms())
+        .await
+        .unwrap();
+    vault.store.close().await;
+    let server = tokenvault::api::Server::bind(settings.clone())
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        dir,
+        settings,
+        shutdown: Some(tx),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
+    }
+
+    pub async fn post(
+        &self,
+        who: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let r = client(who)
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        captured("POST", path, r).await
+    }
+
+    pub async fn get(&self, who: &str, path: &str) -> (u16, serde_json::Value) {
+        let r = client(who).get(self.url(path)).send().await.unwrap();
+        captured("GET", path, r).await
+    }
+
+    pub async fn delete(&self, who: &str, path: &str) -> (u16, serde_json::Value) {
+        let r = client(who).delete(self.url(path)).send().await.unwrap();
+        captured("DELETE", path, r).await
+    }
+
+    pub async fn tokenize(&self, ty: &str, value: &str) -> String {
+        let (status, body) = self
+            .post(
+                "app",
+                "/v1/tokenize",
+                serde_json::json!({"type": ty, "value": value}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// A direct connection to the test's database.
+    pub async fn db(&self) -> sqlx::AnyConnection {
+        connect(&self.settings).await
+    }
+}
+
+/// The Prometheus text of `/metrics` at `url` (public in the test configuration).
+pub async fn metrics_text(url: &str) -> String {
+    client("auditor")
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Every route of the API (method, OpenAPI path). The permission matrix and the OpenAPI
+/// test both compare against this list, so a route added to one place only fails a test.
+pub const ROUTES: [(&str, &str); 14] = [
+    ("POST", "/v1/tokenize"),
+    ("POST", "/v1/tokenize/batch"),
+    ("POST", "/v1/detokenize"),
+    ("POST", "/v1/detokenize/batch"),
+    ("GET", "/v1/tokens/{token}"),
+    ("DELETE", "/v1/tokens/{token}"),
+    ("POST", "/v1/encrypt"),
+    ("POST", "/v1/decrypt"),
+    ("POST", "/v1/rewrap"),
+    ("GET", "/v1/keys"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+];

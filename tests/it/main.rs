@@ -1,0 +1,20 @@
+//! The integration tests, in one binary: one module per suite, and `helpers`, the set-up
+//! they share. The tests run on parallel threads of this one process. scripts/test runs
+//! them all on SQLite, then again on PostgreSQL the suites that use the database
+//! (selected by module path).
+
+mod helpers;
+
+mod api;
+mod audit;
+mod foundation;
+mod guard;
+mod hardening;
+mod hsm_faults;
+mod lifecycle;
+mod multinode;
+mod permissions;
+mod process;
+mod properties;
+mod store;
+mod tls;
