@@ -61,6 +61,9 @@ pub enum HsmError {
         #[source]
         source: std::io::Error,
     },
+    /// A wrap mechanism that cannot be sent as what it claims to be.
+    #[error("wrap mechanism {0} cannot be sent to the HSM — fix hsm.wrap_mechanism")]
+    BadMechanism(String),
     /// The blocking task that ran an HSM call died (it panicked or was cancelled).
     #[error("HSM operation failed: HSM task failed: {0}")]
     TaskFailed(String),
@@ -94,6 +97,7 @@ impl HsmError {
             | HsmError::PinFile { .. }
             | HsmError::KeyPolicy { .. }
             | HsmError::KeyMissing(_)
+            | HsmError::BadMechanism(_)
             | HsmError::UnwrapFailed => false,
         }
     }

@@ -7,6 +7,8 @@ use cryptoki::mechanism::vendor_defined::VendorDefinedMechanism;
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use serde::{Deserialize, Serialize};
 
+use super::HsmError;
+
 /// A standard or vendor key-wrap mechanism, written as its PKCS#11 name.
 /// Stored next to every wrapped key so a profile change never strands old keys.
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,35 +18,36 @@ pub enum WrapMechanism {
     AesKeyWrapPad,
     /// `CKM_AES_KEY_WRAP` (RFC 3394): the most portable for 32-byte keys.
     AesKeyWrap,
-    /// `CKM_AES_KEY_WRAP_KWP` (0x210B, RFC 5649 under its PKCS#11 3.0 name).
-    AesKeyWrapKwp,
     /// A vendor mechanism code (≥ 0x80000000), e.g. `vendor:0x80000171`.
     Vendor(u64),
 }
 
+/// Why `CKM_AES_KEY_WRAP_KWP` is refused: the PKCS#11 binding has no way to send 0x210B
+/// (it is neither one of its standard mechanisms nor in the vendor range), and sending
+/// another mechanism under its name would make the inventory and the signed report lie.
+const KWP_REFUSED: &str = "CKM_AES_KEY_WRAP_KWP (0x210B) cannot be sent through this \
+     build's PKCS#11 binding, and the vault will not wrap with another mechanism under its \
+     name: use CKM_AES_KEY_WRAP (RFC 3394, enough for 32-byte keys) or CKM_AES_KEY_WRAP_PAD";
+
 impl WrapMechanism {
-    pub(super) fn mechanism_type(self) -> MechanismType {
+    /// The mechanism sent to the HSM; an error, never a substitute, when it cannot be.
+    pub(super) fn mechanism_type(self) -> Result<MechanismType, HsmError> {
         match self {
-            WrapMechanism::AesKeyWrapPad => MechanismType::AES_KEY_WRAP_PAD,
-            WrapMechanism::AesKeyWrap => MechanismType::AES_KEY_WRAP,
-            WrapMechanism::AesKeyWrapKwp => {
-                MechanismType::new_vendor_defined(0x210B).unwrap_or(MechanismType::AES_KEY_WRAP_PAD)
-            }
-            WrapMechanism::Vendor(code) => {
-                MechanismType::new_vendor_defined(code as _).unwrap_or(MechanismType::AES_KEY_WRAP)
-            }
+            WrapMechanism::AesKeyWrapPad => Ok(MechanismType::AES_KEY_WRAP_PAD),
+            WrapMechanism::AesKeyWrap => Ok(MechanismType::AES_KEY_WRAP),
+            WrapMechanism::Vendor(code) => MechanismType::new_vendor_defined(code as _)
+                .map_err(|_| HsmError::BadMechanism(self.to_string())),
         }
     }
 
-    pub(super) fn mechanism(self) -> Mechanism<'static> {
-        match self {
+    pub(super) fn mechanism(self) -> Result<Mechanism<'static>, HsmError> {
+        Ok(match self {
             WrapMechanism::AesKeyWrapPad => Mechanism::AesKeyWrapPad,
             WrapMechanism::AesKeyWrap => Mechanism::AesKeyWrap,
-            other => Mechanism::VendorDefined(VendorDefinedMechanism::new::<()>(
-                other.mechanism_type(),
-                None,
-            )),
-        }
+            WrapMechanism::Vendor(_) => Mechanism::VendorDefined(
+                VendorDefinedMechanism::new::<()>(self.mechanism_type()?, None),
+            ),
+        })
     }
 }
 
@@ -53,7 +56,6 @@ impl fmt::Display for WrapMechanism {
         match self {
             WrapMechanism::AesKeyWrapPad => f.write_str("CKM_AES_KEY_WRAP_PAD"),
             WrapMechanism::AesKeyWrap => f.write_str("CKM_AES_KEY_WRAP"),
-            WrapMechanism::AesKeyWrapKwp => f.write_str("CKM_AES_KEY_WRAP_KWP"),
             WrapMechanism::Vendor(code) => write!(f, "vendor:{code:#x}"),
         }
     }
@@ -84,7 +86,7 @@ impl std::str::FromStr for WrapMechanism {
         match s {
             "CKM_AES_KEY_WRAP_PAD" => Ok(WrapMechanism::AesKeyWrapPad),
             "CKM_AES_KEY_WRAP" => Ok(WrapMechanism::AesKeyWrap),
-            "CKM_AES_KEY_WRAP_KWP" => Ok(WrapMechanism::AesKeyWrapKwp),
+            "CKM_AES_KEY_WRAP_KWP" => Err(KWP_REFUSED.to_owned()),
             _ => s
                 .strip_prefix("vendor:0x")
                 .and_then(|hex| u64::from_str_radix(hex, 16).ok())
@@ -92,10 +94,39 @@ impl std::str::FromStr for WrapMechanism {
                 .map(WrapMechanism::Vendor)
                 .ok_or_else(|| {
                     format!(
-                        "unknown wrap mechanism `{s}`: use CKM_AES_KEY_WRAP_PAD, CKM_AES_KEY_WRAP, \
-                         CKM_AES_KEY_WRAP_KWP or vendor:0x…"
+                        "unknown wrap mechanism `{s}`: use CKM_AES_KEY_WRAP_PAD, CKM_AES_KEY_WRAP \
+                         or vendor:0x…"
                     )
                 }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mechanism a wrapped key records is the mechanism the HSM is asked for: a name
+    /// that cannot be sent is refused, never silently replaced by another mechanism.
+    #[test]
+    fn the_configured_mechanism_is_the_one_sent_or_refused() {
+        for (name, code) in [
+            ("CKM_AES_KEY_WRAP", 0x2109u64),
+            ("CKM_AES_KEY_WRAP_PAD", 0x210A),
+            ("vendor:0x80000171", 0x8000_0171),
+        ] {
+            let m: WrapMechanism = name.parse().unwrap();
+            assert_eq!(m.to_string(), name);
+            let sent: u64 = *m.mechanism_type().unwrap();
+            assert_eq!(sent, code, "{name}");
+        }
+        match "CKM_AES_KEY_WRAP_KWP".parse::<WrapMechanism>() {
+            Err(e) => assert!(e.contains("CKM_AES_KEY_WRAP_KWP"), "{e}"),
+            Ok(m) => {
+                let sent: u64 = *m.mechanism_type().unwrap();
+                assert_eq!(sent, 0x210B, "KWP configured but {sent:#x} sent");
+            }
+        }
+        assert!(WrapMechanism::Vendor(0x1234).mechanism_type().is_err());
     }
 }

@@ -29,7 +29,7 @@ impl Hsm {
                 .map_err(session.failed("C_GenerateKey"))?;
             let result = (|| {
                 let wrapped = session
-                    .wrap_key(&self.wrap.mechanism(), kek, dek)
+                    .wrap_key(&self.wrap.mechanism()?, kek, dek)
                     .map_err(failed("C_WrapKey"))?;
                 let value = read_value(&session, dek)?;
                 Ok((wrapped, value))
@@ -73,7 +73,7 @@ impl Hsm {
             let session = self.pool.get()?;
             let dek = unwrap_transient(&session, mechanism, from, wrapped)?;
             let out = session
-                .wrap_key(&self.wrap.mechanism(), to, dek)
+                .wrap_key(&self.wrap.mechanism()?, to, dek)
                 .map_err(failed("C_WrapKey"));
             let _ = session.destroy_object(dek);
             out
@@ -92,7 +92,7 @@ fn unwrap_transient(
 ) -> Result<ObjectHandle, HsmError> {
     session
         .unwrap_key(
-            &mechanism.mechanism(),
+            &mechanism.mechanism()?,
             kek,
             wrapped,
             &policy::template(KeyRole::TransientDataKey, ""),
