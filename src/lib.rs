@@ -8,6 +8,8 @@
 pub mod api;
 /// Write side of the hash-chained audit trail.
 pub mod audit;
+/// Finds card numbers in free text (leaf), so none is stored where it does not belong.
+pub mod cardscan;
 /// The `tokenvault` command line, one file per subcommand.
 pub mod cli;
 /// Typed settings: TOML file, then `TOKENVAULT_*` environment overrides.

@@ -5,6 +5,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+pub use crate::cardscan::luhn_valid;
 use crate::crypto::random_bytes;
 
 /// How a token looks.
@@ -23,22 +24,6 @@ pub const OPAQUE_PREFIX: &str = "tok_";
 const OPAQUE_RANDOM_BYTES: usize = 18;
 /// Longest string accepted as a token.
 pub const MAX_TOKEN_LEN: usize = 64;
-
-/// The Luhn (mod 10) check over ASCII digits.
-pub fn luhn_valid(digits: &[u8]) -> bool {
-    let mut sum = 0u32;
-    for (i, d) in digits.iter().rev().enumerate() {
-        let mut n = u32::from(d - b'0');
-        if i % 2 == 1 {
-            n *= 2;
-            if n > 9 {
-                n -= 9;
-            }
-        }
-        sum += n;
-    }
-    sum.is_multiple_of(10)
-}
 
 /// Uniform random decimal digits from the CSPRNG (rejection sampling, no modulo bias).
 fn random_digits(n: usize, out: &mut String) {
@@ -73,7 +58,8 @@ pub fn generate(format: TokenFormat, value: &str) -> String {
             format!("{OPAQUE_PREFIX}{}", URL_SAFE_NO_PAD.encode(b))
         }
         TokenFormat::Last4 => keep(value, 0, 4),
-        TokenFormat::First6Last4 => keep(value, 6, 4),
+        // PCI DSS truncation: at most the first six, and at least six digits hidden.
+        TokenFormat::First6Last4 => keep(value, 6.min(value.len().saturating_sub(10)), 4),
     }
 }
 
@@ -104,20 +90,15 @@ pub fn plausible_token(s: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         }
-        None => s.bytes().all(|b| b.is_ascii_digit()),
+        // Format-preserving tokens always fail Luhn: a Luhn-valid digit string is a card
+        // number sent where a token belongs, never a token.
+        None => s.bytes().all(|b| b.is_ascii_digit()) && !luhn_valid(s.as_bytes()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn luhn_matches_known_numbers() {
-        assert!(luhn_valid(b"4111111111111111"));
-        assert!(luhn_valid(b"79927398713"));
-        assert!(!luhn_valid(b"4111111111111112"));
-    }
 
     #[test]
     fn format_preserving_tokens_keep_shape_and_always_fail_luhn() {
@@ -135,11 +116,57 @@ mod tests {
                 assert!(!luhn_valid(t.as_bytes()), "{t}");
                 assert!(plausible_token(&t));
                 let t = generate(TokenFormat::First6Last4, pan);
-                assert_eq!(&t[..6], &pan[..6]);
                 assert_eq!(&t[t.len() - 4..], &pan[pan.len() - 4..]);
                 assert!(!luhn_valid(t.as_bytes()), "{t}");
             }
         }
+    }
+
+    /// PCI DSS truncation: at most the first six and last four digits, and only where at
+    /// least six digits stay hidden; shorter PANs keep fewer leading digits.
+    #[test]
+    fn first6_last4_never_shows_more_than_pci_truncation_allows() {
+        for pan in [
+            "555555555544",
+            "3530111333300",
+            "30569309025904",
+            "378282246310005",
+            "4111111111111111",
+            "4000056655665556123",
+        ] {
+            let len = pan.len();
+            let head = 6.min(len - 10);
+            for _ in 0..200 {
+                let t = generate(TokenFormat::First6Last4, pan);
+                assert_eq!(&t[..head], &pan[..head], "{pan}");
+                let shown = t
+                    .bytes()
+                    .zip(pan.bytes())
+                    .take_while(|(a, b)| a == b)
+                    .count()
+                    .min(head)
+                    + 4;
+                assert!(len - shown >= 6, "{pan} → {t} hides fewer than six digits");
+            }
+            // Over many draws, the digit after the kept head is not the PAN's.
+            let same = (0..200)
+                .filter(|_| {
+                    generate(TokenFormat::First6Last4, pan).as_bytes()[head] == pan.as_bytes()[head]
+                })
+                .count();
+            assert!(
+                same < 60,
+                "{pan}: digit {head} kept in {same} of 200 tokens"
+            );
+        }
+    }
+
+    #[test]
+    fn a_luhn_valid_digit_string_is_never_a_plausible_token() {
+        for pan in ["4111111111111111", "378282246310005", "5555555555554444"] {
+            assert!(!plausible_token(pan), "{pan}");
+        }
+        assert!(plausible_token("4111111111111112"));
     }
 
     #[test]
