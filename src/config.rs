@@ -169,6 +169,10 @@ pub struct Limits {
     pub max_metadata_bytes: usize,
     pub header_read_timeout_ms: u64,
     pub tls_handshake_timeout_ms: u64,
+    /// Request rate of an identity that has no `[clients]` entry (it may do nothing, but
+    /// each refusal is audited, so it is rate limited like everyone else).
+    pub unknown_rate_per_second: f64,
+    pub unknown_burst: f64,
 }
 
 impl Default for Limits {
@@ -181,6 +185,8 @@ impl Default for Limits {
             max_metadata_bytes: 4096,
             header_read_timeout_ms: 10_000,
             tls_handshake_timeout_ms: 10_000,
+            unknown_rate_per_second: 5.0,
+            unknown_burst: 10.0,
         }
     }
 }
@@ -198,6 +204,7 @@ fn default_types() -> BTreeMap<String, TypeSettings> {
         keyring: keyring.to_owned(),
         format,
         deterministic,
+        formats: None,
     };
     BTreeMap::from([
         (
@@ -296,6 +303,10 @@ impl Settings {
             return Err(ConfigError::Invalid(
                 "the built-in type `pan` must stay configured".into(),
             ));
+        }
+        for name in self.types.keys() {
+            crate::names::TypeName::parse(name)
+                .map_err(|e| ConfigError::Invalid(format!("type `{name}`: {e}")))?;
         }
         for name in self.keyrings.keys() {
             crate::names::KeyringName::parse(name)

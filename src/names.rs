@@ -10,14 +10,20 @@ pub const FINGERPRINT_KEYRING: &str = "fingerprint";
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyringName(String);
 
+/// Whether `s` is a name: 1–32 of `a-z 0-9 _ -`, starting with a letter. A name never
+/// holds a card number (it starts with a letter) nor anything a log or database minds.
+fn is_name(s: &str) -> bool {
+    let ok_len = (1..=32).contains(&s.len());
+    let ok_first = s.bytes().next().is_some_and(|b| b.is_ascii_lowercase());
+    let ok_chars = s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    ok_len && ok_first && ok_chars
+}
+
 impl KeyringName {
     pub fn parse(s: &str) -> Result<Self, &'static str> {
-        let ok_len = (1..=32).contains(&s.len());
-        let ok_first = s.bytes().next().is_some_and(|b| b.is_ascii_lowercase());
-        let ok_chars = s
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if ok_len && ok_first && ok_chars {
+        if is_name(s) {
             Ok(Self(s.to_owned()))
         } else {
             Err("a keyring name is 1–32 characters of a-z, 0-9, _ and -, starting with a letter")
@@ -36,6 +42,25 @@ impl KeyringName {
 impl fmt::Display for KeyringName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// A token type name, with the same rules as a keyring name; checked before a request's
+/// type is used for anything (permission, lookup, audit).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TypeName(String);
+
+impl TypeName {
+    pub fn parse(s: &str) -> Result<Self, &'static str> {
+        if is_name(s) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err("a token type is 1–32 characters of a-z, 0-9, _ and -, starting with a letter")
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 

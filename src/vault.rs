@@ -7,7 +7,7 @@ use crate::audit::writer::Writer;
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::config::Settings;
 use crate::error::Error;
-use crate::guard::{Guard, Principal};
+use crate::guard::{Guard, Principal, RateLimit};
 use crate::hsm::{Hsm, HsmError, Pin};
 use crate::keys::{Inventory, KeyLabels, KeyManager};
 use crate::store::{Store, StoreError};
@@ -69,7 +69,11 @@ impl Vault {
     pub fn services(&self) -> Services {
         let s = &self.settings;
         let writer = Writer::spawn(self.store.clone());
-        let guard = Arc::new(Guard::new(&s.clients, writer.clone()));
+        let unknown_rate = RateLimit {
+            per_second: Some(s.limits.unknown_rate_per_second),
+            burst: Some(s.limits.unknown_burst),
+        };
+        let guard = Arc::new(Guard::new(&s.clients, unknown_rate, writer.clone()));
         let tokens = TokenService::new(
             self.keys.clone(),
             self.store.clone(),

@@ -113,6 +113,24 @@ pub fn chain_hash(seq: i64, at: i64, e: &AuditRow) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Longest text field an event stores, in bytes.
+pub const MAX_FIELD_BYTES: usize = 1024;
+
+/// An event field as stored: control characters removed (PostgreSQL refuses a NUL, and a
+/// NUL would fail every request sharing the group commit), and at most
+/// [`MAX_FIELD_BYTES`]. The services validate what callers send before it gets here; this
+/// is the last line, so no string can make the audit trail unwritable or unbounded.
+fn stored(field: &str) -> String {
+    let mut out = String::with_capacity(field.len().min(MAX_FIELD_BYTES));
+    for c in field.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > MAX_FIELD_BYTES {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// A write transaction that holds the audit chain head: the change and its events
 /// commit together or not at all.
 pub struct AuditTx {
@@ -139,12 +157,12 @@ impl AuditTx {
             let mut row = AuditRow {
                 seq,
                 at: *at,
-                actor: event.actor.clone(),
+                actor: stored(&event.actor),
                 action: event.action.as_str().to_owned(),
                 outcome: event.outcome.as_str().to_owned(),
-                resource: event.resource.clone(),
-                origin: event.origin.clone(),
-                reason: event.reason.clone(),
+                resource: event.resource.as_deref().map(stored),
+                origin: event.origin.as_deref().map(stored),
+                reason: event.reason.as_deref().map(stored),
                 prev_hash: std::mem::take(&mut self.hash),
                 hash: Vec::new(),
             };
@@ -228,4 +246,16 @@ impl AuditLog {
 /// Counts an audit write that failed (the request it belonged to failed closed).
 pub fn audit_failed() {
     metrics::counter!("tokenvault_audit_failures_total").increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_fields_hold_no_control_characters_and_are_bounded() {
+        assert_eq!(stored("pii\u{0}x\n"), "piix");
+        assert_eq!(stored(&"é".repeat(1000)).len(), MAX_FIELD_BYTES);
+        assert_eq!(stored("refund requested"), "refund requested");
+    }
 }

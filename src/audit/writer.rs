@@ -72,6 +72,7 @@ impl Writer {
         let log = AuditLog::new(store.clone());
         tokio::spawn(async move {
             let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+            let mut replies: Vec<Result<Written, StoreError>> = Vec::new();
             while let Some(first) = rx.recv().await {
                 batch.push(first);
                 while batch.len() < MAX_BATCH {
@@ -86,6 +87,27 @@ impl Writer {
                     Ok(outcomes) => {
                         for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
                             let _ = reply.send(Ok(outcome));
+                        }
+                    }
+                    // The database refused a statement (not an outage): one job's data may
+                    // be the cause. The transaction rolled back, so each job is retried on
+                    // its own and only the culprit fails.
+                    Err(StoreError::Query(_)) if batch.len() > 1 => {
+                        for i in 0..batch.len() {
+                            let one = commit(&store, &log, &batch[i..=i]).await;
+                            if one.is_err() {
+                                audit_failed();
+                            }
+                            // One job in, one outcome out.
+                            let outcome = one.and_then(|o| {
+                                o.into_iter().next().ok_or_else(|| {
+                                    StoreError::Corrupt("a commit gave no outcome".into())
+                                })
+                            });
+                            replies.push(outcome);
+                        }
+                        for ((_, reply), outcome) in batch.drain(..).zip(replies.drain(..)) {
+                            let _ = reply.send(outcome);
                         }
                     }
                     Err(e) => {

@@ -60,18 +60,25 @@ pub const REASON_BUDGET: &str = "detokenize_budget_exhausted";
 
 pub struct Guard {
     clients: HashMap<String, (Arc<[Grant]>, ClientPolicy)>,
+    /// The request rate of identities without a client entry.
+    unknown_rate: RateLimit,
     limiter: Limiter,
     writer: Writer,
 }
 
 impl Guard {
-    pub fn new(clients: &BTreeMap<String, ClientPolicy>, writer: Writer) -> Self {
+    pub fn new(
+        clients: &BTreeMap<String, ClientPolicy>,
+        unknown_rate: RateLimit,
+        writer: Writer,
+    ) -> Self {
         let clients = clients
             .iter()
             .map(|(id, c)| (id.clone(), (Arc::from(c.permissions.clone()), c.clone())))
             .collect();
         Self {
             clients,
+            unknown_rate,
             limiter: Limiter::default(),
             writer,
         }
@@ -91,13 +98,15 @@ impl Guard {
     }
 
     /// Takes one request from the identity's rate; a 429 (audited) when it is spent.
+    /// Identities the config does not know share no bucket: each has its own, at the
+    /// rate `limits.unknown_rate_per_second`.
     pub async fn admit(&self, who: &Principal, now: i64) -> Result<(), Error> {
-        let Some(policy) = self.policy(&who.identity) else {
-            return Ok(());
-        };
-        let limit = RateLimit {
-            per_second: policy.rate_per_second,
-            burst: policy.burst,
+        let limit = match self.policy(&who.identity) {
+            Some(policy) => RateLimit {
+                per_second: policy.rate_per_second,
+                burst: policy.burst,
+            },
+            None => self.unknown_rate,
         };
         let Err(wait) = self.limiter.take(&who.identity, limit, now) else {
             return Ok(());
@@ -191,14 +200,15 @@ impl Guard {
     }
 }
 
-/// The message of a refusal; it names the action and the object, never a value.
+/// The message of a refusal; it names the action, never what the caller sent.
 fn refusal(action: Action, object: &str) -> String {
     let Some(verb) = action.verb() else {
         return format!("`{action}` is not available to clients");
     };
+    // The object came from the caller: it is named only when it is a fixed scope word.
     match verb.object() {
-        ObjectKind::TokenType => format!("not allowed to {action} type `{object}`"),
-        ObjectKind::Keyring => format!("not allowed to {action} with keyring `{object}`"),
+        ObjectKind::TokenType => format!("not allowed to {action} this type"),
+        ObjectKind::Keyring => format!("not allowed to {action} with this keyring"),
         ObjectKind::Scope => format!("missing permission `{}:{object}`", verb.as_str()),
     }
 }
@@ -208,14 +218,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refusals_name_the_action_and_object_in_the_words_clients_know() {
+    fn refusals_name_the_action_but_never_echo_what_the_caller_sent() {
         assert_eq!(
             refusal(Action::Tokenize, "pan"),
-            "not allowed to tokenize type `pan`"
+            "not allowed to tokenize this type"
         );
         assert_eq!(
             refusal(Action::Rewrap, "pii"),
-            "not allowed to rewrap with keyring `pii`"
+            "not allowed to rewrap with this keyring"
         );
         assert_eq!(
             refusal(Action::KeysList, "read"),

@@ -28,9 +28,9 @@ impl CryptoService {
         if self.keys.has_keyring(keyring) {
             Ok(())
         } else {
-            Err(Error::InvalidRequest(format!(
-                "unknown keyring `{keyring}`"
-            )))
+            Err(Error::InvalidRequest(
+                "unknown keyring (the configured keyrings are in the vault's config)".into(),
+            ))
         }
     }
 
@@ -55,11 +55,14 @@ impl CryptoService {
         context: &[u8],
         now: i64,
     ) -> Result<String, Error> {
+        // The name first: nothing a caller sends is used (permission, audit) unchecked.
+        let name = KeyringName::parse(keyring)
+            .map_err(|why| Error::InvalidRequest(format!("`keyring`: {why}")))?;
+        let keyring = name.as_str();
         self.guard
             .check(who, Action::Encrypt, keyring, Some(keyring), now)
             .await?;
         self.known(keyring)?;
-        let name = KeyringName::parse(keyring).map_err(|e| Error::InvalidRequest(e.into()))?;
         let (version, key) = self.keys.seal_key(keyring, 1, now).await?;
         let sealed = key.seal(&Aad::encrypt(keyring, version.get(), context), plaintext);
         self.succeeded(who, Action::Encrypt, format!("{keyring}/{version}"), now)

@@ -20,10 +20,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::audit::writer::{TokenInsert, Write, Writer, Written};
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
+use crate::cardscan;
 use crate::crypto::{Aad, Fingerprinter};
 use crate::error::Error;
 use crate::guard::{Guard, Principal};
 use crate::keys::{KeyManager, KeyVersion};
+use crate::names::TypeName;
 use crate::store::{Store, TokenRow};
 
 impl From<ValueError> for Error {
@@ -42,6 +44,17 @@ pub struct TypeSettings {
     /// Same value, same token (found through the keyed fingerprint).
     #[serde(default)]
     pub deterministic: bool,
+    /// The formats a client may ask for; none given: every format that fits the type's
+    /// values (the server decides, the client only chooses within it).
+    #[serde(default)]
+    pub formats: Option<Vec<TokenFormat>>,
+}
+
+impl TypeSettings {
+    /// Whether a client may ask for `format` (the type's own format is always allowed).
+    pub fn allows(&self, format: TokenFormat) -> bool {
+        format == self.format || self.formats.as_ref().is_none_or(|f| f.contains(&format))
+    }
 }
 
 fn default_format() -> TokenFormat {
@@ -134,14 +147,11 @@ pub fn check_reason(reason: Option<&str>) -> Result<Option<String>, Error> {
             "reason must be at most {MAX_REASON_LEN} printable characters"
         )));
     }
-    let mut run = 0;
-    for b in r.bytes() {
-        run = if b.is_ascii_digit() { run + 1 } else { 0 };
-        if run >= 12 {
-            return Err(Error::InvalidRequest(
-                "reason must not contain long digit runs".into(),
-            ));
-        }
+    // Digits as people write card numbers, with spaces or dashes, count as one run.
+    if cardscan::has_digit_run(r, 12) {
+        return Err(Error::InvalidRequest(
+            "reason must not contain long digit runs (card numbers do not belong here)".into(),
+        ));
     }
     Ok(Some(r.to_owned()))
 }
@@ -215,8 +225,17 @@ impl TokenService {
         input: TokenizeInput,
         now: i64,
     ) -> Result<Tokenized, Error> {
+        // The name first: nothing a caller sends is used (permission, lookup, audit)
+        // before it is known to be a name.
+        let type_name = match TypeName::parse(&input.token_type) {
+            Ok(n) => n,
+            Err(why) => {
+                let e = Error::InvalidRequest(format!("`type`: {why}"));
+                return self.fail(who, Action::Tokenize, None, e, now).await;
+            }
+        };
         self.guard
-            .check(who, Action::Tokenize, &input.token_type, None, now)
+            .check(who, Action::Tokenize, type_name.as_str(), None, now)
             .await?;
         match self.tokenize_inner(who, input, now).await {
             Ok(t) => Ok(t),
@@ -233,23 +252,28 @@ impl TokenService {
     ) -> Result<Tokenized, Error> {
         let type_name = input.token_type.as_str();
         let Some(ty) = self.types.get(type_name) else {
-            return Err(Error::InvalidRequest(format!(
-                "unknown token type `{type_name}`"
-            )));
+            return Err(Error::InvalidRequest(
+                "unknown token type (the configured types are in the vault's config)".into(),
+            ));
         };
         let value = values::validate(ty.validator, &input.value.0, self.limits.max_value_bytes)?;
         let format = input.format.unwrap_or(ty.format);
         if ty.deterministic && format != ty.format {
             return Err(Error::InvalidRequest(format!(
-                "type `{type_name}` is deterministic and always uses format {}",
+                "this type is deterministic and always uses format {}",
                 serde_json::to_string(&ty.format).unwrap_or_default()
             )));
         }
+        if !ty.allows(format) {
+            return Err(Error::InvalidRequest(
+                "this format is not allowed for this type by the vault's config".into(),
+            ));
+        }
         let digits_only = matches!(ty.validator, Validator::Pan | Validator::Ssn);
         if !format::fits(format, digits_only, value.as_str().len()) {
-            return Err(Error::InvalidRequest(format!(
-                "format not applicable to type `{type_name}`"
-            )));
+            return Err(Error::InvalidRequest(
+                "format not applicable to this type and value length".into(),
+            ));
         }
         let metadata = match input.metadata {
             None | Some(serde_json::Value::Null) => None,
@@ -258,6 +282,12 @@ impl TokenService {
                 if s.len() > self.limits.max_metadata_bytes {
                     return Err(Error::InvalidRequest(
                         "metadata is larger than the configured maximum".into(),
+                    ));
+                }
+                // Metadata is stored in clear: it must not become a place for card data.
+                if cardscan::contains_pan(&s) {
+                    return Err(Error::InvalidRequest(
+                        "metadata must not hold card numbers".into(),
                     ));
                 }
                 Some(s)

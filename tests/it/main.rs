@@ -18,3 +18,4 @@ mod process;
 mod properties;
 mod store;
 mod tls;
+mod untrusted_input;

@@ -73,6 +73,7 @@ pub fn api_settings(dir: &std::path::Path, tag: &str) -> Settings {
             keyring: "pan".into(),
             format: TokenFormat::Opaque,
             deterministic: false,
+            formats: None,
         },
     );
     s.types.insert(
@@ -82,6 +83,7 @@ pub fn api_settings(dir: &std::path::Path, tag: &str) -> Settings {
             keyring: "pii".into(),
             format: TokenFormat::Opaque,
             deterministic: true,
+            formats: None,
         },
     );
     s.limits.max_batch = 50;

@@ -1,0 +1,275 @@
+//! What a caller sends is checked before it is used, never echoed, and never stored
+//! unchecked: names are validated first, card numbers sent where they do not belong never
+//! reach the audit trail, one bad request cannot fail the requests committed with it, and
+//! identities the config does not know are rate limited too.
+
+use serde_json::json;
+use tokenvault::audit::writer::{TokenInsert, Write};
+use tokenvault::audit::{Action, AuditEvent, Outcome};
+use tokenvault::vault::{Vault, now_ms};
+
+use crate::helpers::{self, TestApp, client, spawn_app, spawn_with};
+
+/// Every text column of the audit trail, joined, for searching.
+async fn audit_text(app: &TestApp) -> String {
+    let mut db = app.db().await;
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT actor || '|' || action || '|' || COALESCE(resource, '') || '|' \
+         || COALESCE(origin, '') || '|' || COALESCE(reason, '') FROM audit_events",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    rows.join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn names_are_checked_first_and_never_echoed_or_stored() {
+    let app = spawn_app("names").await;
+    let long = format!("k{}", "x".repeat(200_000));
+    let pan_as_type = "4111111111111111";
+    let cases = [
+        // A client with no permission at all, a 200 kB keyring name.
+        (
+            "stranger",
+            "/v1/encrypt",
+            json!({"keyring": long, "plaintext": ""}),
+        ),
+        (
+            "app",
+            "/v1/encrypt",
+            json!({"keyring": long, "plaintext": ""}),
+        ),
+        (
+            "app",
+            "/v1/encrypt",
+            json!({"keyring": "pii\u{0}", "plaintext": ""}),
+        ),
+        (
+            "app",
+            "/v1/encrypt",
+            json!({"keyring": "x:y\u{0}", "plaintext": ""}),
+        ),
+        (
+            "stranger",
+            "/v1/tokenize",
+            json!({"type": long, "value": "x"}),
+        ),
+        (
+            "app",
+            "/v1/tokenize",
+            json!({"type": pan_as_type, "value": "pan"}),
+        ),
+        (
+            "tokenizer",
+            "/v1/tokenize",
+            json!({"type": "Tx\u{0}", "value": "x"}),
+        ),
+    ];
+    for (who, path, body) in cases {
+        let sent = body
+            .as_object()
+            .unwrap()
+            .values()
+            .filter_map(|v| v.as_str())
+            .filter(|s| s.len() > 3)
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        let (status, resp) = app.post(who, path, body).await;
+        assert_eq!(status, 400, "{who} {path}: {resp}");
+        assert_eq!(resp["error"]["code"], "invalid_request");
+        let text = resp.to_string();
+        for s in &sent {
+            let head: String = s.chars().take(12).collect();
+            assert!(
+                !text.contains(&head),
+                "{who} {path} echoed a sent string: {text}"
+            );
+        }
+    }
+    // Forbidden and unknown answers name neither the type nor the keyring sent.
+    let (status, resp) = app
+        .post(
+            "tokenizer",
+            "/v1/encrypt",
+            json!({"keyring": "pii", "plaintext": ""}),
+        )
+        .await;
+    assert_eq!(status, 403);
+    assert!(!resp.to_string().contains("pii"), "{resp}");
+    let (status, resp) = app
+        .post(
+            "app",
+            "/v1/tokenize",
+            json!({"type": "nosuchtype", "value": "x"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(!resp.to_string().contains("nosuchtype"), "{resp}");
+
+    let audit = audit_text(&app).await;
+    assert!(
+        !audit.contains("xxxxxxxxxxxx"),
+        "a caller's long string reached the audit trail"
+    );
+    assert!(!audit.contains('\u{0}'), "a NUL reached the audit trail");
+    assert!(
+        !audit.contains(pan_as_type),
+        "a card number reached the audit trail"
+    );
+    assert!(!audit.contains("nosuchtype"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn card_numbers_sent_where_they_do_not_belong_never_reach_the_audit_trail() {
+    let app = spawn_app("pan-audit").await;
+    let token = app.tokenize("card", "5555555555554444").await;
+    let pan = "4111111111111111";
+    // A PAN where a token belongs: answered like any unknown token.
+    let (status, _) = app
+        .post("app", "/v1/detokenize", json!({"token": pan}))
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = app
+        .post(
+            "app",
+            "/v1/detokenize/batch",
+            json!({"tokens": [pan, "4111-1111-1111-1111"]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(app.get("app", &format!("/v1/tokens/{pan}")).await.0, 404);
+    assert_eq!(app.delete("app", &format!("/v1/tokens/{pan}")).await.0, 404);
+    // A PAN in the reason, with or without separators: refused, not stored.
+    for reason in [
+        "refund 4111 1111 1111 1111",
+        "refund 4111-1111-1111-1111",
+        "refund 4111111111111111",
+    ] {
+        let (status, resp) = app
+            .post(
+                "app",
+                "/v1/detokenize",
+                json!({"token": token, "reason": reason}),
+            )
+            .await;
+        assert_eq!(status, 400, "{reason}: {resp}");
+        assert!(resp.get("value").is_none());
+    }
+    // A PAN in metadata: refused, not stored.
+    let (status, resp) = app
+        .post(
+            "app",
+            "/v1/tokenize",
+            json!({"type": "card", "value": "5105105105105100",
+                   "metadata": {"note": "card 4111 1111 1111 1111"}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{resp}");
+    // An ordinary reason with digits is kept.
+    let (status, _) = app
+        .post(
+            "app",
+            "/v1/detokenize",
+            json!({"token": token, "reason": "order 12345"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let audit = audit_text(&app).await;
+    let digits: String = audit.chars().filter(char::is_ascii_digit).collect();
+    assert!(
+        !digits.contains(pan),
+        "a card number reached the audit trail:\n{audit}"
+    );
+    assert!(audit.contains("order 12345"));
+    let mut db = app.db().await;
+    let stored: Vec<Option<String>> = sqlx::query_scalar("SELECT metadata FROM tokens")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert!(stored.iter().flatten().all(|m| !m.contains("4111")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identities_without_a_client_entry_are_rate_limited() {
+    let app = spawn_with("stranger-rate", |s, _| {
+        s.limits.unknown_rate_per_second = 1.0;
+        s.limits.unknown_burst = 3.0;
+    })
+    .await;
+    let mut limited = 0;
+    for _ in 0..10 {
+        let r = client("stranger")
+            .post(app.url("/v1/encrypt"))
+            .json(&json!({"keyring": "pii", "plaintext": ""}))
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            403 => {}
+            429 => {
+                assert!(r.headers().contains_key("retry-after"));
+                limited += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(limited >= 6, "only {limited} of 10 were rate limited");
+    // Known clients keep their own (unlimited) rate.
+    for _ in 0..10 {
+        assert_eq!(app.tokenize("card", "4111111111111111").await.len(), 28);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_failing_write_fails_alone_and_not_the_group_commit_it_shared() {
+    // PostgreSQL refuses a NUL in text (SQLSTATE 22021); SQLite stores it. Only there can
+    // one row make a real group commit fail.
+    if helpers::postgres().is_none() {
+        return;
+    }
+    let dir = helpers::test_dir("isolation");
+    let settings = helpers::api_settings(&dir, "isolation");
+    let vault = Vault::open(settings).await.unwrap();
+    vault.keys.init("test", now_ms()).await.unwrap();
+    let services = vault.services();
+    let writer = &services.writer;
+    let now = now_ms();
+    // A token row the database refuses. The services never build one (names and strings
+    // are checked before they are enqueued); the writer must still contain the damage.
+    let bad = TokenInsert {
+        token: "tok_bad\u{0}row".into(),
+        token_type: "card".into(),
+        keyring: "pan".into(),
+        key_version: 1,
+        ciphertext: vec![1, 2, 3],
+        fingerprint: None,
+        fingerprint_version: None,
+        masked: "x".into(),
+        metadata: None,
+        created_at: now,
+        expires_at: None,
+    };
+    let event = |i: usize| Write::Event {
+        event: AuditEvent::new(format!("client-{i}"), Action::Read, Outcome::Success),
+        at: now,
+    };
+    let bad_event = AuditEvent::new("client-bad", Action::Tokenize, Outcome::Success);
+    let mut jobs: Vec<_> = (0..40).map(|i| writer.submit(event(i))).collect();
+    jobs.insert(
+        20,
+        writer.submit(Write::InsertToken {
+            row: bad,
+            event: bad_event,
+        }),
+    );
+    let results = futures_util::future::join_all(jobs).await;
+    let failed: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_err())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(failed, vec![20], "only the culprit fails");
+}
