@@ -62,16 +62,41 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
         let limits = &state.vault.settings.limits;
-        let bytes = axum::body::to_bytes(req.into_body(), limits.max_body_bytes)
-            .await
-            .map_err(|_| {
-                Error::PayloadTooLarge(format!(
-                    "the request body exceeds {} bytes",
-                    limits.max_body_bytes
-                ))
-            })?;
+        let bytes = read_body(req.into_body(), limits.max_body_bytes).await?;
         parse(&bytes, limits.max_json_depth).map(ApiJson)
     }
+}
+
+/// How much of an oversized body is read and thrown away so the client gets its 413.
+const DRAIN_MAX_BYTES: usize = 16 << 20;
+
+/// Reads the body up to `limit` bytes. Past the limit it keeps reading, and discarding,
+/// up to [`DRAIN_MAX_BYTES`] before it answers 413: a client that sends the whole body
+/// before reading (Python's http.client, Java's HttpURLConnection), and an HTTP/2 client
+/// whose stream would otherwise be reset (curl: "stream error in the HTTP/2 framing
+/// layer"), then read a 413 with its JSON body instead of a dropped connection.
+async fn read_body(body: axum::body::Body, limit: usize) -> Result<Vec<u8>, Error> {
+    use futures_util::StreamExt;
+    let too_large = || Error::PayloadTooLarge(format!("the request body exceeds {limit} bytes"));
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|_| Error::InvalidRequest("the request body could not be read".into()))?;
+        seen = seen.saturating_add(chunk.len());
+        if seen <= limit {
+            buf.extend_from_slice(&chunk);
+        } else if seen > limit.saturating_add(DRAIN_MAX_BYTES) {
+            return Err(too_large());
+        } else {
+            buf = Vec::new();
+        }
+    }
+    if seen > limit {
+        return Err(too_large());
+    }
+    Ok(buf)
 }
 
 #[cfg(test)]

@@ -273,3 +273,76 @@ async fn one_failing_write_fails_alone_and_not_the_group_commit_it_shared() {
         .collect();
     assert_eq!(failed, vec![20], "only the culprit fails");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_body_gets_a_readable_413_over_http1_and_http2() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app("too-large").await;
+    let body = format!(r#"{{"type":"text","value":"{}"}}"#, "a".repeat(2 << 20));
+
+    // HTTP/1.1, written the way Python's http.client and Java's HttpURLConnection do:
+    // the whole body first, then the answer is read.
+    let config = helpers::client_tls(
+        Some(&helpers::pki().clients["app"]),
+        &[&rustls::version::TLS13],
+    );
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let head = format!(
+        "POST /v1/tokenize HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(body.as_bytes())
+        .await
+        .expect("the server took the whole body");
+    tls.flush().await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tls.read_to_end(&mut answer),
+    )
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
+
+    // HTTP/2, as curl speaks it: the answer must arrive as an answer (curl gives up with
+    // exit 92, "stream error in the HTTP/2 framing layer", when the stream is reset).
+    let dir = &app.dir;
+    let client = &helpers::pki().clients["app"];
+    std::fs::write(dir.join("client.pem"), &client.cert_pem).unwrap();
+    std::fs::write(dir.join("client-key.pem"), &client.key_pem).unwrap();
+    std::fs::write(dir.join("big.json"), &body).unwrap();
+    let mut curl = std::process::Command::new("curl");
+    curl.args(["-sS", "--http2", "--cacert"])
+        .arg(dir.join("ca.pem"))
+        .arg("--cert")
+        .arg(dir.join("client.pem"))
+        .arg("--key")
+        .arg(dir.join("client-key.pem"))
+        .args(["-H", "content-type: application/json", "--data-binary"])
+        .arg(format!("@{}", dir.join("big.json").display()))
+        .args(["-w", "\n%{http_code} %{http_version}"])
+        .arg(app.url("/v1/tokenize"));
+    let out = tokio::task::spawn_blocking(move || curl.output())
+        .await
+        .unwrap()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "curl failed ({:?}): {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.ends_with("413 2"), "{text}");
+    assert!(text.contains("payload_too_large"), "{text}");
+    std::fs::remove_file(dir.join("big.json")).unwrap();
+}
