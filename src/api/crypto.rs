@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::error::ErrorBody;
-use super::json::ApiJson;
+use super::json::{ApiJson, Revealed, SecretField};
 use super::{AppState, ok};
 use crate::error::Error;
 use crate::vault::now_ms;
@@ -27,7 +27,8 @@ pub fn router() -> Router<AppState> {
 pub struct EncryptRequest {
     pub keyring: String,
     /// Base64 (standard alphabet).
-    pub plaintext: String,
+    #[schema(value_type = String)]
+    pub plaintext: SecretField,
     /// Base64; bound as additional authenticated data, needed again to decrypt.
     pub context: Option<String>,
 }
@@ -48,7 +49,8 @@ pub struct DecryptRequest {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DecryptResponse {
     /// Base64 (standard alphabet).
-    pub plaintext: String,
+    #[schema(value_type = String)]
+    pub plaintext: Revealed,
 }
 
 fn b64(field: &str, s: Option<&str>) -> Result<Vec<u8>, Error> {
@@ -66,7 +68,7 @@ async fn encrypt(
     Caller(who): Caller,
     ApiJson(req): ApiJson<EncryptRequest>,
 ) -> Result<Response, Error> {
-    let plaintext = zeroize::Zeroizing::new(b64("plaintext", Some(&req.plaintext))?);
+    let plaintext = zeroize::Zeroizing::new(b64("plaintext", Some(req.plaintext.0.as_str()))?);
     let context = b64("context", req.context.as_deref())?;
     let ciphertext = state
         .services
@@ -90,7 +92,7 @@ async fn decrypt(
         .decrypt(&who, &req.ciphertext, &context, now_ms())
         .await?;
     Ok(ok(DecryptResponse {
-        plaintext: STANDARD.encode(&plain),
+        plaintext: Revealed::from(STANDARD.encode(&plain)),
     }))
 }
 

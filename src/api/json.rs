@@ -2,6 +2,8 @@
 
 use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize, Serializer};
+use zeroize::Zeroizing;
 
 use super::AppState;
 use crate::error::Error;
@@ -97,6 +99,46 @@ async fn read_body(body: axum::body::Body, limit: usize) -> Result<Vec<u8>, Erro
         return Err(too_large());
     }
     Ok(buf)
+}
+
+/// A submitted secret string: cleared on drop, never printed.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub struct SecretField(pub(crate) Zeroizing<String>);
+
+impl std::fmt::Debug for SecretField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+/// A value the vault hands back in clear (detokenize, decrypt): cleared on drop, never
+/// printed. It serializes, because a response body is where it is meant to go; it is used
+/// for nothing else.
+pub struct Revealed(Zeroizing<String>);
+
+impl From<&str> for Revealed {
+    fn from(s: &str) -> Self {
+        Self(Zeroizing::new(s.to_owned()))
+    }
+}
+
+impl From<String> for Revealed {
+    fn from(s: String) -> Self {
+        Self(Zeroizing::new(s))
+    }
+}
+
+impl Serialize for Revealed {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Revealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[REDACTED]")
+    }
 }
 
 #[cfg(test)]

@@ -6,11 +6,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
 
 use super::auth::Caller;
 use super::error::ErrorBody;
-use super::json::ApiJson;
+use super::json::{ApiJson, Revealed, SecretField};
 use super::{AppState, ok};
 use crate::error::Error;
 use crate::keys::rfc3339;
@@ -24,17 +23,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/detokenize", post(detokenize))
         .route("/v1/detokenize/batch", post(detokenize_batch))
         .route("/v1/tokens/{token}", get(token_info).delete(delete_token))
-}
-
-/// A submitted secret string: cleared on drop, never printed.
-#[derive(Deserialize)]
-#[serde(transparent)]
-pub struct SecretField(Zeroizing<String>);
-
-impl std::fmt::Debug for SecretField {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[REDACTED]")
-    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -112,7 +100,8 @@ pub struct DetokenizeResponse {
     pub token: String,
     #[serde(rename = "type")]
     pub token_type: String,
-    pub value: String,
+    #[schema(value_type = String)]
+    pub value: Revealed,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
 }
@@ -218,7 +207,7 @@ impl From<Detokenized> for DetokenizeResponse {
         Self {
             token: d.token,
             token_type: d.token_type,
-            value: d.value.as_str().to_owned(),
+            value: Revealed::from(d.value.as_str()),
             metadata: d.metadata,
         }
     }

@@ -124,10 +124,12 @@ impl fmt::Debug for FingerprintKey {
     }
 }
 
-/// A derived HMAC key, ready to use (the derived bytes are not kept elsewhere).
+/// A derived HMAC key. Only the derived bytes are kept, in zeroizing memory shared by
+/// the clones; the HMAC state (whose inner and outer pads are key-equivalent, and which
+/// hmac 0.12 does not wipe) exists only for the length of one `fingerprint` call.
 #[derive(Clone)]
 pub struct Fingerprinter {
-    mac: Hmac<Sha256>,
+    key: std::sync::Arc<Zeroizing<[u8; 32]>>,
 }
 
 impl fmt::Debug for Fingerprinter {
@@ -173,15 +175,17 @@ impl FingerprintKey {
         // Invariant: 32 bytes is far below HKDF-SHA-256's 8160-byte output limit.
         hk.expand(label.as_bytes(), okm.as_mut())
             .expect("HKDF output length is valid");
-        let mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(okm.as_ref()).expect("HMAC takes any key length");
-        Fingerprinter { mac }
+        Fingerprinter {
+            key: std::sync::Arc::new(okm),
+        }
     }
 }
 
 impl Fingerprinter {
     pub fn fingerprint(&self, value: &[u8]) -> [u8; 32] {
-        let mut mac = self.mac.clone();
+        // Invariant: HMAC accepts a key of any length.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key[..])
+            .expect("HMAC takes any key length");
         mac.update(value);
         mac.finalize().into_bytes().into()
     }

@@ -146,7 +146,20 @@ impl CryptoService {
             .check(who, Action::Rewrap, keyring, Some(keyring), now)
             .await?;
         self.known(keyring)?;
-        let plain = self.open(&ct, context).await?;
+        let plain = match self.open(&ct, context).await {
+            Ok(p) => p,
+            Err(e @ Error::Unavailable(_)) => return Err(e),
+            // A failed open is audited: without it, rewrap would be a silent oracle for
+            // guessing the context of a ciphertext.
+            Err(e) => {
+                let event = AuditEvent::new(&who.identity, Action::Rewrap, Outcome::Failure)
+                    .origin(&who.origin)
+                    .resource(format!("{keyring}/{}", ct.version))
+                    .reason(Some(e.code().as_str().to_owned()));
+                self.guard.record(event, now).await?;
+                return Err(e);
+            }
+        };
         let (version, key) = self.keys.seal_key(keyring, 1, now).await?;
         let sealed = key.seal(&Aad::encrypt(keyring, version.get(), context), &plain);
         let resource = format!("{keyring}/{}->{version}", ct.version);

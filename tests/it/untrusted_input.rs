@@ -346,3 +346,67 @@ async fn an_oversized_body_gets_a_readable_413_over_http1_and_http2() {
     assert!(text.contains("payload_too_large"), "{text}");
     std::fs::remove_file(dir.join("big.json")).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_rewrap_is_audited_so_contexts_cannot_be_guessed_silently() {
+    use base64::Engine;
+    let app = spawn_app("rewrap-oracle").await;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let (status, ct) = app
+        .post(
+            "app",
+            "/v1/encrypt",
+            json!({"keyring": "pii", "plaintext": b64("canary-plaintext-91bd"), "context": b64("tenant-a")}),
+        )
+        .await;
+    assert_eq!(status, 200, "{ct}");
+    for guess in ["tenant-b", "tenant-c"] {
+        let (status, _) = app
+            .post(
+                "app",
+                "/v1/rewrap",
+                json!({"ciphertext": ct["ciphertext"], "context": b64(guess)}),
+            )
+            .await;
+        assert_eq!(status, 422);
+    }
+    let mut db = app.db().await;
+    let failed: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_events WHERE action = 'rewrap' AND outcome = 'failure' \
+         AND reason = 'invalid_value' AND resource LIKE 'pii/%'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(failed, 2, "every failed open is in the audit trail");
+}
+
+#[test]
+fn revealed_values_never_show_in_debug_output() {
+    use tokenvault::api::crypto::{DecryptResponse, EncryptRequest};
+    use tokenvault::api::tokens::DetokenizeResponse;
+    let d = DetokenizeResponse {
+        token: "tok_x".into(),
+        token_type: "card".into(),
+        value: "4111111111111111".into(),
+        metadata: None,
+    };
+    assert!(!format!("{d:?}").contains("4111111111111111"), "{d:?}");
+    assert!(
+        serde_json::to_string(&d)
+            .unwrap()
+            .contains("4111111111111111")
+    );
+    let e: EncryptRequest =
+        serde_json::from_value(json!({"keyring": "pii", "plaintext": "c2VjcmV0LXZhbHVl"})).unwrap();
+    assert!(!format!("{e:?}").contains("c2VjcmV0LXZhbHVl"), "{e:?}");
+    let p = DecryptResponse {
+        plaintext: "c2VjcmV0LXZhbHVl".into(),
+    };
+    assert!(!format!("{p:?}").contains("c2VjcmV0LXZhbHVl"), "{p:?}");
+    assert!(
+        serde_json::to_string(&p)
+            .unwrap()
+            .contains("c2VjcmV0LXZhbHVl")
+    );
+}
