@@ -252,7 +252,20 @@ impl Store {
     }
 
     /// Records still sealed under `keyring` v`version`.
+    /// Records that depend on a key version: sealed under it, or, for the fingerprint
+    /// keyring, indexed by a fingerprint it made (retiring it then would make their values
+    /// unfindable, and tokenize would issue second tokens).
     pub async fn records_under(&self, keyring: &str, version: i64) -> Result<i64, StoreError> {
+        if keyring == crate::names::FINGERPRINT_KEYRING {
+            let row = sqlx::query(
+                "SELECT COUNT(*) AS n FROM tokens WHERE fingerprint IS NOT NULL \
+                 AND fingerprint_version = $1",
+            )
+            .bind(version)
+            .fetch_one(&self.pool)
+            .await?;
+            return Ok(row.try_get("n")?);
+        }
         let row =
             sqlx::query("SELECT COUNT(*) AS n FROM tokens WHERE keyring = $1 AND key_version = $2")
                 .bind(keyring)

@@ -205,6 +205,18 @@ impl Store {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    /// Takes a row out of the deterministic index: it keeps its token and value, but is no
+    /// longer the answer for its value (another row is).
+    pub async fn clear_fingerprint(&self, tx: &mut Tx, token: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE tokens SET fingerprint = NULL, fingerprint_version = NULL WHERE token = $1",
+        )
+        .bind(token)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
 }
 
 impl Store {

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{TokenService, lookup_label};
+use super::{TokenService, is_expired, lookup_label};
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::crypto::Aad;
 use crate::error::Error;
@@ -198,8 +198,31 @@ impl TokenService {
             }
         }
         let mut atx = self.audit.begin().await?;
-        let mut n = 0;
+        let (mut n, mut duplicates) = (0, 0);
         for (row, fp) in &updates {
+            // Two rows can hold one value under two fingerprint versions (a value whose
+            // token expired, tokenized again after a rotation; a node with a stale key
+            // list). The unique index allows one answer per value: the live row keeps the
+            // fingerprint — of two live rows, the older token — and the other keeps its
+            // token and value but leaves the index. Re-indexing never stops at a duplicate.
+            if let Some(other) = self
+                .store
+                .token_by_fingerprint(Some(&mut atx.tx), &row.token_type, fp)
+                .await?
+                && other.token != row.token
+            {
+                duplicates += 1;
+                let row_wins = match (is_expired(row, now), is_expired(&other, now)) {
+                    (false, true) => true,
+                    (true, false) => false,
+                    _ => row.created_at < other.created_at,
+                };
+                let loser = if row_wins { &other.token } else { &row.token };
+                self.store.clear_fingerprint(&mut atx.tx, loser).await?;
+                if !row_wins {
+                    continue;
+                }
+            }
             if self
                 .store
                 .update_fingerprint(&mut atx.tx, &row.token, fp, i64::from(active.get()))
@@ -210,7 +233,9 @@ impl TokenService {
         }
         let event = AuditEvent::new(actor, Action::KeyReindex, Outcome::Success)
             .resource(format!("{FINGERPRINT_KEYRING}/{active}"))
-            .reason(Some(format!("{n} fingerprints re-computed")));
+            .reason(Some(format!(
+                "{n} fingerprints re-computed; {duplicates} duplicate values resolved"
+            )));
         atx.append(&event, now).await?;
         atx.commit().await?;
         Ok(n)

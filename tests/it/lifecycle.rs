@@ -806,3 +806,70 @@ async fn kek_rotation_rewraps_every_data_key_and_the_old_kek_can_be_destroyed() 
     assert!(left.is_empty(), "the old KEK is gone from the HSM");
     check_all(&app, &records).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fingerprint_version_cannot_retire_before_reindexing_and_reindexing_resolves_duplicates()
+{
+    let app = lifecycle_app("fpretire").await;
+    let pan = "6011000990139424";
+    // A deterministic value with a short life, then the same value again after it expired
+    // and after the fingerprint key rotated: two rows for one value under two versions.
+    let (status, first) = app
+        .post(
+            "app",
+            "/v1/tokenize",
+            json!({"type": "pan", "value": pan, "ttl_seconds": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{first}");
+    let live = app.tokenize("pan", "5555555555554444").await;
+    let vault = vault(&app).await;
+    vault
+        .keys
+        .rotate("fingerprint", "test", None, now_ms())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let second = app.tokenize("pan", pan).await;
+    assert_ne!(
+        second,
+        first["token"].as_str().unwrap(),
+        "the expired token gave way"
+    );
+
+    // Version 1 still indexes records: retiring it now would issue second tokens.
+    let v1 = KeyVersion::new(1).unwrap();
+    let refused = vault.keys.check_retire("fingerprint", v1, false).await;
+    assert!(
+        refused.is_err(),
+        "retire counted no records under fingerprint v1"
+    );
+
+    let report = service(&vault)
+        .rewrap(
+            "fingerprint",
+            RewrapOptions {
+                batch: 10,
+                rate: None,
+            },
+            "test",
+            now_ms,
+            |_, _| {},
+        )
+        .await
+        .expect("re-indexing resolves the duplicate instead of stopping at it");
+    assert_eq!(report.failed, 0);
+    assert!(
+        vault
+            .keys
+            .check_retire("fingerprint", v1, false)
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        app.tokenize("pan", pan).await,
+        second,
+        "one token per value"
+    );
+    assert_eq!(app.tokenize("pan", "5555555555554444").await, live);
+}
