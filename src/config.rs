@@ -51,6 +51,8 @@ pub struct Settings {
     pub clients: BTreeMap<String, ClientPolicy>,
     #[serde(default)]
     pub audit: AuditSettings,
+    #[serde(default)]
+    pub retention: RetentionSettings,
     /// Security officers and their Ed25519 public keys (dual control).
     #[serde(default)]
     pub officers: BTreeMap<String, crate::officers::OfficerSettings>,
@@ -155,6 +157,22 @@ impl Default for AuditSettings {
         Self {
             checkpoint_every: 1000,
             checkpoint_interval_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RetentionSettings {
+    /// How often `serve` deletes expired tokens and makes deletions final in the database
+    /// files (SQLite: a WAL checkpoint; `secure_delete` is always on).
+    pub purge_interval_secs: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            purge_interval_secs: 60,
         }
     }
 }
@@ -334,6 +352,11 @@ impl Settings {
         if self.hsm.call_timeout_ms == 0 || self.hsm.health_interval_ms == 0 {
             return Err(ConfigError::Invalid(
                 "hsm.call_timeout_ms and hsm.health_interval_ms must be at least 1".into(),
+            ));
+        }
+        if self.retention.purge_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "retention.purge_interval_secs must be at least 1".into(),
             ));
         }
         if self.hsm.sessions == 0 {

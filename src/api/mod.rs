@@ -181,9 +181,27 @@ impl Server {
                 }
             }
         });
+        // Retention: expired tokens are deleted, and deletions made final in the files.
+        let purge = {
+            let tokens = self.state.services.tokens.clone();
+            let every = self.state.vault.settings.retention.purge_interval_secs;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(every));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    match tokens.purge_expired("system", now_ms()).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(purged = n, "expired tokens purged"),
+                        Err(e) => tracing::warn!(error = %e, "could not purge expired tokens"),
+                    }
+                }
+            })
+        };
         let limits = self.state.vault.settings.limits.clone();
         let router = app(self.state);
         server::accept_loop(self.listener, self.tls, router, limits, shutdown).await;
+        purge.abort();
         background.abort();
         watch.abort();
     }

@@ -18,6 +18,8 @@ pub enum Action {
     /// Token metadata and masked value, never the value.
     Read,
     Delete,
+    /// Expired tokens deleted by the retention purge (a count, never the tokens).
+    TokenPurge,
     Encrypt,
     Decrypt,
     Rewrap,
@@ -111,11 +113,12 @@ pub enum ObjectKind {
 }
 
 impl Action {
-    pub const ALL: [Action; 24] = [
+    pub const ALL: [Action; 25] = [
         Action::Tokenize,
         Action::Detokenize,
         Action::Read,
         Action::Delete,
+        Action::TokenPurge,
         Action::Encrypt,
         Action::Decrypt,
         Action::Rewrap,
@@ -144,6 +147,7 @@ impl Action {
             Action::Detokenize => "detokenize",
             Action::Read => "read",
             Action::Delete => "delete",
+            Action::TokenPurge => "token.purge",
             Action::Encrypt => "encrypt",
             Action::Decrypt => "decrypt",
             Action::Rewrap => "rewrap",
@@ -181,6 +185,7 @@ impl Action {
             Action::Tokenize
             | Action::Read
             | Action::Delete
+            | Action::TokenPurge
             | Action::Encrypt
             | Action::Rewrap
             | Action::KeysList
@@ -222,6 +227,7 @@ impl Action {
             | Action::Detokenize
             | Action::Read
             | Action::Delete
+            | Action::TokenPurge
             | Action::Encrypt
             | Action::Decrypt
             | Action::Rewrap
@@ -247,7 +253,8 @@ impl Action {
             Action::Decrypt => Some(Verb::Decrypt),
             Action::KeysList => Some(Verb::Keys),
             Action::MetricsRead => Some(Verb::Metrics),
-            Action::RateLimit
+            Action::TokenPurge
+            | Action::RateLimit
             | Action::ServiceStart
             | Action::HsmUnavailable
             | Action::HsmRecovered

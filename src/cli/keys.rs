@@ -307,6 +307,11 @@ async fn rewrap(
     quiet: bool,
 ) -> anyhow::Result<()> {
     let service = vault.services().tokens;
+    // Expired records are deleted, never re-sealed under the new key.
+    let purged = service.purge_expired(&cli_actor(), now_ms()).await?;
+    if purged > 0 {
+        eprintln!("{purged} expired tokens purged before the sweep");
+    }
     let bar = if quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         indicatif::ProgressBar::hidden()
     } else {

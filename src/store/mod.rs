@@ -126,8 +126,11 @@ impl Store {
                     let setup = match backend {
                         // WAL for concurrent readers, FULL so an acknowledged commit survives power loss.
                         Backend::Sqlite => {
+                            // secure_delete: a deleted or purged record's bytes are
+                            // overwritten in the file, not left on a free page.
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;"
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+                             PRAGMA secure_delete = ON;"
                         }
                         Backend::Postgres => "SET statement_timeout = '10s'",
                     };
@@ -160,6 +163,20 @@ impl Store {
     /// A round trip to the database, for readiness checks.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Makes deletions final in the files: on SQLite, a checkpoint that copies the WAL
+    /// into the database (where `secure_delete` has zeroed the freed bytes) and truncates
+    /// the WAL, whose older frames still hold deleted rows. On PostgreSQL nothing here can
+    /// do that: dead tuples stay until VACUUM, and in WAL archives and backups until they
+    /// age out (docs/deployment.md).
+    pub async fn compact(&self) -> Result<(), StoreError> {
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(())
     }
 

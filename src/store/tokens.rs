@@ -86,6 +86,24 @@ impl Store {
         Ok(row.as_ref().map(token_row).transpose()?)
     }
 
+    /// Deletes up to `limit` tokens whose expiry has passed; returns how many went.
+    pub async fn purge_expired(
+        &self,
+        tx: &mut Tx,
+        now: i64,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM tokens WHERE token IN (SELECT token FROM tokens \
+             WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT $2)",
+        )
+        .bind(now)
+        .bind(limit)
+        .execute(&mut **tx)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Deletes the row and with it the only ciphertext of the value.
     pub async fn delete_token(&self, tx: &mut Tx, token: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM tokens WHERE token = $1")

@@ -410,3 +410,78 @@ fn revealed_values_never_show_in_debug_output() {
             .contains("c2VjcmV0LXZhbHVl")
     );
 }
+
+/// Whether `needle` occurs in any of the vault's database files (SQLite file, WAL).
+fn in_database_files(app: &TestApp, needle: &[u8]) -> Vec<String> {
+    std::fs::read_dir(&app.dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("vault.db"))
+        .filter(|e| {
+            std::fs::read(e.path())
+                .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+                .unwrap_or(false)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_and_deleted_records_are_purged_and_gone_from_the_database_files() {
+    let app = spawn_with("retention", |s, _| s.retention.purge_interval_secs = 1).await;
+    let (status, short) = app
+        .post(
+            "app",
+            "/v1/tokenize",
+            json!({"type": "card", "value": "5105105105105100", "ttl_seconds": 1}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let short = short["token"].as_str().unwrap().to_owned();
+    let deleted = app.tokenize("card", "4012888888881881").await;
+    let kept = app.tokenize("card", "4222222222222").await;
+    let mut db = app.db().await;
+    let mut sealed = Vec::new();
+    for t in [&short, &deleted] {
+        let c: Vec<u8> = sqlx::query_scalar("SELECT ciphertext FROM tokens WHERE token = $1")
+            .bind(t)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        sealed.push(c);
+    }
+    assert_eq!(
+        app.delete("app", &format!("/v1/tokens/{deleted}")).await.0,
+        204
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+
+    let left: Vec<String> = sqlx::query_scalar("SELECT token FROM tokens")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(left, vec![kept.clone()], "the expired token is purged");
+    let purged: Vec<String> = sqlx::query_scalar(
+        "SELECT reason FROM audit_events WHERE action = 'token.purge' AND outcome = 'success'",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(purged, vec!["1 expired tokens purged".to_owned()]);
+    drop(db);
+    if helpers::postgres().is_none() {
+        for (t, c) in [&short, &deleted].iter().zip(&sealed) {
+            let found = in_database_files(&app, &c[c.len() - 24..]);
+            assert!(
+                found.is_empty(),
+                "the sealed bytes of {t} are still in {found:?}"
+            );
+        }
+    }
+    assert_eq!(
+        app.post("app", "/v1/detokenize", json!({"token": kept}))
+            .await
+            .0,
+        200
+    );
+}
