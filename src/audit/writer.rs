@@ -26,6 +26,8 @@ pub struct TokenInsert {
     pub metadata: Option<String>,
     pub created_at: i64,
     pub expires_at: Option<i64>,
+    /// Which AAD the ciphertext was sealed with (see `store::NewToken`).
+    pub aad_version: i64,
 }
 
 /// One write and the event that records it.
@@ -204,6 +206,7 @@ fn new_token(row: &TokenInsert) -> NewToken<'_> {
         metadata: row.metadata.as_deref(),
         created_at: row.created_at,
         expires_at: row.expires_at,
+        aad_version: row.aad_version,
     }
 }
 

@@ -17,6 +17,9 @@ pub struct NewToken<'a> {
     pub metadata: Option<&'a str>,
     pub created_at: i64,
     pub expires_at: Option<i64>,
+    /// Which AAD the ciphertext was sealed with (`crypto::Aad`: 1 legacy, 2 binds the
+    /// type, expiry and metadata).
+    pub aad_version: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -31,10 +34,11 @@ pub struct TokenRow {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub fingerprint_version: Option<i64>,
+    pub aad_version: i64,
 }
 
 const COLUMNS: &str = "token, token_type, keyring, key_version, ciphertext, masked, metadata, created_at, \
-     expires_at, fingerprint_version";
+     expires_at, fingerprint_version, aad_version";
 
 fn token_row(row: &AnyRow) -> Result<TokenRow, sqlx::Error> {
     Ok(TokenRow {
@@ -48,6 +52,7 @@ fn token_row(row: &AnyRow) -> Result<TokenRow, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         fingerprint_version: row.try_get("fingerprint_version")?,
+        aad_version: row.try_get("aad_version")?,
     })
 }
 
@@ -128,7 +133,8 @@ impl Store {
         let rows = match keyring {
             Some(k) => {
                 let sql = format!(
-                    "SELECT {COLUMNS} FROM tokens WHERE keyring = $1 AND key_version <> $2 AND token > $3 \
+                    "SELECT {COLUMNS} FROM tokens WHERE keyring = $1 \
+                     AND (key_version <> $2 OR aad_version < 2) AND token > $3 \
                      ORDER BY token LIMIT $4"
                 );
                 sqlx::query(&sql)
@@ -164,7 +170,8 @@ impl Store {
         let row = match keyring {
             Some(k) => {
                 sqlx::query(
-                    "SELECT COUNT(*) AS n FROM tokens WHERE keyring = $1 AND key_version <> $2",
+                    "SELECT COUNT(*) AS n FROM tokens WHERE keyring = $1 \
+                     AND (key_version <> $2 OR aad_version < 2)",
                 )
                 .bind(k)
                 .bind(active)
@@ -184,22 +191,25 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
-    /// Replaces a record's ciphertext if it is still under `old_version`.
+    /// Replaces a record's ciphertext (sealed with AAD version 2) if it is still under
+    /// `old_version` and `old_aad`.
     pub async fn update_ciphertext(
         &self,
         tx: &mut Tx,
         token: &str,
-        old_version: i64,
+        (old_version, old_aad): (i64, i64),
         new_version: i64,
         ciphertext: &[u8],
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE tokens SET ciphertext = $1, key_version = $2 WHERE token = $3 AND key_version = $4",
+            "UPDATE tokens SET ciphertext = $1, key_version = $2, aad_version = 2 \
+             WHERE token = $3 AND key_version = $4 AND aad_version = $5",
         )
         .bind(ciphertext)
         .bind(new_version)
         .bind(token)
         .bind(old_version)
+        .bind(old_aad)
         .execute(&mut **tx)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -245,13 +255,13 @@ impl Store {
         tx: &mut Tx,
         rows: &[NewToken<'_>],
     ) -> Result<std::collections::HashSet<String>, StoreError> {
-        const COLS: usize = 11;
+        const COLS: usize = 12;
         let mut inserted = std::collections::HashSet::with_capacity(rows.len());
         for chunk in rows.chunks(200) {
             let mut sql = String::with_capacity(160 + chunk.len() * 64);
             sql.push_str(
                 "INSERT INTO tokens (token, token_type, keyring, key_version, ciphertext, fingerprint, masked, \
-                 metadata, created_at, expires_at, fingerprint_version) VALUES ",
+                 metadata, created_at, expires_at, fingerprint_version, aad_version) VALUES ",
             );
             for i in 0..chunk.len() {
                 if i > 0 {
@@ -280,7 +290,8 @@ impl Store {
                     .bind(t.metadata)
                     .bind(t.created_at)
                     .bind(t.expires_at)
-                    .bind(t.fingerprint_version);
+                    .bind(t.fingerprint_version)
+                    .bind(t.aad_version);
             }
             for row in q.fetch_all(&mut **tx).await? {
                 inserted.insert(row.try_get::<String, _>("token")?);

@@ -339,6 +339,7 @@ impl TokenService {
                     .await?
                     && !is_expired(&row, now)
                 {
+                    self.confirm(&row, bytes).await?;
                     let event = self
                         .event(who, Action::Tokenize, Outcome::Success)
                         .resource(&row.token);
@@ -351,12 +352,17 @@ impl TokenService {
         let (version, key) = self.keys.seal_key(&ty.keyring, 1, now).await?;
         for _ in 0..16 {
             let token = format::generate(format, value.as_str());
-            let sealed = key.seal(
-                &Aad::token(&ty.keyring, version.get(), &token),
-                value.as_str().as_bytes(),
+            let aad = Aad::token_record(
+                &ty.keyring,
+                version.get(),
+                &token,
+                type_name,
+                expires_at,
+                metadata.as_deref(),
             );
+            let sealed = key.seal(&aad, value.as_str().as_bytes());
             let row = TokenInsert {
-                token,
+                token: token.clone(),
                 token_type: type_name.to_owned(),
                 keyring: ty.keyring.clone(),
                 key_version: i64::from(version.get()),
@@ -367,6 +373,7 @@ impl TokenService {
                 metadata: metadata.clone(),
                 created_at: now,
                 expires_at,
+                aad_version: 2,
             };
             let event = self.event(who, Action::Tokenize, Outcome::Success);
             match self
@@ -374,7 +381,19 @@ impl TokenService {
                 .submit(Write::InsertToken { row, event })
                 .await?
             {
-                Written::Token { token, expires_at } => return Ok(done(token, expires_at)),
+                Written::Token {
+                    token: found,
+                    expires_at,
+                } => {
+                    // Another row answered for this fingerprint: it is handed out only
+                    // if it really holds this value (the index is outside the AAD, so a
+                    // database writer could have moved it).
+                    if found != token {
+                        let row = self.store.token(&found).await?.ok_or(Error::Integrity)?;
+                        self.confirm(&row, bytes).await?;
+                    }
+                    return Ok(done(found, expires_at));
+                }
                 // A random token collided with an existing one: draw again.
                 _ => continue,
             }
@@ -382,6 +401,22 @@ impl TokenService {
         Err(Error::Unavailable(
             "could not draw an unused token; the format's token space is crowded".into(),
         ))
+    }
+
+    /// Confirms that `row` holds `value` (of its own type, under its own AAD), comparing in
+    /// constant time; anything else is an integrity failure.
+    async fn confirm(&self, row: &TokenRow, value: &[u8]) -> Result<(), Error> {
+        let version = KeyVersion::from_db(row.key_version).ok_or(Error::Integrity)?;
+        let key = self.keys.key(&row.keyring, version).await?;
+        let plain = key
+            .open(&record_aad(row, version)?, &row.ciphertext)
+            .map_err(|_| Error::Integrity)?;
+        if bool::from(subtle::ConstantTimeEq::ct_eq(plain.as_slice(), value)) {
+            Ok(())
+        } else {
+            tracing::error!("a fingerprint index entry points at a record of another value");
+            Err(Error::Integrity)
+        }
     }
 
     /// Looks up a token the caller may use for `action`; unknown, expired and forbidden
@@ -477,10 +512,7 @@ impl TokenService {
                 .ok_or_else(|| Error::Internal("stored key version out of range".into()))?;
             let key = self.keys.key(&row.keyring, version).await?;
             let plain = key
-                .open(
-                    &Aad::token(&row.keyring, version.get(), &row.token),
-                    &row.ciphertext,
-                )
+                .open(&record_aad(&row, version)?, &row.ciphertext)
                 .map_err(|_| Error::Integrity)?;
             Value::from_stored(plain).ok_or(Error::Integrity)
         }
@@ -576,6 +608,22 @@ impl TokenService {
 /// The HKDF label of the lookup fingerprint of a type.
 pub fn lookup_label(token_type: &str) -> String {
     format!("lookup/type/{token_type}")
+}
+
+/// The AAD a stored record was sealed with, from its `aad_version`.
+fn record_aad(row: &TokenRow, version: KeyVersion) -> Result<Aad, Error> {
+    match row.aad_version {
+        1 => Ok(Aad::token(&row.keyring, version.get(), &row.token)),
+        2 => Ok(Aad::token_record(
+            &row.keyring,
+            version.get(),
+            &row.token,
+            &row.token_type,
+            row.expires_at,
+            row.metadata.as_deref(),
+        )),
+        _ => Err(Error::Integrity),
+    }
 }
 
 fn is_expired(row: &TokenRow, now: i64) -> bool {

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{TokenService, is_expired, lookup_label};
+use super::{TokenService, is_expired, lookup_label, record_aad};
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::crypto::Aad;
 use crate::error::Error;
@@ -117,10 +117,11 @@ impl TokenService {
                 }
             },
         };
-        match key.open(
-            &Aad::token(&row.keyring, version.get(), &row.token),
-            &row.ciphertext,
-        ) {
+        let opened = record_aad(row, version).and_then(|aad| {
+            key.open(&aad, &row.ciphertext)
+                .map_err(|_| Error::Integrity)
+        });
+        match opened {
             Ok(plain) => Ok(Some(plain)),
             Err(_) => {
                 report.failed += 1;
@@ -142,10 +143,17 @@ impl TokenService {
         let mut sealed = Vec::with_capacity(batch.len());
         for row in batch {
             if let Some(plain) = self.open_record(row, report).await? {
-                sealed.push((
-                    row,
-                    key.seal(&Aad::token(keyring, version.get(), &row.token), &plain),
-                ));
+                // Re-sealed with the AAD that binds type, expiry and metadata: the sweep
+                // also upgrades records sealed before it existed.
+                let aad = Aad::token_record(
+                    keyring,
+                    version.get(),
+                    &row.token,
+                    &row.token_type,
+                    row.expires_at,
+                    row.metadata.as_deref(),
+                );
+                sealed.push((row, key.seal(&aad, &plain)));
             }
         }
         let mut atx = self.audit.begin().await?;
@@ -157,7 +165,7 @@ impl TokenService {
                 .update_ciphertext(
                     &mut atx.tx,
                     &row.token,
-                    row.key_version,
+                    (row.key_version, row.aad_version),
                     i64::from(version.get()),
                     ct,
                 )

@@ -17,5 +17,6 @@ mod permissions;
 mod process;
 mod properties;
 mod store;
+mod tampering;
 mod tls;
 mod untrusted_input;

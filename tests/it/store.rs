@@ -89,6 +89,7 @@ async fn duplicate_tokens_and_fingerprints_are_refused_without_writing() {
         metadata: None,
         created_at: 0,
         expires_at: None,
+        aad_version: 2,
     };
     let mut atx = log.begin().await.unwrap();
     assert!(

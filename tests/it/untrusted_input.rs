@@ -250,6 +250,7 @@ async fn one_failing_write_fails_alone_and_not_the_group_commit_it_shared() {
         metadata: None,
         created_at: now,
         expires_at: None,
+        aad_version: 2,
     };
     let event = |i: usize| Write::Event {
         event: AuditEvent::new(format!("client-{i}"), Action::Read, Outcome::Success),

@@ -37,6 +37,12 @@ pub fn settings(dir: &std::path::Path, tag: &str) -> Settings {
         None => format!("sqlite://{}", dir.join("vault.db").display()),
     });
     s.hsm.lock_file = hsm_lock_file();
+    // The suite runs many vaults on one SoftHSM2 token, whose every object change rewrites
+    // a growing file under one cross-process lock: on a loaded two-core machine a call
+    // can wait seconds for its turn. In-process vaults get a generous deadline, so a busy
+    // machine is not mistaken for an HSM outage; the fault tests run `serve` processes
+    // with the production default and inject their own slowness.
+    s.hsm.call_timeout_ms = 30_000;
     s
 }
 
