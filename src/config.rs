@@ -191,6 +191,9 @@ pub struct Limits {
     /// each refusal is audited, so it is rate limited like everyone else).
     pub unknown_rate_per_second: f64,
     pub unknown_burst: f64,
+    /// New deterministic values an identity may create per hour (per node), unless its
+    /// client entry sets `new_values_per_hour`; a client with `import:<type>` is exempt.
+    pub new_values_per_hour: u64,
 }
 
 impl Default for Limits {
@@ -205,6 +208,7 @@ impl Default for Limits {
             tls_handshake_timeout_ms: 10_000,
             unknown_rate_per_second: 5.0,
             unknown_burst: 10.0,
+            new_values_per_hour: 1000,
         }
     }
 }
@@ -258,6 +262,7 @@ fn default_clients() -> BTreeMap<String, ClientPolicy> {
             "app".to_owned(),
             c(&[
                 "tokenize:*",
+                "fingerprint:*",
                 "detokenize:*",
                 "read:*",
                 "delete:*",
@@ -345,6 +350,14 @@ impl Settings {
             }
         }
         for (identity, client) in &self.clients {
+            if let Some(ns) = &client.namespace {
+                crate::names::TypeName::parse(ns).map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "client `{identity}`: a namespace is 1–32 characters of a-z, 0-9, _ and -, \
+                         starting with a letter"
+                    ))
+                })?;
+            }
             for grant in &client.permissions {
                 self.check_grant(identity, grant)?;
             }
@@ -465,6 +478,6 @@ mod tests {
             assert_eq!(s.clients["svc"].permissions[0].to_string(), perm);
         }
         let defaults = Settings::from_toml("").unwrap();
-        assert_eq!(defaults.clients["app"].permissions.len(), 6);
+        assert_eq!(defaults.clients["app"].permissions.len(), 7);
     }
 }

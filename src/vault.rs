@@ -73,7 +73,12 @@ impl Vault {
             per_second: Some(s.limits.unknown_rate_per_second),
             burst: Some(s.limits.unknown_burst),
         };
-        let guard = Arc::new(Guard::new(&s.clients, unknown_rate, writer.clone()));
+        let guard = Arc::new(Guard::new(
+            &s.clients,
+            unknown_rate,
+            s.limits.new_values_per_hour,
+            writer.clone(),
+        ));
         let tokens = TokenService::new(
             self.keys.clone(),
             self.store.clone(),

@@ -49,8 +49,10 @@ pub struct TokenizeResponse {
     #[serde(rename = "type")]
     pub token_type: String,
     pub masked: String,
-    /// Keyed fingerprint of the value (HMAC-SHA-256, base64url): equal values, equal fingerprints.
-    pub fingerprint: String,
+    /// Keyed fingerprint of the value (HMAC-SHA-256, base64url): equal values, equal
+    /// fingerprints within the caller's namespace. Only with `fingerprint:<type>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
 }

@@ -50,6 +50,10 @@ pub enum Action {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verb {
     Tokenize,
+    /// Receive the value's public fingerprint with a tokenize answer.
+    Fingerprint,
+    /// Create new deterministic values beyond the hourly budget (migrations).
+    Import,
     Detokenize,
     Read,
     Delete,
@@ -61,8 +65,10 @@ pub enum Verb {
 }
 
 impl Verb {
-    pub const ALL: [Verb; 9] = [
+    pub const ALL: [Verb; 11] = [
         Verb::Tokenize,
+        Verb::Fingerprint,
+        Verb::Import,
         Verb::Detokenize,
         Verb::Read,
         Verb::Delete,
@@ -76,6 +82,8 @@ impl Verb {
     pub const fn as_str(self) -> &'static str {
         match self {
             Verb::Tokenize => "tokenize",
+            Verb::Fingerprint => "fingerprint",
+            Verb::Import => "import",
             Verb::Detokenize => "detokenize",
             Verb::Read => "read",
             Verb::Delete => "delete",
@@ -94,7 +102,12 @@ impl Verb {
     /// What the object segment of a `<verb>:<object>` permission names.
     pub const fn object(self) -> ObjectKind {
         match self {
-            Verb::Tokenize | Verb::Detokenize | Verb::Read | Verb::Delete => ObjectKind::TokenType,
+            Verb::Tokenize
+            | Verb::Fingerprint
+            | Verb::Import
+            | Verb::Detokenize
+            | Verb::Read
+            | Verb::Delete => ObjectKind::TokenType,
             Verb::Encrypt | Verb::Decrypt => ObjectKind::Keyring,
             Verb::Keys | Verb::Audit | Verb::Metrics => ObjectKind::Scope,
         }

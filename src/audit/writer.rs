@@ -28,6 +28,8 @@ pub struct TokenInsert {
     pub expires_at: Option<i64>,
     /// Which AAD the ciphertext was sealed with (see `store::NewToken`).
     pub aad_version: i64,
+    /// The namespace of the lookup fingerprint (`None`: the shared namespace).
+    pub fingerprint_namespace: Option<String>,
 }
 
 /// One write and the event that records it.
@@ -37,7 +39,10 @@ pub enum Write {
     Event { event: AuditEvent, at: i64 },
     /// A new token. For deterministic types (with a fingerprint) an existing token for the
     /// same value wins; an expired one gives way. The event's resource is the token.
-    InsertToken { row: TokenInsert, event: AuditEvent },
+    InsertToken {
+        row: Box<TokenInsert>,
+        event: AuditEvent,
+    },
     /// Deletes a token; the event is written only if a row went away.
     DeleteToken {
         token: String,
@@ -207,6 +212,7 @@ fn new_token(row: &TokenInsert) -> NewToken<'_> {
         created_at: row.created_at,
         expires_at: row.expires_at,
         aad_version: row.aad_version,
+        fingerprint_namespace: row.fingerprint_namespace.as_deref(),
     }
 }
 

@@ -58,18 +58,19 @@ impl Limiter {
         }
     }
 
-    /// Charges `n` revealed values to the identity's hourly budget of `limit`; `Err(wait)`
-    /// until the window ends when they do not fit (nothing is charged then).
+    /// Charges `n` units to the hourly budget `key` (an identity's reveals, its new
+    /// values) of `limit`; `Err(wait)` until the window ends when they do not fit
+    /// (nothing is charged then).
     pub fn charge(
         &self,
-        identity: &str,
+        key: &str,
         limit: Option<u64>,
         n: u64,
         now_ms: i64,
     ) -> Result<(), Duration> {
         let Some(limit) = limit else { return Ok(()) };
         let mut budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
-        let b = budgets.entry(identity.to_owned()).or_insert(Budget {
+        let b = budgets.entry(key.to_owned()).or_insert(Budget {
             used: 0,
             window_start_ms: now_ms,
         });

@@ -17,13 +17,13 @@ mod limits;
 mod permission;
 
 pub use limits::RateLimit;
-pub use permission::{Grant, GrantError, Principal};
+pub use permission::{Grant, GrantError, Principal, SHARED_NAMESPACE};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::audit::writer::{Write, Writer};
-use crate::audit::{Action, AuditEvent, ObjectKind, Outcome};
+use crate::audit::{Action, AuditEvent, ObjectKind, Outcome, Verb};
 use crate::error::Error;
 use limits::Limiter;
 
@@ -43,6 +43,15 @@ pub struct ClientPolicy {
     /// Values this identity may detokenize per hour (a security control, per node).
     #[serde(default)]
     pub detokenize_per_hour: Option<u64>,
+    /// New deterministic values this identity may create per hour (default
+    /// `limits.new_values_per_hour`); `import:<type>` lifts it for migrations.
+    #[serde(default)]
+    pub new_values_per_hour: Option<u64>,
+    /// The token namespace (default: the identity itself). Clients that must share
+    /// deterministic tokens are configured into one namespace; `shared` is the namespace
+    /// of every value tokenized before namespaces existed.
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 /// What the guard decided about one action.
@@ -57,11 +66,14 @@ pub enum Decision {
 pub const REASON_FORBIDDEN: &str = "forbidden";
 pub const REASON_RATE_LIMITED: &str = "rate_limited";
 pub const REASON_BUDGET: &str = "detokenize_budget_exhausted";
+pub const REASON_NEW_VALUES: &str = "new_value_budget_exhausted";
 
 pub struct Guard {
     clients: HashMap<String, (Arc<[Grant]>, ClientPolicy)>,
     /// The request rate of identities without a client entry.
     unknown_rate: RateLimit,
+    /// New deterministic values per identity and hour, unless its entry says otherwise.
+    new_values_per_hour: u64,
     limiter: Limiter,
     writer: Writer,
 }
@@ -70,6 +82,7 @@ impl Guard {
     pub fn new(
         clients: &BTreeMap<String, ClientPolicy>,
         unknown_rate: RateLimit,
+        new_values_per_hour: u64,
         writer: Writer,
     ) -> Self {
         let clients = clients
@@ -79,6 +92,7 @@ impl Guard {
         Self {
             clients,
             unknown_rate,
+            new_values_per_hour,
             limiter: Limiter::default(),
             writer,
         }
@@ -86,11 +100,11 @@ impl Guard {
 
     /// The principal for a verified identity, with its grants (none if unknown).
     pub fn principal(&self, identity: &str, origin: &str) -> Principal {
-        let grants = self
-            .clients
-            .get(identity)
-            .map_or_else(|| Arc::from(Vec::new()), |(g, _)| g.clone());
-        Principal::new(identity, origin, grants)
+        let (grants, namespace) = match self.clients.get(identity) {
+            Some((g, p)) => (g.clone(), p.namespace.as_deref().unwrap_or(identity)),
+            None => (Arc::from(Vec::new()), identity),
+        };
+        Principal::new(identity, origin, namespace, grants)
     }
 
     fn policy(&self, identity: &str) -> Option<&ClientPolicy> {
@@ -151,6 +165,47 @@ impl Guard {
         Err(Error::RateLimited {
             message: format!(
                 "the hourly {action} budget of identity `{}` is spent",
+                who.identity
+            ),
+            retry_after: wait,
+        })
+    }
+
+    /// Charges one new deterministic value of `token_type` (a value its namespace has not
+    /// seen) to the identity's hourly budget; a 429, audited as an alert, when it is spent.
+    /// Each miss is a guess an attacker could be testing, so a run of them is refused early;
+    /// values the caller tokenized before cost nothing, and `import:<type>` lifts the
+    /// budget for migrations.
+    pub async fn charge_new_value(
+        &self,
+        who: &Principal,
+        token_type: &str,
+        now: i64,
+    ) -> Result<(), Error> {
+        if who.may(Verb::Import, token_type) {
+            return Ok(());
+        }
+        let limit = self
+            .policy(&who.identity)
+            .and_then(|p| p.new_values_per_hour)
+            .unwrap_or(self.new_values_per_hour);
+        let key = format!("new-values\u{0}{}", who.identity);
+        let Err(wait) = self.limiter.charge(&key, Some(limit), 1, now) else {
+            return Ok(());
+        };
+        metrics::counter!("tokenvault_new_value_budget_exhausted_total").increment(1);
+        tracing::warn!(
+            identity = %who.identity,
+            "hourly budget of new deterministic values spent: possible guessing of values"
+        );
+        let event = AuditEvent::new(&who.identity, Action::Tokenize, Outcome::Denied)
+            .origin(&who.origin)
+            .reason(Some(REASON_NEW_VALUES.into()));
+        self.record(event, now).await?;
+        Err(Error::RateLimited {
+            message: format!(
+                "the hourly budget of new values of identity `{}` is spent; bulk imports need \
+                 the import permission",
                 who.identity
             ),
             retry_after: wait,

@@ -112,21 +112,34 @@ impl fmt::Display for Grant {
 pub struct Principal {
     pub identity: String,
     pub origin: String,
+    /// The token namespace: deterministic types give one token per value *within* a
+    /// namespace, and a client finds only values tokenized in its own.
+    pub namespace: String,
     grants: Arc<[Grant]>,
 }
 
+/// The namespace every deterministic value was tokenized in before namespaces existed;
+/// clients configured into it share those tokens (and the vault's own tasks use it).
+pub const SHARED_NAMESPACE: &str = "shared";
+
 impl Principal {
-    pub(super) fn new(identity: &str, origin: &str, grants: Arc<[Grant]>) -> Self {
+    pub(super) fn new(identity: &str, origin: &str, namespace: &str, grants: Arc<[Grant]>) -> Self {
         Self {
             identity: identity.to_owned(),
             origin: origin.to_owned(),
+            namespace: namespace.to_owned(),
             grants,
         }
     }
 
     /// A principal for the officer CLI and background tasks, which act with full rights.
     pub fn system(identity: &str) -> Self {
-        Self::new(identity, "local", Arc::from(vec![Grant::all()]))
+        Self::new(
+            identity,
+            "local",
+            SHARED_NAMESPACE,
+            Arc::from(vec![Grant::all()]),
+        )
     }
 
     pub fn may(&self, verb: Verb, object: &str) -> bool {
@@ -140,7 +153,7 @@ mod tests {
 
     fn principal(grants: &[&str]) -> Principal {
         let grants: Vec<Grant> = grants.iter().map(|g| Grant::parse(g).unwrap()).collect();
-        Principal::new("svc", "127.0.0.1", Arc::from(grants))
+        Principal::new("svc", "127.0.0.1", "svc", Arc::from(grants))
     }
 
     #[test]

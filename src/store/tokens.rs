@@ -20,6 +20,8 @@ pub struct NewToken<'a> {
     /// Which AAD the ciphertext was sealed with (`crypto::Aad`: 1 legacy, 2 binds the
     /// type, expiry and metadata).
     pub aad_version: i64,
+    /// The namespace of the lookup fingerprint (`None`: the shared namespace).
+    pub fingerprint_namespace: Option<&'a str>,
 }
 
 #[derive(Debug, Clone)]
@@ -35,10 +37,11 @@ pub struct TokenRow {
     pub expires_at: Option<i64>,
     pub fingerprint_version: Option<i64>,
     pub aad_version: i64,
+    pub fingerprint_namespace: Option<String>,
 }
 
 const COLUMNS: &str = "token, token_type, keyring, key_version, ciphertext, masked, metadata, created_at, \
-     expires_at, fingerprint_version, aad_version";
+     expires_at, fingerprint_version, aad_version, fingerprint_namespace";
 
 fn token_row(row: &AnyRow) -> Result<TokenRow, sqlx::Error> {
     Ok(TokenRow {
@@ -53,6 +56,7 @@ fn token_row(row: &AnyRow) -> Result<TokenRow, sqlx::Error> {
         expires_at: row.try_get("expires_at")?,
         fingerprint_version: row.try_get("fingerprint_version")?,
         aad_version: row.try_get("aad_version")?,
+        fingerprint_namespace: row.try_get("fingerprint_namespace")?,
     })
 }
 
@@ -255,13 +259,14 @@ impl Store {
         tx: &mut Tx,
         rows: &[NewToken<'_>],
     ) -> Result<std::collections::HashSet<String>, StoreError> {
-        const COLS: usize = 12;
+        const COLS: usize = 13;
         let mut inserted = std::collections::HashSet::with_capacity(rows.len());
         for chunk in rows.chunks(200) {
             let mut sql = String::with_capacity(160 + chunk.len() * 64);
             sql.push_str(
                 "INSERT INTO tokens (token, token_type, keyring, key_version, ciphertext, fingerprint, masked, \
-                 metadata, created_at, expires_at, fingerprint_version, aad_version) VALUES ",
+                 metadata, created_at, expires_at, fingerprint_version, aad_version, \
+                 fingerprint_namespace) VALUES ",
             );
             for i in 0..chunk.len() {
                 if i > 0 {
@@ -291,7 +296,8 @@ impl Store {
                     .bind(t.created_at)
                     .bind(t.expires_at)
                     .bind(t.fingerprint_version)
-                    .bind(t.aad_version);
+                    .bind(t.aad_version)
+                    .bind(t.fingerprint_namespace);
             }
             for row in q.fetch_all(&mut **tx).await? {
                 inserted.insert(row.try_get::<String, _>("token")?);

@@ -19,11 +19,11 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::audit::writer::{TokenInsert, Write, Writer, Written};
-use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
+use crate::audit::{Action, AuditEvent, AuditLog, Outcome, Verb};
 use crate::cardscan;
 use crate::crypto::{Aad, Fingerprinter};
 use crate::error::Error;
-use crate::guard::{Guard, Principal};
+use crate::guard::{Guard, Principal, SHARED_NAMESPACE};
 use crate::keys::{KeyManager, KeyVersion};
 use crate::names::TypeName;
 use crate::store::{Store, TokenRow};
@@ -85,7 +85,8 @@ pub struct Tokenized {
     pub token: String,
     pub token_type: String,
     pub masked: String,
-    pub fingerprint: String,
+    /// Only for a caller granted `fingerprint:<type>`.
+    pub fingerprint: Option<String>,
     pub expires_at: Option<i64>,
 }
 
@@ -177,17 +178,20 @@ impl TokenService {
     }
 
     /// The type's fingerprinters under every usable fingerprint key, the active first.
+    /// Both are per namespace: one client's fingerprints and tokens say nothing about
+    /// another namespace's values.
     async fn fingerprinters(
         &self,
         token_type: &str,
+        namespace: &str,
     ) -> Result<Vec<(KeyVersion, TypeFingerprints)>, Error> {
         let keys = self.keys.fingerprint_keys().await?;
         Ok(keys
             .into_iter()
             .map(|(version, key)| {
                 let f = TypeFingerprints {
-                    lookup: key.derived(&lookup_label(token_type)),
-                    public: key.derived(&format!("public/type/{token_type}")),
+                    lookup: key.derived(&lookup_label(token_type, namespace)),
+                    public: key.derived(&public_label(token_type, namespace)),
                 };
                 (version, f)
             })
@@ -309,12 +313,16 @@ impl TokenService {
                 ));
             }
         };
-        let fps = self.fingerprinters(type_name).await?;
+        let fps = self.fingerprinters(type_name, &who.namespace).await?;
         let (fp_version, active_fp) = fps
             .first()
             .ok_or_else(|| Error::Unavailable("no fingerprint key".into()))?;
         let bytes = value.as_str().as_bytes();
-        let public_fp = URL_SAFE_NO_PAD.encode(active_fp.public.fingerprint(bytes));
+        // The public fingerprint only to a client granted it: with it, a dictionary of
+        // SSNs or e-mails could be tested offline against stored fingerprints.
+        let public_fp = who
+            .may(Verb::Fingerprint, type_name)
+            .then(|| URL_SAFE_NO_PAD.encode(active_fp.public.fingerprint(bytes)));
         let lookup_fp = ty
             .deterministic
             .then(|| active_fp.lookup.fingerprint(bytes));
@@ -328,10 +336,9 @@ impl TokenService {
         };
 
         if ty.deterministic {
-            // A value tokenized under the active fingerprint key is found by the writer
-            // (its insert conflicts and the existing token wins). During re-indexing a
-            // row may still carry a fingerprint made by an older key: look those up here.
-            for (_, f) in fps.iter().skip(1) {
+            // The value's token in this namespace, under the active fingerprint key or,
+            // during re-indexing, an older one. It is confirmed by opening the record.
+            for (_, f) in &fps {
                 let fp = f.lookup.fingerprint(bytes);
                 if let Some(row) = self
                     .store
@@ -347,6 +354,8 @@ impl TokenService {
                     return Ok(done(row.token, row.expires_at));
                 }
             }
+            // A value this namespace has not seen: a guess, if many come.
+            self.guard.charge_new_value(who, type_name, now).await?;
         }
 
         let (version, key) = self.keys.seal_key(&ty.keyring, 1, now).await?;
@@ -374,11 +383,16 @@ impl TokenService {
                 created_at: now,
                 expires_at,
                 aad_version: 2,
+                fingerprint_namespace: (ty.deterministic && who.namespace != SHARED_NAMESPACE)
+                    .then(|| who.namespace.clone()),
             };
             let event = self.event(who, Action::Tokenize, Outcome::Success);
             match self
                 .writer
-                .submit(Write::InsertToken { row, event })
+                .submit(Write::InsertToken {
+                    row: Box::new(row),
+                    event,
+                })
                 .await?
             {
                 Written::Token {
@@ -606,8 +620,22 @@ impl TokenService {
 }
 
 /// The HKDF label of the lookup fingerprint of a type.
-pub fn lookup_label(token_type: &str) -> String {
-    format!("lookup/type/{token_type}")
+pub fn lookup_label(token_type: &str, namespace: &str) -> String {
+    if namespace == SHARED_NAMESPACE {
+        // The label of every value tokenized before namespaces existed.
+        format!("lookup/type/{token_type}")
+    } else {
+        format!("lookup/ns/{namespace}/type/{token_type}")
+    }
+}
+
+/// The HKDF label of the public fingerprint of a type in a namespace.
+fn public_label(token_type: &str, namespace: &str) -> String {
+    if namespace == SHARED_NAMESPACE {
+        format!("public/type/{token_type}")
+    } else {
+        format!("public/ns/{namespace}/type/{token_type}")
+    }
 }
 
 /// The AAD a stored record was sealed with, from its `aad_version`.

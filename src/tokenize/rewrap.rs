@@ -200,8 +200,13 @@ impl TokenService {
             if let Some(plain) = self.open_record(row, report).await? {
                 updates.push((
                     row,
-                    key.derived(&lookup_label(&row.token_type))
-                        .fingerprint(&plain),
+                    key.derived(&lookup_label(
+                        &row.token_type,
+                        row.fingerprint_namespace
+                            .as_deref()
+                            .unwrap_or(crate::guard::SHARED_NAMESPACE),
+                    ))
+                    .fingerprint(&plain),
                 ));
             }
         }

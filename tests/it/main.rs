@@ -13,6 +13,7 @@ mod hardening;
 mod hsm_faults;
 mod lifecycle;
 mod multinode;
+mod oracle;
 mod permissions;
 mod process;
 mod properties;

@@ -90,6 +90,7 @@ async fn duplicate_tokens_and_fingerprints_are_refused_without_writing() {
         created_at: 0,
         expires_at: None,
         aad_version: 2,
+        fingerprint_namespace: None,
     };
     let mut atx = log.begin().await.unwrap();
     assert!(

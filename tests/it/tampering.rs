@@ -149,11 +149,15 @@ async fn records_sealed_before_the_binding_still_open_and_rewrap_upgrades_them()
         created_at: now,
         expires_at: None,
         aad_version: 1,
+        fingerprint_namespace: None,
     };
     let event = AuditEvent::new("test", Action::Tokenize, Outcome::Success);
     services
         .writer
-        .submit(Write::InsertToken { row, event })
+        .submit(Write::InsertToken {
+            row: Box::new(row),
+            event,
+        })
         .await
         .unwrap();
     let (status, body) = detokenize(&app, &token).await;

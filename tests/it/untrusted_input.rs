@@ -251,6 +251,7 @@ async fn one_failing_write_fails_alone_and_not_the_group_commit_it_shared() {
         created_at: now,
         expires_at: None,
         aad_version: 2,
+        fingerprint_namespace: None,
     };
     let event = |i: usize| Write::Event {
         event: AuditEvent::new(format!("client-{i}"), Action::Read, Outcome::Success),
@@ -261,7 +262,7 @@ async fn one_failing_write_fails_alone_and_not_the_group_commit_it_shared() {
     jobs.insert(
         20,
         writer.submit(Write::InsertToken {
-            row: bad,
+            row: Box::new(bad),
             event: bad_event,
         }),
     );
