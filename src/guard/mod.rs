@@ -74,6 +74,8 @@ pub struct Guard {
     unknown_rate: RateLimit,
     /// New deterministic values per identity and hour, unless its entry says otherwise.
     new_values_per_hour: u64,
+    /// Namespaces more than one client is configured into (and `shared`).
+    shared_namespaces: std::collections::HashSet<String>,
     limiter: Limiter,
     writer: Writer,
 }
@@ -85,6 +87,17 @@ impl Guard {
         new_values_per_hour: u64,
         writer: Writer,
     ) -> Self {
+        let mut members: HashMap<String, usize> = HashMap::new();
+        for (id, c) in clients {
+            *members
+                .entry(c.namespace.clone().unwrap_or_else(|| id.clone()))
+                .or_default() += 1;
+        }
+        let shared_namespaces = members
+            .into_iter()
+            .filter(|(ns, n)| *n > 1 || ns == SHARED_NAMESPACE)
+            .map(|(ns, _)| ns)
+            .collect();
         let clients = clients
             .iter()
             .map(|(id, c)| (id.clone(), (Arc::from(c.permissions.clone()), c.clone())))
@@ -93,6 +106,7 @@ impl Guard {
             clients,
             unknown_rate,
             new_values_per_hour,
+            shared_namespaces,
             limiter: Limiter::default(),
             writer,
         }
@@ -104,7 +118,8 @@ impl Guard {
             Some((g, p)) => (g.clone(), p.namespace.as_deref().unwrap_or(identity)),
             None => (Arc::from(Vec::new()), identity),
         };
-        Principal::new(identity, origin, namespace, grants)
+        let private = !self.shared_namespaces.contains(namespace);
+        Principal::new(identity, origin, (namespace, private), grants)
     }
 
     fn policy(&self, identity: &str) -> Option<&ClientPolicy> {

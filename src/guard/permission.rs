@@ -115,6 +115,9 @@ pub struct Principal {
     /// The token namespace: deterministic types give one token per value *within* a
     /// namespace, and a client finds only values tokenized in its own.
     pub namespace: String,
+    /// Whether no other client shares the namespace: only then is an existing value's
+    /// expiry shown to this client (a peer in a shared namespace may have set it).
+    pub namespace_is_private: bool,
     grants: Arc<[Grant]>,
 }
 
@@ -123,11 +126,17 @@ pub struct Principal {
 pub const SHARED_NAMESPACE: &str = "shared";
 
 impl Principal {
-    pub(super) fn new(identity: &str, origin: &str, namespace: &str, grants: Arc<[Grant]>) -> Self {
+    pub(super) fn new(
+        identity: &str,
+        origin: &str,
+        (namespace, namespace_is_private): (&str, bool),
+        grants: Arc<[Grant]>,
+    ) -> Self {
         Self {
             identity: identity.to_owned(),
             origin: origin.to_owned(),
             namespace: namespace.to_owned(),
+            namespace_is_private,
             grants,
         }
     }
@@ -137,7 +146,7 @@ impl Principal {
         Self::new(
             identity,
             "local",
-            SHARED_NAMESPACE,
+            (SHARED_NAMESPACE, false),
             Arc::from(vec![Grant::all()]),
         )
     }
@@ -153,7 +162,7 @@ mod tests {
 
     fn principal(grants: &[&str]) -> Principal {
         let grants: Vec<Grant> = grants.iter().map(|g| Grant::parse(g).unwrap()).collect();
-        Principal::new("svc", "127.0.0.1", "svc", Arc::from(grants))
+        Principal::new("svc", "127.0.0.1", ("svc", true), Arc::from(grants))
     }
 
     #[test]

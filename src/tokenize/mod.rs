@@ -334,6 +334,9 @@ impl TokenService {
             fingerprint: public_fp.clone(),
             expires_at,
         };
+        // An existing value's expiry may have been set by another client of a shared
+        // namespace: it is shown only in a namespace of one.
+        let existing_expiry = |e: Option<i64>| e.filter(|_| who.namespace_is_private);
 
         if ty.deterministic {
             // The value's token in this namespace, under the active fingerprint key or,
@@ -351,7 +354,7 @@ impl TokenService {
                         .event(who, Action::Tokenize, Outcome::Success)
                         .resource(&row.token);
                     self.guard.record(event, now).await?;
-                    return Ok(done(row.token, row.expires_at));
+                    return Ok(done(row.token, existing_expiry(row.expires_at)));
                 }
             }
             // A value this namespace has not seen: a guess, if many come.
@@ -405,6 +408,7 @@ impl TokenService {
                     if found != token {
                         let row = self.store.token(&found).await?.ok_or(Error::Integrity)?;
                         self.confirm(&row, bytes).await?;
+                        return Ok(done(found, existing_expiry(expires_at)));
                     }
                     return Ok(done(found, expires_at));
                 }
