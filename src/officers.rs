@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
+use crate::keys::{KeyError, KeyManager, KeyVersion};
 use crate::store::{RequestRow, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,10 @@ pub enum Operation {
     ForceRetire { keyring: String, version: u32 },
     /// Destroy a retired KEK in the HSM.
     DestroyKek { label: String },
+    /// Crypto-shred a retired version so that no backup can bring it back: destroy it,
+    /// rotate the KEK (every other data key re-wrapped under a new one), then destroy the
+    /// KEK that wrapped it, all under this one approval.
+    DestroyWithKek { keyring: String, version: u32 },
 }
 
 impl Operation {
@@ -61,6 +66,7 @@ impl Operation {
             Operation::Destroy { .. } => "destroy",
             Operation::ForceRetire { .. } => "force-retire",
             Operation::DestroyKek { .. } => "destroy-kek",
+            Operation::DestroyWithKek { .. } => "destroy-with-kek",
         }
     }
 
@@ -83,6 +89,62 @@ impl fmt::Display for Operation {
                 write!(f, "force-retire {keyring} v{version}")
             }
             Operation::DestroyKek { label } => write!(f, "destroy KEK {label}"),
+            Operation::DestroyWithKek { keyring, version } => write!(
+                f,
+                "destroy {keyring} v{version}, rotate the KEK and destroy the KEK that wrapped it"
+            ),
+        }
+    }
+}
+
+/// Carries out an approved operation as `actor` (the two officers). The one place that
+/// turns an approval into key changes, for the CLI and any later approval surface.
+pub async fn execute(
+    keys: &KeyManager,
+    op: &Operation,
+    actor: &str,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<(), KeyError> {
+    let version =
+        |v: u32| KeyVersion::new(v).ok_or_else(|| KeyError::Lifecycle(format!("no version {v}")));
+    match op {
+        Operation::Destroy {
+            keyring,
+            version: v,
+        } => {
+            keys.destroy(keyring, version(*v)?, actor, reason, now)
+                .await
+        }
+        Operation::ForceRetire {
+            keyring,
+            version: v,
+        } => {
+            keys.retire(keyring, version(*v)?, true, actor, reason, now)
+                .await
+        }
+        Operation::DestroyKek { label } => keys.destroy_kek(label, actor, reason, now).await,
+        Operation::DestroyWithKek {
+            keyring,
+            version: v,
+        } => {
+            let inventory = keys.inventory(now).await?;
+            let kek = inventory
+                .keys
+                .iter()
+                .find(|k| &k.keyring == keyring && k.version == *v)
+                .map(|k| k.kek_label.clone())
+                .ok_or_else(|| KeyError::Lifecycle(format!("{keyring} v{v} does not exist")))?;
+            keys.destroy(keyring, version(*v)?, actor, reason, now)
+                .await?;
+            let active = inventory
+                .keks
+                .iter()
+                .any(|k| k.label == kek && k.state == "active");
+            if active {
+                keys.rotate_kek(actor, reason, now).await?;
+            }
+            keys.destroy_kek(&kek, actor, reason, now).await
         }
     }
 }

@@ -62,6 +62,10 @@ pub enum KeysCommand {
     Destroy {
         keyring: String,
         version: KeyVersion,
+        /// Also rotate the KEK and destroy the one that wrapped this version, so that no
+        /// database backup can bring it back (one request, one approval).
+        #[arg(long)]
+        with_kek: bool,
         #[arg(long)]
         reason: Option<String>,
         #[command(flatten)]
@@ -195,13 +199,21 @@ async fn dispatch(vault: &Vault, cmd: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Destroy {
             keyring,
             version,
+            with_kek,
             reason,
             officer,
         } => {
             keys.check_destroy(&keyring, version).await?;
-            let op = Operation::Destroy {
-                keyring,
-                version: version.get(),
+            let op = if with_kek {
+                Operation::DestroyWithKek {
+                    keyring,
+                    version: version.get(),
+                }
+            } else {
+                Operation::Destroy {
+                    keyring,
+                    version: version.get(),
+                }
             };
             submit(vault, &officers, &officer, op, reason.as_deref()).await?;
         }
@@ -227,19 +239,7 @@ async fn dispatch(vault: &Vault, cmd: KeysCommand) -> anyhow::Result<()> {
             let actor = format!("officer:{}+officer:{name}", row.requester);
             let reason = row.reason.as_deref();
             let now = now_ms();
-            let outcome = match &op {
-                Operation::Destroy { keyring, version } => {
-                    keys.destroy(keyring, version_of(*version)?, &actor, reason, now)
-                        .await
-                }
-                Operation::ForceRetire { keyring, version } => {
-                    keys.retire(keyring, version_of(*version)?, true, &actor, reason, now)
-                        .await
-                }
-                Operation::DestroyKek { label } => {
-                    keys.destroy_kek(label, &actor, reason, now).await
-                }
-            };
+            let outcome = officers::execute(keys, &op, &actor, reason, now).await;
             officers::finish(&vault.store, &id, outcome.is_ok(), now_ms()).await?;
             outcome?;
             println!(
@@ -264,10 +264,6 @@ async fn dispatch(vault: &Vault, cmd: KeysCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn version_of(v: u32) -> anyhow::Result<KeyVersion> {
-    KeyVersion::new(v).context("request names version 0")
 }
 
 async fn submit(
@@ -425,6 +421,12 @@ fn table(inv: &Inventory) -> String {
     out.push_str(&line(header.to_vec()));
     for r in &rows {
         out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    // Destruction evidence, under the table: what each destroyed version's erasure covers.
+    for k in &inv.keys {
+        if let Some(d) = &k.destruction {
+            out.push_str(&format!("\n{} v{} destroyed: {d}\n", k.keyring, k.version));
+        }
     }
     out
 }

@@ -127,6 +127,9 @@ pub struct KeyInfo {
     pub kcv: String,
     pub kek_label: String,
     pub wrap_mechanism: String,
+    /// For a destroyed version: what its destruction does and does not yet cover.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destruction: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -627,6 +630,13 @@ impl KeyManager {
 
     /// The key inventory. Reads the database only; never key material.
     pub async fn inventory(&self, now: i64) -> Result<Inventory, KeyError> {
+        let kek_states: HashMap<String, String> = self
+            .store
+            .keks()
+            .await?
+            .into_iter()
+            .map(|k| (k.label, k.state))
+            .collect();
         let records: HashMap<(String, i64), i64> = self
             .store
             .records_per_key()
@@ -645,7 +655,7 @@ impl KeyManager {
                     .copied()
                     .unwrap_or(0),
                 version: u32::try_from(r.version).unwrap_or(0),
-                state: r.state,
+                state: r.state.clone(),
                 algorithm: if r.keyring == FINGERPRINT_KEYRING {
                     "HMAC-SHA-256 (HKDF subkeys)".into()
                 } else {
@@ -658,6 +668,14 @@ impl KeyManager {
                 cryptoperiod_ended: now >= r.cryptoperiod_ends_at,
                 state_reason: r.state_reason,
                 usage_count: r.usage_count,
+                destruction: (r.state == "destroyed").then(|| {
+                    destruction(
+                        &r.keyring,
+                        r.version,
+                        &r.kek_label,
+                        kek_states.get(&r.kek_label).map(String::as_str),
+                    )
+                }),
                 kcv: r.kcv,
                 kek_label: r.kek_label,
                 wrap_mechanism: r.wrap_mechanism,
@@ -681,5 +699,24 @@ impl KeyManager {
             audit_signing_key: self.labels.audit_signing(),
             keys,
         })
+    }
+}
+
+/// What destroying a data key version achieved: the wrapped key is gone from the database,
+/// but a backup taken before still holds it, wrapped by its KEK. Only when that KEK is
+/// destroyed too is the version unrecoverable everywhere (HSM backups of the KEK aside).
+fn destruction(keyring: &str, version: i64, kek: &str, kek_state: Option<&str>) -> String {
+    if kek_state == Some("destroyed") {
+        format!(
+            "unrecoverable: the wrapped key is erased and KEK {kek}, which wrapped it, is \
+             destroyed (HSM backups of that KEK excepted)"
+        )
+    } else {
+        format!(
+            "erased from the database, but recoverable from database backups taken before \
+             its destruction for as long as KEK {kek} exists; to end that: tokenvault keys \
+             rotate-kek, then keys destroy-kek {kek} (or request keys destroy {keyring} \
+             {version} --with-kek next time)"
+        )
     }
 }

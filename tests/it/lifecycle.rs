@@ -873,3 +873,124 @@ async fn a_fingerprint_version_cannot_retire_before_reindexing_and_reindexing_re
     );
     assert_eq!(app.tokenize("pan", "5555555555554444").await, live);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn destruction_evidence_says_what_backups_still_hold_and_one_request_makes_it_final() {
+    let app = lifecycle_app("shred").await;
+    let records = fill(&app, 6).await;
+    let vault = vault(&app).await;
+    let officers = Officers::from_config(&vault.settings.officers).unwrap();
+    let alice = OfficerKey::load(&app.dir.join("alice.key")).unwrap();
+    let bob = OfficerKey::load(&app.dir.join("bob.key")).unwrap();
+    let approved = |op: Operation| {
+        let (vault, officers, alice, bob) = (&vault, &officers, &alice, &bob);
+        async move {
+            let req = officers::submit(
+                &vault.store,
+                officers,
+                "alice",
+                alice,
+                &op,
+                None,
+                3_600_000,
+                now_ms(),
+            )
+            .await
+            .unwrap();
+            officers::approve(&vault.store, officers, &req.id, "bob", bob, now_ms())
+                .await
+                .unwrap();
+            officers::execute(
+                &vault.keys,
+                &op,
+                "officer:alice+officer:bob",
+                None,
+                now_ms(),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let retire_old = || async {
+        vault
+            .keys
+            .rotate("pan", "test", None, now_ms())
+            .await
+            .unwrap();
+        service(&vault)
+            .rewrap(
+                "pan",
+                RewrapOptions {
+                    batch: 50,
+                    rate: None,
+                },
+                "test",
+                now_ms,
+                |_, _| {},
+            )
+            .await
+            .unwrap();
+    };
+    let destruction = |inv: &tokenvault::keys::Inventory, version: u32| {
+        inv.keys
+            .iter()
+            .find(|k| k.keyring == "pan" && k.version == version)
+            .and_then(|k| k.destruction.clone())
+            .unwrap_or_default()
+    };
+
+    // A plain destroy: erased from the database, and the evidence says backups still
+    // hold it while its KEK lives.
+    retire_old().await;
+    vault
+        .keys
+        .retire("pan", v(1), false, "test", None, now_ms())
+        .await
+        .unwrap();
+    approved(Operation::Destroy {
+        keyring: "pan".into(),
+        version: 1,
+    })
+    .await;
+    let inv = vault.keys.inventory(now_ms()).await.unwrap();
+    let kek1 = vault.keys.labels().kek(1);
+    let said = destruction(&inv, 1);
+    assert!(
+        said.contains("recoverable from database backups") && said.contains(&kek1),
+        "{said}"
+    );
+
+    // One request, one approval: destroy v2, rotate the KEK, destroy the KEK that wrapped
+    // both: now neither version can come back from a backup.
+    retire_old().await;
+    vault
+        .keys
+        .retire("pan", v(2), false, "test", None, now_ms())
+        .await
+        .unwrap();
+    approved(Operation::DestroyWithKek {
+        keyring: "pan".into(),
+        version: 2,
+    })
+    .await;
+    let inv = vault.keys.inventory(now_ms()).await.unwrap();
+    for version in [1, 2] {
+        assert!(
+            destruction(&inv, version).starts_with("unrecoverable"),
+            "v{version}"
+        );
+    }
+    assert!(
+        inv.keks
+            .iter()
+            .any(|k| k.label == kek1 && k.state == "destroyed")
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    check_all(&app, &records).await;
+    let listed = cli(&app.settings).args(["keys", "list"]).output().unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("pan v2 destroyed: unrecoverable"),
+        "{listed}"
+    );
+}

@@ -285,13 +285,26 @@ pub async fn collect(vault: &Vault, from: i64, to: i64) -> anyhow::Result<Report
                     requirement: "3.6.4",
                 });
             }
+            if let Some(d) = &k.destruction
+                && !d.starts_with("unrecoverable")
+            {
+                findings.push(Finding {
+                    severity: "medium",
+                    title: format!(
+                        "{} v{} is destroyed in the database but recoverable from backups until \
+                         KEK '{}' is destroyed",
+                        k.keyring, k.version, k.kek_label
+                    ),
+                    requirement: "3.7.5",
+                });
+            }
             KeyEntry {
                 id: format!("{}/v{}", k.keyring, k.version),
                 purpose: purpose(&k.keyring),
                 algorithm: k.algorithm.clone(),
                 strength_bits: 256,
-                location: if k.state == "destroyed" {
-                    "destroyed (wrapped material erased)".into()
+                location: if let Some(d) = &k.destruction {
+                    format!("destroyed — {d}")
                 } else {
                     format!(
                         "database, wrapped by KEK '{}' ({})",
