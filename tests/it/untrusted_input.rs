@@ -487,3 +487,30 @@ async fn expired_and_deleted_records_are_purged_and_gone_from_the_database_files
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_decides_which_formats_a_type_allows() {
+    use tokenvault::config::TokenFormat;
+    let app = spawn_with("formats", |s, _| {
+        s.types.get_mut("card").unwrap().formats = Some(vec![TokenFormat::Opaque]);
+    })
+    .await;
+    for format in ["last4", "first6_last4"] {
+        let (status, body) = app
+            .post(
+                "app",
+                "/v1/tokenize",
+                json!({"type": "card", "value": "4111111111111111", "format": format}),
+            )
+            .await;
+        assert_eq!(status, 400, "{format}: {body}");
+    }
+    let (status, _) = app
+        .post(
+            "app",
+            "/v1/tokenize",
+            json!({"type": "card", "value": "4111111111111111", "format": "opaque"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+}
