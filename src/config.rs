@@ -263,6 +263,7 @@ fn default_clients() -> BTreeMap<String, ClientPolicy> {
             c(&[
                 "tokenize:*",
                 "fingerprint:*",
+                "import:*",
                 "detokenize:*",
                 "read:*",
                 "delete:*",
@@ -478,6 +479,6 @@ mod tests {
             assert_eq!(s.clients["svc"].permissions[0].to_string(), perm);
         }
         let defaults = Settings::from_toml("").unwrap();
-        assert_eq!(defaults.clients["app"].permissions.len(), 7);
+        assert_eq!(defaults.clients["app"].permissions.len(), 8);
     }
 }

@@ -128,23 +128,27 @@ pub async fn execute(
             keyring,
             version: v,
         } => {
-            let inventory = keys.inventory(now).await?;
-            let kek = inventory
-                .keys
-                .iter()
-                .find(|k| &k.keyring == keyring && k.version == *v)
-                .map(|k| k.kek_label.clone())
-                .ok_or_else(|| KeyError::Lifecycle(format!("{keyring} v{v} does not exist")))?;
-            keys.destroy(keyring, version(*v)?, actor, reason, now)
-                .await?;
-            let active = inventory
-                .keks
-                .iter()
-                .any(|k| k.label == kek && k.state == "active");
-            if active {
-                keys.rotate_kek(actor, reason, now).await?;
+            let v = version(*v)?;
+            keys.destroy(keyring, v, actor, reason, now).await?;
+            // Every KEK that wrapped the version during its life goes: the active one after
+            // a rotation (which re-wraps every other data key), and the retired ones.
+            let (created_at, destroyed_at) = keys.key_lifetime(keyring, v).await?;
+            let keks = keys.kek_rows().await?;
+            let doomed: Vec<(String, String)> =
+                crate::keys::keks_that_may_hold(&keks, created_at, destroyed_at)
+                    .filter(|k| k.state != "destroyed")
+                    .map(|k| (k.label.clone(), k.state.clone()))
+                    .collect();
+            // The steps after the destruction happen after it in time too (the evidence
+            // compares KEK creation with the destruction).
+            let later = now + 1;
+            if doomed.iter().any(|(_, state)| state == "active") {
+                keys.rotate_kek(actor, reason, later).await?;
             }
-            keys.destroy_kek(&kek, actor, reason, now).await
+            for (label, _) in doomed {
+                keys.destroy_kek(&label, actor, reason, later).await?;
+            }
+            Ok(())
         }
     }
 }

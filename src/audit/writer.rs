@@ -96,10 +96,10 @@ impl Writer {
                             let _ = reply.send(Ok(outcome));
                         }
                     }
-                    // The database refused a statement (not an outage): one job's data may
-                    // be the cause. The transaction rolled back, so each job is retried on
-                    // its own and only the culprit fails.
-                    Err(StoreError::Query(_)) if batch.len() > 1 => {
+                    // The database refused a value (SQLSTATE 22/23, not an outage or a
+                    // timeout): one job's data is the cause. The transaction rolled back, so
+                    // each job is retried on its own and only the culprit fails.
+                    Err(StoreError::Rejected(_)) if batch.len() > 1 => {
                         for i in 0..batch.len() {
                             let one = commit(&store, &log, &batch[i..=i]).await;
                             if one.is_err() {

@@ -89,6 +89,18 @@ impl Limiter {
     }
 }
 
+impl Limiter {
+    /// Whether the budget `key` of `limit` is spent in its current window (nothing is
+    /// charged); `Some(wait)` until the window ends.
+    pub fn spent(&self, key: &str, limit: u64, now_ms: i64) -> Option<Duration> {
+        let budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        let b = budgets.get(key)?;
+        let elapsed = now_ms - b.window_start_ms;
+        ((0..HOUR_MS).contains(&elapsed) && b.used >= limit)
+            .then(|| Duration::from_millis(u64::try_from(HOUR_MS - elapsed).unwrap_or(0)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +137,9 @@ mod tests {
         assert!(l.charge("a", Some(3), 1, 2000).is_err());
         assert!(l.charge("a", Some(3), 3, HOUR_MS).is_ok());
         assert!(l.charge("a", None, 1_000_000, HOUR_MS).is_ok());
+        assert!(l.spent("a", 3, HOUR_MS + 1).is_some());
+        assert!(l.spent("a", 4, HOUR_MS + 1).is_none());
+        assert!(l.spent("a", 3, 2 * HOUR_MS).is_none(), "a new window");
+        assert!(l.spent("b", 0, 0).is_none(), "nothing charged yet");
     }
 }

@@ -43,6 +43,9 @@ pub struct ClientPolicy {
     /// Values this identity may detokenize per hour (a security control, per node).
     #[serde(default)]
     pub detokenize_per_hour: Option<u64>,
+    /// Ciphertexts this identity may decrypt per hour (per node).
+    #[serde(default)]
+    pub decrypt_per_hour: Option<u64>,
     /// New deterministic values this identity may create per hour (default
     /// `limits.new_values_per_hour`); `import:<type>` lifts it for migrations.
     #[serde(default)]
@@ -67,6 +70,7 @@ pub const REASON_FORBIDDEN: &str = "forbidden";
 pub const REASON_RATE_LIMITED: &str = "rate_limited";
 pub const REASON_BUDGET: &str = "detokenize_budget_exhausted";
 pub const REASON_NEW_VALUES: &str = "new_value_budget_exhausted";
+pub const REASON_DECRYPT_BUDGET: &str = "decrypt_budget_exhausted";
 
 pub struct Guard {
     clients: HashMap<String, (Arc<[Grant]>, ClientPolicy)>,
@@ -163,19 +167,29 @@ impl Guard {
         n: u64,
         now: i64,
     ) -> Result<(), Error> {
+        // Every action that reveals cleartext has its budget; the others are free.
+        let policy = self.policy(&who.identity);
         let limit = match action {
-            Action::Detokenize => self
-                .policy(&who.identity)
-                .and_then(|p| p.detokenize_per_hour),
+            Action::Detokenize => policy.and_then(|p| p.detokenize_per_hour),
+            Action::Decrypt => policy.and_then(|p| p.decrypt_per_hour),
             _ => None,
         };
-        let Err(wait) = self.limiter.charge(&who.identity, limit, n, now) else {
+        let key = format!("{action}\u{0}{}", who.identity);
+        let Err(wait) = self.limiter.charge(&key, limit, n, now) else {
             return Ok(());
         };
-        metrics::counter!("tokenvault_detokenize_budget_exhausted_total").increment(1);
+        metrics::counter!("tokenvault_reveal_budget_exhausted_total", "action" => action.as_str())
+            .increment(1);
+        if action == Action::Detokenize {
+            metrics::counter!("tokenvault_detokenize_budget_exhausted_total").increment(1);
+        }
+        let reason = match action {
+            Action::Detokenize => REASON_BUDGET,
+            _ => REASON_DECRYPT_BUDGET,
+        };
         let event = AuditEvent::new(&who.identity, action, Outcome::Denied)
             .origin(&who.origin)
-            .reason(Some(REASON_BUDGET.into()));
+            .reason(Some(reason.into()));
         self.record(event, now).await?;
         Err(Error::RateLimited {
             message: format!(
@@ -186,11 +200,31 @@ impl Guard {
         })
     }
 
+    /// Refuses a deterministic tokenize once the identity's budget of new values is spent
+    /// — hits as well as misses: if only misses were refused, a 200 would tell a guesser
+    /// which candidate is the right one. Call it before the lookup.
+    pub async fn check_new_values_left(
+        &self,
+        who: &Principal,
+        token_type: &str,
+        now: i64,
+    ) -> Result<(), Error> {
+        if who.may(Verb::Import, token_type) {
+            return Ok(());
+        }
+        match self
+            .limiter
+            .spent(&new_values_key(who), self.new_values_limit(who), now)
+        {
+            None => Ok(()),
+            Some(wait) => self.refuse_new_values(who, wait, now).await,
+        }
+    }
+
     /// Charges one new deterministic value of `token_type` (a value its namespace has not
     /// seen) to the identity's hourly budget; a 429, audited as an alert, when it is spent.
     /// Each miss is a guess an attacker could be testing, so a run of them is refused early;
-    /// values the caller tokenized before cost nothing, and `import:<type>` lifts the
-    /// budget for migrations.
+    /// `import:<type>` lifts the budget for migrations.
     pub async fn charge_new_value(
         &self,
         who: &Principal,
@@ -200,14 +234,28 @@ impl Guard {
         if who.may(Verb::Import, token_type) {
             return Ok(());
         }
-        let limit = self
-            .policy(&who.identity)
-            .and_then(|p| p.new_values_per_hour)
-            .unwrap_or(self.new_values_per_hour);
-        let key = format!("new-values\u{0}{}", who.identity);
-        let Err(wait) = self.limiter.charge(&key, Some(limit), 1, now) else {
+        let limit = self.new_values_limit(who);
+        let Err(wait) = self
+            .limiter
+            .charge(&new_values_key(who), Some(limit), 1, now)
+        else {
             return Ok(());
         };
+        self.refuse_new_values(who, wait, now).await
+    }
+
+    fn new_values_limit(&self, who: &Principal) -> u64 {
+        self.policy(&who.identity)
+            .and_then(|p| p.new_values_per_hour)
+            .unwrap_or(self.new_values_per_hour)
+    }
+
+    async fn refuse_new_values(
+        &self,
+        who: &Principal,
+        wait: std::time::Duration,
+        now: i64,
+    ) -> Result<(), Error> {
         metrics::counter!("tokenvault_new_value_budget_exhausted_total").increment(1);
         tracing::warn!(
             identity = %who.identity,
@@ -268,6 +316,11 @@ impl Guard {
             .map(drop)
             .map_err(|e| Error::Unavailable(format!("audit trail unavailable: {e}")))
     }
+}
+
+/// The budget of new deterministic values of an identity, apart from its reveal budget.
+fn new_values_key(who: &Principal) -> String {
+    format!("new-values\u{0}{}", who.identity)
 }
 
 /// The message of a refusal; it names the action, never what the caller sent.

@@ -80,6 +80,18 @@ impl From<WrapMechanism> for String {
     }
 }
 
+impl WrapMechanism {
+    /// The mechanism a stored wrapped key records. Keys recorded as
+    /// `CKM_AES_KEY_WRAP_KWP` by versions before 0.2 were wrapped with
+    /// `CKM_AES_KEY_WRAP_PAD` (the binding sent that instead), so that is what unwraps them.
+    pub fn from_stored(s: &str) -> Result<Self, String> {
+        match s {
+            "CKM_AES_KEY_WRAP_KWP" => Ok(WrapMechanism::AesKeyWrapPad),
+            other => other.parse(),
+        }
+    }
+}
+
 impl std::str::FromStr for WrapMechanism {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -128,5 +140,10 @@ mod tests {
             }
         }
         assert!(WrapMechanism::Vendor(0x1234).mechanism_type().is_err());
+        // Keys stored under the old, wrong label still unwrap with what was really sent.
+        assert_eq!(
+            WrapMechanism::from_stored("CKM_AES_KEY_WRAP_KWP"),
+            Ok(WrapMechanism::AesKeyWrapPad)
+        );
     }
 }

@@ -239,8 +239,8 @@ impl KeyManager {
             .collect();
         let mut rewrapped = Vec::with_capacity(rows.len());
         for row in &rows {
-            let mechanism: WrapMechanism =
-                row.wrap_mechanism.parse().map_err(StoreError::Corrupt)?;
+            let mechanism =
+                WrapMechanism::from_stored(&row.wrap_mechanism).map_err(StoreError::Corrupt)?;
             let (from, to, wrapped) = (
                 row.kek_label.clone(),
                 new.clone(),
@@ -284,6 +284,22 @@ impl KeyManager {
             new,
             rewrapped: rewrapped.len(),
         })
+    }
+
+    /// When a version was created and when its state last changed (for a destroyed
+    /// version: when it was destroyed).
+    pub async fn key_lifetime(
+        &self,
+        keyring: &str,
+        version: KeyVersion,
+    ) -> Result<(i64, i64), KeyError> {
+        let row = self.version_row(keyring, version).await?;
+        Ok((row.created_at, row.state_changed_at))
+    }
+
+    /// Every KEK the vault has made, in every state.
+    pub async fn kek_rows(&self) -> Result<Vec<crate::store::KekRow>, KeyError> {
+        Ok(self.store.keks().await?)
     }
 
     async fn version_row(

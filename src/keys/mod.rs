@@ -427,10 +427,8 @@ impl KeyManager {
             .wrapped_key
             .clone()
             .ok_or_else(|| KeyError::Destroyed(row.keyring.clone(), v))?;
-        let mechanism: WrapMechanism = row
-            .wrap_mechanism
-            .parse()
-            .map_err(|e: String| StoreError::Corrupt(e))?;
+        let mechanism =
+            WrapMechanism::from_stored(&row.wrap_mechanism).map_err(StoreError::Corrupt)?;
         let kek = row.kek_label.clone();
         let value = self
             .hsm_call(move |h| h.unwrap_data_key(&kek, mechanism, &wrapped))
@@ -630,13 +628,7 @@ impl KeyManager {
 
     /// The key inventory. Reads the database only; never key material.
     pub async fn inventory(&self, now: i64) -> Result<Inventory, KeyError> {
-        let kek_states: HashMap<String, String> = self
-            .store
-            .keks()
-            .await?
-            .into_iter()
-            .map(|k| (k.label, k.state))
-            .collect();
+        let kek_rows = self.store.keks().await?;
         let records: HashMap<(String, i64), i64> = self
             .store
             .records_per_key()
@@ -669,12 +661,11 @@ impl KeyManager {
                 state_reason: r.state_reason,
                 usage_count: r.usage_count,
                 destruction: (r.state == "destroyed").then(|| {
-                    destruction(
-                        &r.keyring,
-                        r.version,
-                        &r.kek_label,
-                        kek_states.get(&r.kek_label).map(String::as_str),
-                    )
+                    let live = keks_that_may_hold(&kek_rows, r.created_at, r.state_changed_at)
+                        .filter(|k| k.state != "destroyed")
+                        .map(|k| k.label.as_str())
+                        .collect::<Vec<_>>();
+                    destruction(&r.keyring, r.version, &live)
                 }),
                 kcv: r.kcv,
                 kek_label: r.kek_label,
@@ -702,21 +693,35 @@ impl KeyManager {
     }
 }
 
+/// The KEKs that may have wrapped a data key at some time between its creation and its
+/// destruction (`destroyed_at`): a database backup from then holds it wrapped by one of
+/// them.
+pub fn keks_that_may_hold(
+    keks: &[crate::store::KekRow],
+    created_at: i64,
+    destroyed_at: i64,
+) -> impl Iterator<Item = &crate::store::KekRow> {
+    keks.iter().filter(move |k| {
+        k.created_at <= destroyed_at && k.retired_at.is_none_or(|r| r >= created_at)
+    })
+}
+
 /// What destroying a data key version achieved: the wrapped key is gone from the database,
-/// but a backup taken before still holds it, wrapped by its KEK. Only when that KEK is
-/// destroyed too is the version unrecoverable everywhere (HSM backups of the KEK aside).
-fn destruction(keyring: &str, version: i64, kek: &str, kek_state: Option<&str>) -> String {
-    if kek_state == Some("destroyed") {
-        format!(
-            "unrecoverable: the wrapped key is erased and KEK {kek}, which wrapped it, is \
-             destroyed (HSM backups of that KEK excepted)"
-        )
+/// but a backup taken before still holds it, wrapped by a KEK of its lifetime. Only when
+/// every such KEK (`live` lists those not destroyed) is destroyed too is the version
+/// unrecoverable everywhere (HSM backups of those KEKs aside).
+fn destruction(keyring: &str, version: i64, live: &[&str]) -> String {
+    if live.is_empty() {
+        "unrecoverable: the wrapped key is erased and every KEK that wrapped it during its \
+         life is destroyed (HSM backups of those KEKs excepted)"
+            .into()
     } else {
         format!(
             "erased from the database, but recoverable from database backups taken before \
-             its destruction for as long as KEK {kek} exists; to end that: tokenvault keys \
-             rotate-kek, then keys destroy-kek {kek} (or request keys destroy {keyring} \
-             {version} --with-kek next time)"
+             its destruction for as long as KEK {} exists; to end that: tokenvault keys \
+             rotate-kek, then keys destroy-kek for each (or request keys destroy {keyring} \
+             {version} --with-kek next time)",
+            live.join(", ")
         )
     }
 }

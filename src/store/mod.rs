@@ -39,6 +39,10 @@ pub enum StoreError {
     Unavailable(String),
     #[error("database error: {0}")]
     Query(String),
+    /// The database refused the data of a statement (SQLSTATE class 22 or 23: a value it
+    /// cannot store, a constraint): one row's fault, not the database's.
+    #[error("database refused a value: {0}")]
+    Rejected(String),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
 }
@@ -52,6 +56,13 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::Tls(_) => StoreError::Unavailable(e.to_string()),
             sqlx::Error::Database(db) if is_transient(db.code().as_deref()) => {
                 StoreError::Unavailable(e.to_string())
+            }
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .is_some_and(|c| c.starts_with("22") || c.starts_with("23")) =>
+            {
+                StoreError::Rejected(e.to_string())
             }
             _ => StoreError::Query(e.to_string()),
         }

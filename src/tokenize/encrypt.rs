@@ -113,6 +113,7 @@ impl CryptoService {
         self.guard
             .check(who, Action::Decrypt, keyring, Some(keyring), now)
             .await?;
+        self.guard.charge(who, Action::Decrypt, 1, now).await?;
         self.known(keyring)?;
         let resource = format!("{keyring}/{}", ct.version);
         let outcome = self.open(&ct, context).await;

@@ -339,6 +339,10 @@ impl TokenService {
         let existing_expiry = |e: Option<i64>| e.filter(|_| who.namespace_is_private);
 
         if ty.deterministic {
+            // Once the budget of new values is spent, every answer is refused, hits too.
+            self.guard
+                .check_new_values_left(who, type_name, now)
+                .await?;
             // The value's token in this namespace, under the active fingerprint key or,
             // during re-indexing, an older one. It is confirmed by opening the record.
             for (_, f) in &fps {

@@ -98,3 +98,37 @@ async fn the_reveal_budget_and_permissions_bind_every_caller_of_the_services() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_action_that_reveals_cleartext_has_a_budget() {
+    let dir = crate::helpers::test_dir("decrypt-budget");
+    let mut settings = crate::helpers::api_settings(&dir, "decrypt-budget");
+    settings.clients.get_mut("app").unwrap().decrypt_per_hour = Some(2);
+    let vault = Vault::open(settings).await.unwrap();
+    vault.keys.init("test", now_ms()).await.unwrap();
+    let services = vault.services();
+    let app = services.guard.principal("app", "127.0.0.1");
+    let now = now_ms();
+    let ct = services
+        .crypto
+        .encrypt(&app, "pii", b"secret", b"", now)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        services.crypto.decrypt(&app, &ct, b"", now).await.unwrap();
+    }
+    let spent = services.crypto.decrypt(&app, &ct, b"", now).await;
+    assert!(matches!(spent, Err(Error::RateLimited { .. })), "{spent:?}");
+    assert_eq!(
+        count(
+            &vault,
+            Action::Decrypt,
+            "denied",
+            "decrypt_budget_exhausted"
+        )
+        .await,
+        1
+    );
+    // The two budgets are apart: detokenize is not charged for decrypts.
+    assert!(Action::revealing().all(|a| matches!(a, Action::Detokenize | Action::Decrypt)));
+}

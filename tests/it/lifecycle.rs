@@ -985,6 +985,35 @@ async fn destruction_evidence_says_what_backups_still_hold_and_one_request_makes
             .iter()
             .any(|k| k.label == kek1 && k.state == "destroyed")
     );
+
+    // A version that lived under two KEKs (the first rotated out but kept): a backup from
+    // either time holds it, so both must go before it is called unrecoverable.
+    vault.keys.rotate_kek("test", None, now_ms()).await.unwrap();
+    let kek2 = vault.keys.labels().kek(2);
+    retire_old().await;
+    vault
+        .keys
+        .retire("pan", v(3), false, "test", None, now_ms())
+        .await
+        .unwrap();
+    approved(Operation::DestroyWithKek {
+        keyring: "pan".into(),
+        version: 3,
+    })
+    .await;
+    let inv = vault.keys.inventory(now_ms()).await.unwrap();
+    assert!(
+        destruction(&inv, 3).starts_with("unrecoverable"),
+        "{}",
+        destruction(&inv, 3)
+    );
+    assert!(
+        inv.keks
+            .iter()
+            .any(|k| k.label == kek2 && k.state == "destroyed"),
+        "the retired KEK that also wrapped v3 is destroyed: {:?}",
+        inv.keks
+    );
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     check_all(&app, &records).await;
     let listed = cli(&app.settings).args(["keys", "list"]).output().unwrap();
