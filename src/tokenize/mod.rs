@@ -241,7 +241,7 @@ impl TokenService {
         self.guard
             .check(who, Action::Tokenize, type_name.as_str(), None, now)
             .await?;
-        match self.tokenize_inner(who, input, now).await {
+        match self.tokenize_inner(who, &type_name, input, now).await {
             Ok(t) => Ok(t),
             Err(e @ Error::Unavailable(_)) => Err(e),
             Err(e) => self.fail(who, Action::Tokenize, None, e, now).await,
@@ -251,10 +251,11 @@ impl TokenService {
     async fn tokenize_inner(
         &self,
         who: &Principal,
+        type_name: &TypeName,
         input: TokenizeInput,
         now: i64,
     ) -> Result<Tokenized, Error> {
-        let type_name = input.token_type.as_str();
+        let type_name = type_name.as_str();
         let Some(ty) = self.types.get(type_name) else {
             return Err(Error::InvalidRequest(
                 "unknown token type (the configured types are in the vault's config)".into(),
@@ -500,18 +501,15 @@ impl TokenService {
         self.guard
             .charge(who, Action::Detokenize, tokens.len() as u64, now)
             .await?;
-        let results =
+        let mut results =
             futures_util::future::join_all(tokens.iter().map(|t| self.reveal(who, t, reason, now)))
                 .await;
         if let Some(pos) = results
             .iter()
             .position(|r| matches!(r, Err(e) if e.is_unavailable()))
+            && let Err(e) = results.swap_remove(pos)
         {
-            return Err(results
-                .into_iter()
-                .nth(pos)
-                .and_then(Result::err)
-                .unwrap_or_else(|| Error::Unavailable("batch".into())));
+            return Err(e);
         }
         Ok(results)
     }

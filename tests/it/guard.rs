@@ -129,6 +129,7 @@ async fn every_action_that_reveals_cleartext_has_a_budget() {
         .await,
         1
     );
-    // The two budgets are apart: detokenize is not charged for decrypts.
+    // Every revealing action has its arm in `Guard::charge`: a new one fails here until
+    // it gets a budget too.
     assert!(Action::revealing().all(|a| matches!(a, Action::Detokenize | Action::Decrypt)));
 }
