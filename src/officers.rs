@@ -129,14 +129,19 @@ pub async fn execute(
             version: v,
         } => {
             let v = version(*v)?;
-            keys.destroy(keyring, v, actor, reason, now).await?;
+            // Idempotent: a run that failed after the destruction can be approved again
+            // and finishes the KEK steps.
+            if !keys.is_destroyed(keyring, v).await? {
+                keys.destroy(keyring, v, actor, reason, now).await?;
+            }
             // Every KEK that wrapped the version during its life goes: the active one after
             // a rotation (which re-wraps every other data key), and the retired ones.
             let (created_at, destroyed_at) = keys.key_lifetime(keyring, v).await?;
             let keks = keys.kek_rows().await?;
             let doomed: Vec<(String, String)> =
                 crate::keys::keks_that_may_hold(&keks, created_at, destroyed_at)
-                    .filter(|k| k.state != "destroyed")
+                    // A pending KEK (an interrupted rotation) never wrapped this version.
+                    .filter(|k| k.state == "active" || k.state == "retired")
                     .map(|k| (k.label.clone(), k.state.clone()))
                     .collect();
             // The steps after the destruction happen after it in time too (the evidence

@@ -90,14 +90,14 @@ impl Limiter {
 }
 
 impl Limiter {
-    /// Whether the budget `key` of `limit` is spent in its current window (nothing is
-    /// charged); `Some(wait)` until the window ends.
-    pub fn spent(&self, key: &str, limit: u64, now_ms: i64) -> Option<Duration> {
-        let budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
-        let b = budgets.get(key)?;
-        let elapsed = now_ms - b.window_start_ms;
-        ((0..HOUR_MS).contains(&elapsed) && b.used >= limit)
-            .then(|| Duration::from_millis(u64::try_from(HOUR_MS - elapsed).unwrap_or(0)))
+    /// Gives `n` units back to the budget `key`, within the window they were charged in.
+    pub fn refund(&self, key: &str, n: u64, now_ms: i64) {
+        let mut budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = budgets.get_mut(key)
+            && (0..HOUR_MS).contains(&(now_ms - b.window_start_ms))
+        {
+            b.used = b.used.saturating_sub(n);
+        }
     }
 }
 
@@ -137,9 +137,15 @@ mod tests {
         assert!(l.charge("a", Some(3), 1, 2000).is_err());
         assert!(l.charge("a", Some(3), 3, HOUR_MS).is_ok());
         assert!(l.charge("a", None, 1_000_000, HOUR_MS).is_ok());
-        assert!(l.spent("a", 3, HOUR_MS + 1).is_some());
-        assert!(l.spent("a", 4, HOUR_MS + 1).is_none());
-        assert!(l.spent("a", 3, 2 * HOUR_MS).is_none(), "a new window");
-        assert!(l.spent("b", 0, 0).is_none(), "nothing charged yet");
+        // A refund makes room again, in the same window only.
+        assert!(l.charge("a", Some(3), 1, HOUR_MS + 1).is_err());
+        l.refund("a", 1, HOUR_MS + 1);
+        assert!(l.charge("a", Some(3), 1, HOUR_MS + 1).is_ok());
+        l.refund("a", 3, 3 * HOUR_MS);
+        assert!(l.charge("a", Some(3), 1, 3 * HOUR_MS).is_ok());
+        assert!(
+            l.charge("b", Some(0), 1, 0).is_err(),
+            "a budget of 0 lets nothing through"
+        );
     }
 }

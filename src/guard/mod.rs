@@ -200,31 +200,12 @@ impl Guard {
         })
     }
 
-    /// Refuses a deterministic tokenize once the identity's budget of new values is spent
-    /// — hits as well as misses: if only misses were refused, a 200 would tell a guesser
-    /// which candidate is the right one. Call it before the lookup.
-    pub async fn check_new_values_left(
-        &self,
-        who: &Principal,
-        token_type: &str,
-        now: i64,
-    ) -> Result<(), Error> {
-        if who.may(Verb::Import, token_type) {
-            return Ok(());
-        }
-        match self
-            .limiter
-            .spent(&new_values_key(who), self.new_values_limit(who), now)
-        {
-            None => Ok(()),
-            Some(wait) => self.refuse_new_values(who, wait, now).await,
-        }
-    }
-
-    /// Charges one new deterministic value of `token_type` (a value its namespace has not
-    /// seen) to the identity's hourly budget; a 429, audited as an alert, when it is spent.
-    /// Each miss is a guess an attacker could be testing, so a run of them is refused early;
-    /// `import:<type>` lifts the budget for migrations.
+    /// Reserves one new deterministic value of `token_type` in the identity's hourly
+    /// budget, before the lookup that tells whether the value is new; a 429, audited as
+    /// an alert, when it is spent — for a value the namespace holds as much as for a new
+    /// one, since a lone 200 among 429s would point at the right guess. A hit gives the
+    /// unit back ([`Guard::refund_new_value`]). Each miss is a guess an attacker could be
+    /// testing, so a run of them is refused early; `import:<type>` lifts the budget.
     pub async fn charge_new_value(
         &self,
         who: &Principal,
@@ -242,6 +223,14 @@ impl Guard {
             return Ok(());
         };
         self.refuse_new_values(who, wait, now).await
+    }
+
+    /// Gives back the unit [`Guard::charge_new_value`] reserved, for a value the namespace
+    /// already held.
+    pub fn refund_new_value(&self, who: &Principal, token_type: &str, now: i64) {
+        if !who.may(Verb::Import, token_type) {
+            self.limiter.refund(&new_values_key(who), 1, now);
+        }
     }
 
     fn new_values_limit(&self, who: &Principal) -> u64 {

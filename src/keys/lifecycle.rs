@@ -297,6 +297,11 @@ impl KeyManager {
         Ok((row.created_at, row.state_changed_at))
     }
 
+    pub async fn is_destroyed(&self, keyring: &str, version: KeyVersion) -> Result<bool, KeyError> {
+        let row = self.version_row(keyring, version).await?;
+        Ok(KeyState::parse(&row.state) == Some(KeyState::Destroyed))
+    }
+
     /// Every KEK the vault has made, in every state.
     pub async fn kek_rows(&self) -> Result<Vec<crate::store::KekRow>, KeyError> {
         Ok(self.store.keks().await?)

@@ -669,7 +669,9 @@ impl KeyManager {
                 }),
                 kcv: r.kcv,
                 kek_label: r.kek_label,
-                wrap_mechanism: r.wrap_mechanism,
+                // Shown as what was really used (an old KWP label means PAD was sent).
+                wrap_mechanism: WrapMechanism::from_stored(&r.wrap_mechanism)
+                    .map_or(r.wrap_mechanism, |m| m.to_string()),
                 keyring: r.keyring,
             })
             .collect();

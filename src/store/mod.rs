@@ -57,16 +57,28 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if is_transient(db.code().as_deref()) => {
                 StoreError::Unavailable(e.to_string())
             }
-            sqlx::Error::Database(db)
-                if db
-                    .code()
-                    .is_some_and(|c| c.starts_with("22") || c.starts_with("23")) =>
-            {
+            sqlx::Error::Database(db) if is_refused_value(db.as_ref()) => {
                 StoreError::Rejected(e.to_string())
             }
             _ => StoreError::Query(e.to_string()),
         }
     }
+}
+
+/// A value the database will not store: a constraint (either backend, through sqlx's
+/// kind), or a PostgreSQL data exception (SQLSTATE class 22, e.g. a NUL in text). SQLite's
+/// codes are numbers, so the class test applies only to five-character SQLSTATEs.
+fn is_refused_value(db: &dyn sqlx::error::DatabaseError) -> bool {
+    use sqlx::error::ErrorKind;
+    matches!(
+        db.kind(),
+        ErrorKind::UniqueViolation
+            | ErrorKind::ForeignKeyViolation
+            | ErrorKind::NotNullViolation
+            | ErrorKind::CheckViolation
+    ) || db
+        .code()
+        .is_some_and(|c| c.len() == 5 && c.starts_with("22"))
 }
 
 /// SQLSTATEs that mean "the connection or server went away", not "the statement is

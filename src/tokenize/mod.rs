@@ -340,10 +340,10 @@ impl TokenService {
         let existing_expiry = |e: Option<i64>| e.filter(|_| who.namespace_is_private);
 
         if ty.deterministic {
-            // Once the budget of new values is spent, every answer is refused, hits too.
-            self.guard
-                .check_new_values_left(who, type_name, now)
-                .await?;
+            // One unit of the budget of new values is reserved before the lookup, and given
+            // back on a hit: once the budget is spent every answer is refused, hits too, and
+            // concurrent requests cannot all pass a check before any is charged.
+            self.guard.charge_new_value(who, type_name, now).await?;
             // The value's token in this namespace, under the active fingerprint key or,
             // during re-indexing, an older one. It is confirmed by opening the record.
             for (_, f) in &fps {
@@ -354,6 +354,7 @@ impl TokenService {
                     .await?
                     && !is_expired(&row, now)
                 {
+                    self.guard.refund_new_value(who, type_name, now);
                     self.confirm(&row, bytes).await?;
                     let event = self
                         .event(who, Action::Tokenize, Outcome::Success)
@@ -362,8 +363,6 @@ impl TokenService {
                     return Ok(done(row.token, existing_expiry(row.expires_at)));
                 }
             }
-            // A value this namespace has not seen: a guess, if many come.
-            self.guard.charge_new_value(who, type_name, now).await?;
         }
 
         let (version, key) = self.keys.seal_key(&ty.keyring, 1, now).await?;

@@ -161,3 +161,40 @@ async fn clients_configured_into_one_namespace_share_deterministic_tokens() {
         "another client's expiry is never shown: {mine}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_guesses_cannot_slip_past_the_budget_to_a_free_hit() {
+    let app = spawn_with("guess-race", |s, _| s.limits.new_values_per_hour = 5).await;
+    let target = "4111111111111111";
+    let (status, _) = app
+        .post(
+            "tokenizer",
+            "/v1/tokenize",
+            json!({"type": "pan", "value": target}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // Four units left. One batch runs its items at once: the known value among 40 fresh
+    // guesses. Every item needs a unit before its lookup, so at most four answer.
+    let mut items: Vec<_> = (0..2000u64)
+        .map(|i| format!("400000{:06}0002", i))
+        .filter(|c| tokenvault::cardscan::luhn_valid(c.as_bytes()))
+        .take(40)
+        .map(|c| json!({"type": "pan", "value": c}))
+        .collect();
+    items.insert(17, json!({"type": "pan", "value": target}));
+    let (status, body) = app
+        .post("tokenizer", "/v1/tokenize/batch", json!({"items": items}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let answered = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i.get("token").is_some())
+        .count();
+    assert_eq!(
+        answered, 4,
+        "only the units left answer, the known value included: {body}"
+    );
+}
