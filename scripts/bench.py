@@ -14,6 +14,26 @@ TLS = "data/dev/tls"
 CLK = os.sysconf("SC_CLK_TCK")
 
 
+def bench_officers():
+    """`--officer` arguments for a first init: two officer keys kept under data/bench."""
+    args = []
+    os.makedirs("data/bench/officers", mode=0o700, exist_ok=True)
+    for name in ("alice", "bob"):
+        pub = f"data/bench/officers/{name}.pub"
+        if not os.path.exists(pub):
+            key = f"data/bench/officers/{name}.key"
+            if os.path.exists(key):
+                os.remove(key)
+            out = subprocess.run(["target/release/tokenvault", "officer", "keygen", "--out", key],
+                                 check=True, capture_output=True, text=True).stdout
+            line = next(l for l in out.splitlines() if l.startswith("public key"))
+            with open(pub, "w") as f:
+                f.write(line.split()[-1])
+        with open(pub) as f:
+            args += ["--officer", f"{name}={f.read().strip()}"]
+    return args
+
+
 def loadgen():
     bins = sorted(glob.glob("target/release/deps/load-*"), key=os.path.getmtime)
     bins = [b for b in bins if os.access(b, os.X_OK) and not b.endswith(".d")]
@@ -97,7 +117,7 @@ def main():
         env["TOKENVAULT_SERVER__LISTEN"] = "127.0.0.1:18443"
         env["TOKENVAULT_LIMITS__MAX_BATCH"] = "1000"
         state = f"data/bench/{tag}.tokens"
-        subprocess.run(["target/release/tokenvault", "init"], env=env, check=True, capture_output=True)
+        subprocess.run(["target/release/tokenvault", "init", *bench_officers()], env=env, check=True, capture_output=True)
         server = subprocess.Popen(["target/release/tokenvault", "serve"], env={**env, "TOKENVAULT_LOG": "info"},
                                   stderr=subprocess.PIPE, text=True)
         for line in server.stderr:

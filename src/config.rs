@@ -53,7 +53,9 @@ pub struct Settings {
     pub audit: AuditSettings,
     #[serde(default)]
     pub retention: RetentionSettings,
-    /// Security officers and their Ed25519 public keys (dual control).
+    /// No longer read: officers are registered in the vault (`init --officer`, then
+    /// `officer add` under dual control). Kept only so that a config or environment that
+    /// still names officers is refused instead of silently believed.
     #[serde(default)]
     pub officers: BTreeMap<String, crate::officers::OfficerSettings>,
 }
@@ -323,6 +325,15 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if !self.officers.is_empty() {
+            return Err(ConfigError::Invalid(
+                "officers are no longer read from the config or the environment (an [officers] \
+                 section or TOKENVAULT_OFFICERS__*): they are registered in the vault, at the \
+                 first `tokenvault init --officer NAME=KEY` and then with `tokenvault officer \
+                 add` under dual control. Remove the setting."
+                    .into(),
+            ));
+        }
         if !self.types.contains_key("pan") {
             return Err(ConfigError::Invalid(
                 "the built-in type `pan` must stay configured".into(),

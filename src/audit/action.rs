@@ -44,6 +44,10 @@ pub enum Action {
     // Dual control.
     OfficerRequest,
     OfficerApprove,
+    /// An officer key registered (the first officers at init, or an approved add/re-key).
+    OfficerRegister,
+    /// An officer removed under dual control.
+    OfficerRemove,
 }
 
 /// The permission verb an action needs (`<verb>:<object>` in the config).
@@ -126,7 +130,7 @@ pub enum ObjectKind {
 }
 
 impl Action {
-    pub const ALL: [Action; 25] = [
+    pub const ALL: [Action; 27] = [
         Action::Tokenize,
         Action::Detokenize,
         Action::Read,
@@ -152,6 +156,8 @@ impl Action {
         Action::KekDestroy,
         Action::OfficerRequest,
         Action::OfficerApprove,
+        Action::OfficerRegister,
+        Action::OfficerRemove,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -181,6 +187,8 @@ impl Action {
             Action::KekDestroy => "key.kek.destroy",
             Action::OfficerRequest => "officer.request",
             Action::OfficerApprove => "officer.approve",
+            Action::OfficerRegister => "officer.register",
+            Action::OfficerRemove => "officer.remove",
         }
     }
 
@@ -217,7 +225,9 @@ impl Action {
             | Action::KekRotate
             | Action::KekDestroy
             | Action::OfficerRequest
-            | Action::OfficerApprove => false,
+            | Action::OfficerApprove
+            | Action::OfficerRegister
+            | Action::OfficerRemove => false,
         }
     }
 
@@ -235,7 +245,9 @@ impl Action {
             | Action::KekRotate
             | Action::KekDestroy
             | Action::OfficerRequest
-            | Action::OfficerApprove => true,
+            | Action::OfficerApprove
+            | Action::OfficerRegister
+            | Action::OfficerRemove => true,
             Action::Tokenize
             | Action::Detokenize
             | Action::Read
@@ -281,7 +293,9 @@ impl Action {
             | Action::KekRotate
             | Action::KekDestroy
             | Action::OfficerRequest
-            | Action::OfficerApprove => None,
+            | Action::OfficerApprove
+            | Action::OfficerRegister
+            | Action::OfficerRemove => None,
         }
     }
 

@@ -4,15 +4,17 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Subcommand;
 
+use super::request::{self, SignArgs, SweepOptions};
 use crate::config::Settings;
 use crate::keys::{Inventory, KeyVersion};
-use crate::officers::{self, OfficerKey, Officers, Operation};
-use crate::tokenize::RewrapOptions;
+use crate::officers::{self, OfficerKey, Operation, RequestDocument};
 use crate::vault::{Vault, now_ms};
 
+/// Every command that changes keys is a request registered officers sign (`--key` here,
+/// or `tokenvault officer sign` elsewhere then `keys approve --signature`): one signature
+/// for rotation, rewrap and retirement, two distinct officers for what cannot be undone.
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// List every key: keyring, version, state, algorithm, dates, usage, records, KCV, KEK.
@@ -21,19 +23,23 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Make a new active data key version; older versions stay decrypt-only.
+    /// Make a new active data key version; older versions stay decrypt-only (one officer).
     Rotate {
         keyring: String,
         #[arg(long)]
         reason: Option<String>,
+        #[command(flatten)]
+        sign: SignArgs,
     },
-    /// Generate a new KEK in the HSM and re-wrap every data key under it.
+    /// Generate a new KEK in the HSM and re-wrap every data key under it (one officer).
     RotateKek {
         #[arg(long)]
         reason: Option<String>,
+        #[command(flatten)]
+        sign: SignArgs,
     },
-    /// Re-encrypt every record of a keyring under its active version (resumable).
-    /// For the `fingerprint` keyring: re-compute fingerprints under the active key.
+    /// Re-encrypt every record of a keyring under its active version (resumable; one
+    /// officer). For the `fingerprint` keyring: re-compute fingerprints under the active key.
     Rewrap {
         keyring: String,
         /// Records per transaction.
@@ -45,20 +51,22 @@ pub enum KeysCommand {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        #[command(flatten)]
+        sign: SignArgs,
     },
-    /// Retire a decrypt-only version (no records may remain, unless --force under dual control).
+    /// Retire a decrypt-only version that protects no records (one officer); with --force,
+    /// although records remain (two officers).
     Retire {
         keyring: String,
         version: KeyVersion,
         #[arg(long)]
         reason: Option<String>,
-        /// Retire although records remain: submits a request a second officer must approve.
-        #[arg(long, requires_all = ["officer", "key"])]
+        #[arg(long)]
         force: bool,
         #[command(flatten)]
-        officer: OfficerArgs,
+        sign: SignArgs,
     },
-    /// Crypto-shred a retired version: submits a request a second officer must approve.
+    /// Crypto-shred a retired version (two officers).
     Destroy {
         keyring: String,
         version: KeyVersion,
@@ -69,59 +77,32 @@ pub enum KeysCommand {
         #[arg(long)]
         reason: Option<String>,
         #[command(flatten)]
-        officer: OfficerArgs,
+        sign: SignArgs,
     },
-    /// Destroy a retired KEK in the HSM: submits a request a second officer must approve.
+    /// Destroy a retired KEK in the HSM (two officers).
     DestroyKek {
         label: String,
         #[arg(long)]
         reason: Option<String>,
         #[command(flatten)]
-        officer: OfficerArgs,
+        sign: SignArgs,
     },
-    /// Approve another officer's request, which then runs.
+    /// Add an officer's signature to a request; the operation runs once enough distinct
+    /// officers signed. No private key is needed here: pass the signature file that
+    /// `tokenvault officer sign` made where the officer's key lives.
     Approve {
         id: String,
-        #[command(flatten)]
-        officer: OfficerArgs,
+        /// A signature file from `tokenvault officer sign` (repeatable).
+        #[arg(long, value_name = "FILE")]
+        signature: Vec<PathBuf>,
+        /// Or sign here with an officer key file (shows the operation first).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
     },
-    /// List officer requests and their state.
+    /// Print a request's document (canonical JSON): the file `officer sign` reads.
+    Request { id: String },
+    /// List officer requests, their state and who signed.
     Requests,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct OfficerArgs {
-    /// Your officer name, as registered under [officers].
-    #[arg(long)]
-    officer: Option<String>,
-    /// Your officer key file (made by `tokenvault officer keygen`).
-    #[arg(long)]
-    key: Option<PathBuf>,
-    /// Hours until an unapproved request expires.
-    #[arg(long, default_value_t = 24)]
-    expires_in_hours: u32,
-}
-
-impl OfficerArgs {
-    fn load(&self) -> anyhow::Result<(&str, OfficerKey)> {
-        let name = self
-            .officer
-            .as_deref()
-            .context("--officer NAME is required for this command")?;
-        let path = self
-            .key
-            .as_deref()
-            .context("--key FILE is required for this command")?;
-        Ok((name, OfficerKey::load(path)?))
-    }
-}
-
-/// Who runs an undelegated command: the OS user.
-fn cli_actor() -> String {
-    format!(
-        "cli:{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-    )
 }
 
 pub async fn run(settings: Settings, cmd: KeysCommand) -> anyhow::Result<()> {
@@ -136,8 +117,8 @@ pub async fn run(settings: Settings, cmd: KeysCommand) -> anyhow::Result<()> {
 }
 
 async fn dispatch(vault: &Vault, cmd: KeysCommand) -> anyhow::Result<()> {
-    let officers = Officers::from_config(&vault.settings.officers)?;
     let keys = &vault.keys;
+    let plain = SweepOptions::default();
     match cmd {
         KeysCommand::List { json } => {
             let inv = keys.inventory(now_ms()).await?;
@@ -147,118 +128,116 @@ async fn dispatch(vault: &Vault, cmd: KeysCommand) -> anyhow::Result<()> {
                 print!("{}", table(&inv));
             }
         }
-        KeysCommand::Rotate { keyring, reason } => {
-            let v = keys
-                .rotate(&keyring, &cli_actor(), reason.as_deref(), now_ms())
-                .await?;
-            println!("{keyring} v{v} is now active; older versions decrypt only.");
-            println!("Run `tokenvault keys rewrap {keyring}` to move existing records to v{v}.");
+        KeysCommand::Rotate {
+            keyring,
+            reason,
+            sign,
+        } => {
+            keys.check_keyring(&keyring)?;
+            let op = Operation::Rotate { keyring };
+            request::submit(vault, op, reason.as_deref(), &sign, plain).await?;
         }
-        KeysCommand::RotateKek { reason } => {
-            let r = keys
-                .rotate_kek(&cli_actor(), reason.as_deref(), now_ms())
-                .await?;
-            println!(
-                "KEK {} is active; {} data keys re-wrapped; {} is retired.",
-                r.new, r.rewrapped, r.old
-            );
+        KeysCommand::RotateKek { reason, sign } => {
+            request::submit(vault, Operation::RotateKek, reason.as_deref(), &sign, plain).await?;
         }
         KeysCommand::Rewrap {
             keyring,
             batch,
             rate,
             quiet,
-        } => rewrap(vault, &keyring, batch, rate, quiet).await?,
+            sign,
+        } => {
+            keys.check_keyring(&keyring)?;
+            let sweep = SweepOptions { batch, rate, quiet };
+            request::submit(vault, Operation::Rewrap { keyring }, None, &sign, sweep).await?;
+        }
         KeysCommand::Retire {
             keyring,
             version,
             reason,
             force,
-            officer,
+            sign,
         } => {
-            if force {
-                keys.check_retire(&keyring, version, true).await?;
-                let op = Operation::ForceRetire {
-                    keyring,
-                    version: version.get(),
-                };
-                submit(vault, &officers, &officer, op, reason.as_deref()).await?;
+            keys.check_retire(&keyring, version, force).await?;
+            let version = version.get();
+            let op = if force {
+                Operation::ForceRetire { keyring, version }
             } else {
-                keys.retire(
-                    &keyring,
-                    version,
-                    false,
-                    &cli_actor(),
-                    reason.as_deref(),
-                    now_ms(),
-                )
-                .await?;
-                println!("{keyring} v{version} is retired.");
-            }
+                Operation::Retire { keyring, version }
+            };
+            request::submit(vault, op, reason.as_deref(), &sign, plain).await?;
         }
         KeysCommand::Destroy {
             keyring,
             version,
             with_kek,
             reason,
-            officer,
+            sign,
         } => {
             keys.check_destroy(&keyring, version).await?;
+            let version = version.get();
             let op = if with_kek {
-                Operation::DestroyWithKek {
-                    keyring,
-                    version: version.get(),
-                }
+                Operation::DestroyWithKek { keyring, version }
             } else {
-                Operation::Destroy {
-                    keyring,
-                    version: version.get(),
-                }
+                Operation::Destroy { keyring, version }
             };
-            submit(vault, &officers, &officer, op, reason.as_deref()).await?;
+            request::submit(vault, op, reason.as_deref(), &sign, plain).await?;
         }
         KeysCommand::DestroyKek {
             label,
             reason,
-            officer,
+            sign,
         } => {
             keys.check_destroy_kek(&label).await?;
-            submit(
-                vault,
-                &officers,
-                &officer,
-                Operation::DestroyKek { label },
-                reason.as_deref(),
-            )
-            .await?;
+            let op = Operation::DestroyKek { label };
+            request::submit(vault, op, reason.as_deref(), &sign, plain).await?;
         }
-        KeysCommand::Approve { id, officer } => {
-            let (name, key) = officer.load()?;
-            let (row, op) =
-                officers::approve(&vault.store, &officers, &id, name, &key, now_ms()).await?;
-            let actor = format!("officer:{}+officer:{name}", row.requester);
-            let reason = row.reason.as_deref();
-            let now = now_ms();
-            let outcome = officers::execute(keys, &op, &actor, reason, now).await;
-            officers::finish(&vault.store, &id, outcome.is_ok(), now_ms()).await?;
-            outcome?;
-            println!(
-                "approved and done: {op} (requested by {}, approved by {name})",
-                row.requester
-            );
+        KeysCommand::Approve { id, signature, key } => {
+            if signature.is_empty() && key.is_none() {
+                anyhow::bail!(
+                    "give the officer's --signature FILE (from `tokenvault officer sign`) or --key FILE"
+                );
+            }
+            let mut sigs = signature
+                .iter()
+                .map(|p| request::read_signature(p))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if let Some(key) = key {
+                let key = OfficerKey::load(&key)?;
+                let doc = stored_document(vault, &id).await?;
+                println!("signing request {}: {}", doc.id, doc.summary);
+                sigs.push(key.sign(&doc));
+            }
+            for sig in &sigs {
+                if sig.request_id != id {
+                    anyhow::bail!(
+                        "a signature file is for request {}, not {id}",
+                        sig.request_id.chars().take(64).collect::<String>()
+                    );
+                }
+                request::sign_and_run(vault, sig, plain).await?;
+            }
+        }
+        KeysCommand::Request { id } => {
+            println!("{}", stored_document(vault, &id).await?.canonical());
         }
         KeysCommand::Requests => {
             for r in vault.store.requests().await? {
+                let signed = officers::pending_signers(&vault.store, &r).await?;
+                let doc = RequestDocument::parse(&r.document)?;
                 println!(
-                    "{}  {:<12}  {:<9}  {}  requested by {}{}",
+                    "{}  {:<16}  {:<9}  signed {}/{}{}  {}",
                     r.id,
                     r.operation,
                     r.state,
-                    r.params,
-                    r.requester,
-                    r.approver
-                        .map(|a| format!(", approved by {a}"))
-                        .unwrap_or_default()
+                    signed.len(),
+                    r.required,
+                    if signed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", signed.join(", "))
+                    },
+                    doc.operation
                 );
             }
         }
@@ -266,92 +245,13 @@ async fn dispatch(vault: &Vault, cmd: KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn submit(
-    vault: &Vault,
-    officers: &Officers,
-    args: &OfficerArgs,
-    op: Operation,
-    reason: Option<&str>,
-) -> anyhow::Result<()> {
-    let (name, key) = args.load()?;
-    let ttl = i64::from(args.expires_in_hours) * 3_600_000;
-    let row = officers::submit(
-        &vault.store,
-        officers,
-        name,
-        &key,
-        &op,
-        reason,
-        ttl,
-        now_ms(),
-    )
-    .await?;
-    println!("request {} submitted: {op}", row.id);
-    println!("A second officer approves it with:");
-    println!(
-        "  tokenvault keys approve {} --officer <name> --key <their key file>",
-        row.id
-    );
-    Ok(())
-}
-
-async fn rewrap(
-    vault: &Vault,
-    keyring: &str,
-    batch: usize,
-    rate: Option<u32>,
-    quiet: bool,
-) -> anyhow::Result<()> {
-    let service = vault.services().tokens;
-    // Expired records are deleted, never re-sealed under the new key.
-    let purged = service.purge_expired(&cli_actor(), now_ms()).await?;
-    if purged > 0 {
-        eprintln!("{purged} expired tokens purged before the sweep");
-    }
-    let bar = if quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(0)
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} records  {per_sec}  ETA {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let started = std::time::Instant::now();
-    let report = service
-        .rewrap(
-            keyring,
-            RewrapOptions { batch, rate },
-            &cli_actor(),
-            now_ms,
-            |done, total| {
-                bar.set_length(total);
-                bar.set_position(done);
-            },
-        )
-        .await?;
-    bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "{keyring}: {} of {} records now under v{} in {secs:.1}s ({:.0} records/s); {} failed",
-        report.done,
-        report.total,
-        report.to_version,
-        report.done as f64 / secs.max(0.001),
-        report.failed
-    );
-    if report.failed > 0 {
-        for t in report.failures.iter().take(20) {
-            eprintln!("  could not rewrap {t}");
-        }
-        anyhow::bail!(
-            "{} records could not be rewrapped (their key is destroyed or the record is corrupt); see above",
-            report.failed
-        );
-    }
-    Ok(())
+async fn stored_document(vault: &Vault, id: &str) -> anyhow::Result<RequestDocument> {
+    let row = vault
+        .store
+        .request(id)
+        .await?
+        .ok_or_else(|| officers::OfficerError::NoRequest(id.chars().take(64).collect()))?;
+    Ok(RequestDocument::parse(&row.document)?)
 }
 
 fn table(inv: &Inventory) -> String {

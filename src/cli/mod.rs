@@ -5,6 +5,7 @@ mod dev_certs;
 mod init;
 mod keys;
 mod officer;
+mod request;
 
 use std::path::PathBuf;
 
@@ -30,8 +31,9 @@ pub struct Cli {
 pub enum Command {
     /// Serve the HTTPS API.
     Serve,
-    /// Find or create the KEK, fingerprint key, audit signing key and first data keys (idempotent).
-    Init,
+    /// Find or create the KEK, fingerprint key, audit signing key and first data keys
+    /// (idempotent); the first run registers the officers.
+    Init(init::InitArgs),
     /// Key inventory and lifecycle.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -42,7 +44,7 @@ pub enum Command {
     /// Audit trail verification, checkpoints and the PCI key audit report.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
-    /// Security officer tools (dual-control keys).
+    /// Officer keys, signing requests, and the officer registry.
     #[command(subcommand)]
     Officer(officer::OfficerCommand),
 }
@@ -54,16 +56,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", crate::api::openapi_json()?);
             return Ok(());
         }
-        Command::Officer(cmd) => return officer::run(cmd),
+        Command::Officer(cmd) if cmd.is_offline() => return officer::run_offline(cmd),
         _ => {}
     }
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve => crate::api::serve(settings).await,
-        Command::Init => init::run(settings).await,
+        Command::Init(args) => init::run(settings, args).await,
         Command::Keys(cmd) => keys::run(settings, cmd).await,
         Command::Audit(cmd) => audit::run(settings, cmd).await,
-        Command::DevCerts(_) | Command::Openapi | Command::Officer(_) => {
+        Command::Officer(cmd) => officer::run(settings, cmd).await,
+        Command::DevCerts(_) | Command::Openapi => {
             unreachable!("handled above")
         }
     }

@@ -329,6 +329,34 @@ impl KeyManager {
         Ok(report)
     }
 
+    /// What [`KeyManager::init`] would create, without creating anything.
+    pub async fn missing(&self) -> Result<Vec<String>, KeyError> {
+        let mut missing = Vec::new();
+        if self.store.active_kek().await?.is_none() {
+            missing.push("the KEK".to_owned());
+        }
+        let signing = self.labels.audit_signing();
+        let s = signing.clone();
+        match self.hsm_call(move |h| h.signing_public_key(&s)).await {
+            Ok(_) => {}
+            Err(KeyError::Hsm(HsmError::KeyMissing(_))) => {
+                missing.push(format!("the audit signing key {signing}"));
+            }
+            Err(e) => return Err(e),
+        }
+        for keyring in self
+            .keyrings
+            .keys()
+            .cloned()
+            .chain([FINGERPRINT_KEYRING.to_owned()])
+        {
+            if self.store.active_data_key(&keyring).await?.is_none() {
+                missing.push(format!("the first data key of {keyring}"));
+            }
+        }
+        Ok(missing)
+    }
+
     /// Generates a new data key in the HSM and makes it the keyring's active version.
     /// With `replaces`, nothing happens unless that version is still the active one
     /// (another process may have rotated first); the active version is returned.

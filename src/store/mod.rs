@@ -9,7 +9,7 @@ mod tokens;
 
 pub use audit::{AuditRow, CheckpointRow};
 pub use keys::{DataKeyRow, KekRow, NewDataKey, StateChange};
-pub use officers::RequestRow;
+pub use officers::{OfficerKeyRow, RequestRow, SignatureRow};
 pub use tokens::{NewToken, TokenRow};
 
 use std::path::Path;

@@ -448,7 +448,7 @@ async fn every_kind_of_tampering_is_detected_at_the_right_sequence() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_report_matches_the_hsm_and_the_database_and_its_signature_verifies() {
-    let app = helpers::spawn_with("report", |s, dir| helpers::add_officers(dir, s)).await;
+    let app = helpers::spawn_with("report", |_, _| {}).await;
     let mut t = String::new();
     for _ in 0..5 {
         t = app.tokenize("card", &helpers::random_pan()).await;
@@ -462,7 +462,8 @@ async fn the_report_matches_the_hsm_and_the_database_and_its_signature_verifies(
     app.post("tokenizer", "/v1/detokenize", json!({"token": t}))
         .await;
     let o = cli(&app.settings)
-        .args(["keys", "rotate", "pan", "--reason", "annual"])
+        .args(["keys", "rotate", "pan", "--reason", "annual", "--key"])
+        .arg(helpers::officer_key("alice"))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));

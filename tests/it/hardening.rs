@@ -174,7 +174,11 @@ async fn a_slow_header_connection_is_closed_while_others_are_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_killed_under_load_loses_no_acknowledged_token() {
     let (_dir, s) = helpers::process_settings("sigkill");
-    let o = helpers::cli(&s).arg("init").output().unwrap();
+    let o = helpers::cli(&s)
+        .arg("init")
+        .args(helpers::bootstrap_args())
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let trials = 5;
     let mut acked: Vec<(String, String)> = Vec::new();

@@ -44,7 +44,11 @@ struct Answer {
 impl FaultyServer {
     async fn start(tag: &str) -> Self {
         let (dir, settings) = helpers::process_settings(tag);
-        let o = helpers::cli(&settings).arg("init").output().unwrap();
+        let o = helpers::cli(&settings)
+            .arg("init")
+            .args(helpers::bootstrap_args())
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let control = dir.join("hsm-fault");
         std::fs::write(&control, "ok").unwrap();

@@ -10,7 +10,7 @@ use crate::helpers::{self, TestApp, cli, spawn_with};
 use serde_json::json;
 use tokenvault::config::Settings;
 use tokenvault::keys::KeyVersion;
-use tokenvault::officers::{self, OfficerKey, Officers, Operation};
+use tokenvault::officers::{self, Operation};
 use tokenvault::tokenize::{RewrapOptions, TokenService};
 use tokenvault::vault::{Vault, now_ms};
 
@@ -71,8 +71,7 @@ fn text(o: &Output) -> String {
 }
 
 async fn lifecycle_app(tag: &str) -> TestApp {
-    spawn_with(tag, |s, dir| {
-        helpers::add_officers(dir, s);
+    spawn_with(tag, |s, _| {
         s.limits.max_batch = 1000;
     })
     .await
@@ -205,28 +204,12 @@ async fn rotate_rewrap_retire_destroy_and_destroyed_data_is_reported_as_such() {
         .retire("pan", v(1), false, "test", Some("rewrapped"), now_ms())
         .await
         .unwrap();
-    let officers = Officers::from_config(&vault.settings.officers).unwrap();
-    let alice = OfficerKey::load(&app.dir.join("alice.key")).unwrap();
-    let bob = OfficerKey::load(&app.dir.join("bob.key")).unwrap();
     let destroy = |n| Operation::Destroy {
         keyring: "pan".into(),
         version: n,
     };
-    let req = officers::submit(
-        &vault.store,
-        &officers,
-        "alice",
-        &alice,
-        &destroy(1),
-        Some("end of life"),
-        3_600_000,
-        now_ms(),
-    )
-    .await
-    .unwrap();
-    officers::approve(&vault.store, &officers, &req.id, "bob", &bob, now_ms())
-        .await
-        .unwrap();
+    let actor = helpers::sign_request(&vault.store, destroy(1), &["alice", "bob"]).await;
+    assert_eq!(actor.as_deref(), Some("officer:alice+officer:bob"));
     vault
         .keys
         .destroy("pan", v(1), "officer:alice+officer:bob", None, now_ms())
@@ -259,21 +242,11 @@ async fn rotate_rewrap_retire_destroy_and_destroyed_data_is_reported_as_such() {
         keyring: "pan".into(),
         version: 2,
     };
-    let req = officers::submit(
-        &vault.store,
-        &officers,
-        "alice",
-        &alice,
-        &force,
-        None,
-        3_600_000,
-        now_ms(),
-    )
-    .await
-    .unwrap();
-    officers::approve(&vault.store, &officers, &req.id, "bob", &bob, now_ms())
-        .await
-        .unwrap();
+    assert!(
+        helpers::sign_request(&vault.store, force, &["alice", "bob"])
+            .await
+            .is_some()
+    );
     vault
         .keys
         .retire(
@@ -304,194 +277,6 @@ async fn rotate_rewrap_retire_destroy_and_destroyed_data_is_reported_as_such() {
             .unwrap()
             .contains("destroyed")
     );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn dual_control_needs_two_distinct_registered_officers() {
-    let app = lifecycle_app("dual").await;
-    app.tokenize("card", "4111111111111111").await;
-    let vault = vault(&app).await;
-    vault
-        .keys
-        .rotate("pan", "test", None, now_ms())
-        .await
-        .unwrap();
-    let key = |n: &str| app.dir.join(format!("{n}.key"));
-    let run = |args: &[&str]| cli(&app.settings).args(args).output().unwrap();
-
-    // The version still protects a record: destroy is refused until it is retired.
-    let o = run(&[
-        "keys",
-        "destroy",
-        "pan",
-        "1",
-        "--officer",
-        "alice",
-        "--key",
-        key("alice").to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("only a retired version"), "{}", text(&o));
-    let o = run(&["keys", "rewrap", "pan", "--quiet"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let o = run(&["keys", "retire", "pan", "1", "--reason", "rewrapped"]);
-    assert!(o.status.success(), "{}", text(&o));
-
-    let o = run(&[
-        "keys",
-        "destroy",
-        "pan",
-        "1",
-        "--officer",
-        "alice",
-        "--key",
-        key("alice").to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let out = text(&o);
-    let id = out
-        .split_whitespace()
-        .find(|w| w.starts_with("req-"))
-        .unwrap()
-        .to_owned();
-
-    // Alone, alice cannot finish it.
-    let o = run(&[
-        "keys",
-        "approve",
-        &id,
-        "--officer",
-        "alice",
-        "--key",
-        key("alice").to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        text(&o).contains("cannot approve their own request"),
-        "{}",
-        text(&o)
-    );
-    // Not with someone else's key, nor as an unregistered officer.
-    let o = run(&[
-        "keys",
-        "approve",
-        &id,
-        "--officer",
-        "bob",
-        "--key",
-        key("alice").to_str().unwrap(),
-    ]);
-    assert!(text(&o).contains("not the registered key"), "{}", text(&o));
-    let o = run(&[
-        "keys",
-        "approve",
-        &id,
-        "--officer",
-        "mallory",
-        "--key",
-        key("mallory").to_str().unwrap(),
-    ]);
-    assert!(
-        text(&o).contains("not a registered officer"),
-        "{}",
-        text(&o)
-    );
-    assert_eq!(
-        vault
-            .keys
-            .inventory(now_ms())
-            .await
-            .unwrap()
-            .keys
-            .iter()
-            .find(|k| k.keyring == "pan" && k.version == 1)
-            .unwrap()
-            .state,
-        "retired"
-    );
-
-    // An expired request cannot be approved.
-    let o = run(&[
-        "keys",
-        "destroy",
-        "pan",
-        "1",
-        "--officer",
-        "alice",
-        "--key",
-        key("alice").to_str().unwrap(),
-        "--expires-in-hours",
-        "0",
-    ]);
-    let expired = text(&o)
-        .split_whitespace()
-        .find(|w| w.starts_with("req-"))
-        .unwrap()
-        .to_owned();
-    let o = run(&[
-        "keys",
-        "approve",
-        &expired,
-        "--officer",
-        "bob",
-        "--key",
-        key("bob").to_str().unwrap(),
-    ]);
-    assert!(text(&o).contains("expired"), "{}", text(&o));
-
-    // Two distinct officers succeed.
-    let o = run(&[
-        "keys",
-        "approve",
-        &id,
-        "--officer",
-        "bob",
-        "--key",
-        key("bob").to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let inv = vault.keys.inventory(now_ms()).await.unwrap();
-    assert_eq!(
-        inv.keys
-            .iter()
-            .find(|k| k.keyring == "pan" && k.version == 1)
-            .unwrap()
-            .state,
-        "destroyed"
-    );
-    let o = run(&[
-        "keys",
-        "approve",
-        &id,
-        "--officer",
-        "bob",
-        "--key",
-        key("bob").to_str().unwrap(),
-    ]);
-    assert!(
-        text(&o).contains("executed"),
-        "a request runs once: {}",
-        text(&o)
-    );
-
-    // Every step is in the audit trail, refusals included.
-    let mut db = app.db().await;
-    let events: Vec<(String, String, String)> =
-        sqlx::query_as("SELECT actor, action, outcome FROM audit_events WHERE action LIKE 'officer.%' OR action LIKE 'key.%' ORDER BY seq")
-            .fetch_all(&mut db)
-            .await
-            .unwrap();
-    let has = |actor: &str, action: &str, outcome: &str| {
-        events
-            .iter()
-            .any(|e| e.0 == actor && e.1 == action && e.2 == outcome)
-    };
-    assert!(has("officer:alice", "officer.request", "success"));
-    assert!(has("officer:alice", "officer.approve", "denied"));
-    assert!(has("officer:mallory", "officer.approve", "denied"));
-    assert!(has("officer:bob", "officer.approve", "success"));
-    assert!(has("officer:alice+officer:bob", "key.destroy", "success"));
-    assert!(events.iter().any(|e| e.1 == "key.retire"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -529,17 +314,23 @@ async fn traffic_during_rotate_and_rewrap_sees_no_failures() {
     for _ in 0..2 {
         let o = cli(&app.settings)
             .args(["keys", "rotate", "pan"])
+            .arg("--key")
+            .arg(helpers::officer_key("alice"))
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", text(&o));
         let o = cli(&app.settings)
             .args(["keys", "rewrap", "pan", "--batch", "100", "--quiet"])
+            .arg("--key")
+            .arg(helpers::officer_key("alice"))
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", text(&o));
     }
     let o = cli(&app.settings)
         .args(["keys", "rotate-kek"])
+        .arg("--key")
+        .arg(helpers::officer_key("alice"))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
@@ -572,7 +363,9 @@ async fn rewrap_and_rotate_kek_killed_at_random_points_lose_nothing() {
         let mut child = spawn_logged_in(
             {
                 let mut c = cli(&app.settings);
-                c.args(["keys", "rewrap", "pan", "--batch", "50", "--quiet"]);
+                c.args(["keys", "rewrap", "pan", "--batch", "50", "--quiet"])
+                    .arg("--key")
+                    .arg(helpers::officer_key("alice"));
                 c
             },
             &app.settings,
@@ -587,7 +380,9 @@ async fn rewrap_and_rotate_kek_killed_at_random_points_lose_nothing() {
             let mut child = spawn_logged_in(
                 {
                     let mut c = cli(&app.settings);
-                    c.args(["keys", "rotate-kek"]);
+                    c.args(["keys", "rotate-kek"])
+                        .arg("--key")
+                        .arg(helpers::officer_key("alice"));
                     c
                 },
                 &app.settings,
@@ -603,11 +398,15 @@ async fn rewrap_and_rotate_kek_killed_at_random_points_lose_nothing() {
     // Re-run both to completion.
     let o = cli(&app.settings)
         .args(["keys", "rotate-kek"])
+        .arg("--key")
+        .arg(helpers::officer_key("alice"))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let o = cli(&app.settings)
         .args(["keys", "rewrap", "pan", "--quiet"])
+        .arg("--key")
+        .arg(helpers::officer_key("alice"))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
@@ -771,27 +570,14 @@ async fn kek_rotation_rewraps_every_data_key_and_the_old_kek_can_be_destroyed() 
         .await
         .expect("unwraps under the new KEK");
 
-    let officers = Officers::from_config(&vault.settings.officers).unwrap();
     let op = Operation::DestroyKek {
         label: r.old.clone(),
     };
-    let alice = OfficerKey::load(&app.dir.join("alice.key")).unwrap();
-    let bob = OfficerKey::load(&app.dir.join("bob.key")).unwrap();
-    let req = officers::submit(
-        &vault.store,
-        &officers,
-        "alice",
-        &alice,
-        &op,
-        None,
-        3_600_000,
-        now_ms(),
-    )
-    .await
-    .unwrap();
-    officers::approve(&vault.store, &officers, &req.id, "bob", &bob, now_ms())
-        .await
-        .unwrap();
+    assert!(
+        helpers::sign_request(&vault.store, op, &["alice", "bob"])
+            .await
+            .is_some()
+    );
     vault
         .keys
         .destroy_kek(&r.old, "officer:alice+officer:bob", None, now_ms())
@@ -879,36 +665,15 @@ async fn destruction_evidence_says_what_backups_still_hold_and_one_request_makes
     let app = lifecycle_app("shred").await;
     let records = fill(&app, 6).await;
     let vault = vault(&app).await;
-    let officers = Officers::from_config(&vault.settings.officers).unwrap();
-    let alice = OfficerKey::load(&app.dir.join("alice.key")).unwrap();
-    let bob = OfficerKey::load(&app.dir.join("bob.key")).unwrap();
     let approved = |op: Operation| {
-        let (vault, officers, alice, bob) = (&vault, &officers, &alice, &bob);
+        let vault = &vault;
         async move {
-            let req = officers::submit(
-                &vault.store,
-                officers,
-                "alice",
-                alice,
-                &op,
-                None,
-                3_600_000,
-                now_ms(),
-            )
-            .await
-            .unwrap();
-            officers::approve(&vault.store, officers, &req.id, "bob", bob, now_ms())
+            let actor = helpers::sign_request(&vault.store, op.clone(), &["alice", "bob"])
                 .await
                 .unwrap();
-            officers::execute(
-                &vault.keys,
-                &op,
-                "officer:alice+officer:bob",
-                None,
-                now_ms(),
-            )
-            .await
-            .unwrap();
+            officers::execute(&vault.store, &vault.keys, &op, &actor, None, now_ms())
+                .await
+                .unwrap();
         }
     };
     let retire_old = || async {

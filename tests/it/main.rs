@@ -7,6 +7,7 @@ mod helpers;
 
 mod api;
 mod audit;
+mod dual_control;
 mod foundation;
 mod guard;
 mod hardening;

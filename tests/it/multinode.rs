@@ -50,7 +50,11 @@ async fn two_nodes_on_one_database_behave_as_one_vault() {
         return;
     }
     let (_dir, s) = helpers::process_settings("nodes");
-    let o = helpers::cli(&s).arg("init").output().unwrap();
+    let o = helpers::cli(&s)
+        .arg("init")
+        .args(helpers::bootstrap_args())
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (a, pa) = helpers::serve_process(&s, "a").await;
     let (b, pb) = helpers::serve_process(&s, "b").await;
@@ -76,7 +80,8 @@ async fn two_nodes_on_one_database_behave_as_one_vault() {
 
     // Rotate from the CLI: both nodes seal with v2 within 5 s.
     let o = helpers::cli(&s)
-        .args(["keys", "rotate", "pan"])
+        .args(["keys", "rotate", "pan", "--key"])
+        .arg(helpers::officer_key("alice"))
         .output()
         .unwrap();
     assert!(o.status.success());
@@ -161,7 +166,11 @@ async fn cut_database_connections_fail_only_in_flight_requests_and_lose_nothing(
         return;
     }
     let (_dir, s) = helpers::process_settings("dbfault");
-    let o = helpers::cli(&s).arg("init").output().unwrap();
+    let o = helpers::cli(&s)
+        .arg("init")
+        .args(helpers::bootstrap_args())
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (a, port) = helpers::serve_process(&s, "a").await;
     let _a = Node(a);

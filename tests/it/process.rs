@@ -46,7 +46,11 @@ async fn init_keys_list_and_a_record_surviving_kill_9() {
     helpers::tls_files(&dir, &mut s);
     let prefix = s.hsm.label_prefix.clone();
 
-    let first = tokenvault(&dir, &prefix).arg("init").output().unwrap();
+    let first = tokenvault(&dir, &prefix)
+        .arg("init")
+        .args(helpers::bootstrap_args())
+        .output()
+        .unwrap();
     assert!(
         first.status.success(),
         "{}",

@@ -139,6 +139,13 @@ pub async fn init_vault(settings: &Settings) {
         let vault = tokenvault::vault::Vault::open(settings.clone())
             .await
             .unwrap();
+        if tokenvault::officers::Registry::load(&vault.store)
+            .await
+            .unwrap()
+            .is_empty()
+        {
+            super::bootstrap_officers(&vault.store).await;
+        }
         let done = vault.keys.init("test", tokenvault::vault::now_ms()).await;
         vault.store.close().await;
         match done {

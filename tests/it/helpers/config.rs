@@ -104,22 +104,7 @@ pub fn process_settings(tag: &str) -> (PathBuf, Settings) {
     (dir, s)
 }
 
-/// Registers officers `alice` and `bob` (keys written to `dir`) and makes `mallory`'s key,
-/// which is not registered.
-pub fn add_officers(dir: &std::path::Path, s: &mut Settings) {
-    for name in ["alice", "bob", "mallory"] {
-        let path = dir.join(format!("{name}.key"));
-        let public = tokenvault::officers::OfficerKey::generate(&path).unwrap();
-        if name != "mallory" {
-            s.officers.insert(
-                name.into(),
-                tokenvault::officers::OfficerSettings { public_key: public },
-            );
-        }
-    }
-}
-
-/// Writes the map-valued settings (types, keyrings, officers) and limits to a TOML file
+/// Writes the map-valued settings (types, keyrings) and limits to a TOML file
 /// next to the TLS files, as an operator's config file would hold them.
 pub fn config_file(settings: &Settings) -> PathBuf {
     use std::fmt::Write;
@@ -145,9 +130,6 @@ pub fn config_file(settings: &Settings) -> PathBuf {
             "[types.{name}]\nvalidator = \"{validator}\"\nkeyring = \"{}\"\nformat = {format}\ndeterministic = {}\n",
             ty.keyring, ty.deterministic
         );
-    }
-    for (name, o) in &settings.officers {
-        let _ = writeln!(t, "[officers.{name}]\npublic_key = \"{}\"\n", o.public_key);
     }
     let path = settings.server.tls_cert.with_file_name("tokenvault.toml");
     std::fs::write(&path, t).unwrap();

@@ -1,0 +1,211 @@
+//! The officer-request flow every lifecycle command shares: create the request, add the
+//! signatures given (a local `--key`, or `--signature` files made elsewhere), and run the
+//! operation as the signers once enough distinct officers signed.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::officers::{
+    self, Executed, OfficerKey, Operation, Progress, RequestDocument, SignatureFile,
+};
+use crate::tokenize::RewrapOptions;
+use crate::vault::{Vault, now_ms};
+
+/// How an officer signs, on any lifecycle command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SignArgs {
+    /// Sign here with this officer key file (made by `tokenvault officer keygen`).
+    /// Without it, the request is only recorded, for officers to sign elsewhere.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Also write the request document here (what `tokenvault officer sign` reads).
+    #[arg(long, value_name = "FILE")]
+    pub request_out: Option<PathBuf>,
+    /// Hours until an unsigned request expires.
+    #[arg(long, default_value_t = 24)]
+    pub expires_in_hours: u32,
+}
+
+/// How a rewrap sweep runs once approved.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepOptions {
+    pub batch: usize,
+    pub rate: Option<u32>,
+    pub quiet: bool,
+}
+
+impl Default for SweepOptions {
+    fn default() -> Self {
+        Self {
+            batch: 500,
+            rate: None,
+            quiet: false,
+        }
+    }
+}
+
+/// Records `op` as a request, signs it with `--key` if given, and runs it if that was
+/// enough.
+pub async fn submit(
+    vault: &Vault,
+    op: Operation,
+    reason: Option<&str>,
+    args: &SignArgs,
+    sweep: SweepOptions,
+) -> anyhow::Result<()> {
+    let ttl = i64::from(args.expires_in_hours) * 3_600_000;
+    let doc = officers::create(&vault.store, op, reason, ttl, now_ms()).await?;
+    if let Some(path) = &args.request_out {
+        write_request(path, &doc)?;
+    }
+    println!("request {}: {}", doc.id, doc.summary);
+    match &args.key {
+        Some(key) => {
+            let key = OfficerKey::load(key)?;
+            sign_and_run(vault, &key.sign(&doc), sweep).await
+        }
+        None => {
+            print_how_to_sign(&doc, 0);
+            Ok(())
+        }
+    }
+}
+
+/// Adds one officer's signature to a pending request; runs it if that was the last one.
+pub async fn sign_and_run(
+    vault: &Vault,
+    sig: &SignatureFile,
+    sweep: SweepOptions,
+) -> anyhow::Result<()> {
+    match officers::add_signature(&vault.store, sig, now_ms()).await? {
+        Progress::Waiting { doc, signed_by } => {
+            println!(
+                "signed by {}; {} of {} officer signatures",
+                signed_by.join(", "),
+                signed_by.len(),
+                doc.signatures_required
+            );
+            print_how_to_sign(&doc, signed_by.len());
+            Ok(())
+        }
+        Progress::Ready { doc, actor } => {
+            let reason = doc.reason.as_deref();
+            let outcome = run(vault, &doc.operation, &actor, reason, sweep).await;
+            officers::finish(&vault.store, &doc.id, outcome.is_ok(), now_ms()).await?;
+            outcome?;
+            println!("approved by {actor}: {}", doc.operation);
+            Ok(())
+        }
+    }
+}
+
+async fn run(
+    vault: &Vault,
+    op: &Operation,
+    actor: &str,
+    reason: Option<&str>,
+    sweep: SweepOptions,
+) -> anyhow::Result<()> {
+    match officers::execute(&vault.store, &vault.keys, op, actor, reason, now_ms()).await? {
+        Executed::Done(line) => println!("{line}"),
+        Executed::Rewrap { keyring } => rewrap(vault, &keyring, actor, sweep).await?,
+    }
+    Ok(())
+}
+
+fn print_how_to_sign(doc: &RequestDocument, have: usize) {
+    let need = doc.signatures_required as usize;
+    if have >= need {
+        return;
+    }
+    let who = if have == 0 {
+        "An officer"
+    } else {
+        "A second, different officer"
+    };
+    println!("{who} signs it where their key lives:");
+    println!("  tokenvault keys request {} > {}.json", doc.id, doc.id);
+    println!(
+        "  tokenvault officer sign {}.json --key <their key file> --out {}.sig",
+        doc.id, doc.id
+    );
+    println!(
+        "and on the vault host: tokenvault keys approve {} --signature {}.sig",
+        doc.id, doc.id
+    );
+}
+
+/// Writes a request document (canonical JSON) to a file.
+pub fn write_request(path: &Path, doc: &RequestDocument) -> anyhow::Result<()> {
+    std::fs::write(path, format!("{}\n", doc.canonical()))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Reads a signature file.
+pub fn read_signature(path: &Path) -> anyhow::Result<SignatureFile> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(SignatureFile::parse(&text)?)
+}
+
+async fn rewrap(
+    vault: &Vault,
+    keyring: &str,
+    actor: &str,
+    sweep: SweepOptions,
+) -> anyhow::Result<()> {
+    let service = vault.services().tokens;
+    // Expired records are deleted, never re-sealed under the new key.
+    let purged = service.purge_expired(actor, now_ms()).await?;
+    if purged > 0 {
+        eprintln!("{purged} expired tokens purged before the sweep");
+    }
+    let bar = if sweep.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} records  {per_sec}  ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let started = std::time::Instant::now();
+    let report = service
+        .rewrap(
+            keyring,
+            RewrapOptions {
+                batch: sweep.batch,
+                rate: sweep.rate,
+            },
+            actor,
+            now_ms,
+            |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            },
+        )
+        .await?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{keyring}: {} of {} records now under v{} in {secs:.1}s ({:.0} records/s); {} failed",
+        report.done,
+        report.total,
+        report.to_version,
+        report.done as f64 / secs.max(0.001),
+        report.failed
+    );
+    if report.failed > 0 {
+        for t in report.failures.iter().take(20) {
+            eprintln!("  could not rewrap {t}");
+        }
+        anyhow::bail!(
+            "{} records could not be rewrapped (their key is destroyed or the record is corrupt); see above",
+            report.failed
+        );
+    }
+    Ok(())
+}
