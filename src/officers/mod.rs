@@ -213,7 +213,9 @@ pub async fn bootstrap(
     officers: &[(String, String)],
     now: i64,
 ) -> Result<Vec<String>, OfficerError> {
-    if !Registry::load(store).await?.is_empty() || !store.officer_keys().await?.is_empty() {
+    // Once officers were registered, never again: not when the registry rows are gone
+    // (a database writer deleting them) as long as the audit trail remembers them.
+    if !store.officer_keys().await?.is_empty() || store.officer_registrations().await? > 0 {
         return Err(OfficerError::AlreadyBootstrapped);
     }
     let mut parsed: Vec<(String, VerifyingKey)> = Vec::new();

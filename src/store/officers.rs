@@ -78,6 +78,16 @@ impl Store {
         Ok(rows.iter().map(officer_key).collect::<Result<_, _>>()?)
     }
 
+    /// How many officer registrations the audit trail holds (a registry emptied in the
+    /// database still has them there).
+    pub async fn officer_registrations(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'officer.register'",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     pub async fn insert_officer_key(
         &self,
         tx: &mut Tx,

@@ -456,3 +456,31 @@ async fn registry_changes_are_dual_control_and_a_key_is_registered_once_ever() {
         ["alice", "bob"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_emptied_in_the_database_cannot_be_bootstrapped_again() {
+    let app = spawn_app("rebootstrap").await;
+    // A database writer deletes every registry row, then runs a "first" init naming two
+    // keys they own.
+    let mut db = app.db().await;
+    sqlx::query("DELETE FROM officer_keys")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let dave = app.dir.join("dave.key");
+    let dave_public = tokenvault::officers::OfficerKey::generate(&dave).unwrap();
+    let o = cli(&app.settings)
+        .args(["init", "--officer"])
+        .arg(format!("mallory={}", officer_public("mallory")))
+        .arg("--officer")
+        .arg(format!("dave={dave_public}"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("already set up"), "{}", text(&o));
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM officer_keys")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "nobody was registered");
+}
