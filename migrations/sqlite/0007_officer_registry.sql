@@ -4,14 +4,18 @@
 
 -- Every officer key ever registered. A public key is the primary key, so the same key can
 -- never be registered twice (not under two names, not again after removal). An officer
--- has at most one active key; re-keying retires the old row.
+-- has at most one active key; re-keying retires the old row. A row counts only if its
+-- audit event and (after the first init) its signed request justify it.
 CREATE TABLE officer_keys (
     public_key    BLOB PRIMARY KEY,
     name          TEXT NOT NULL,
     state         TEXT NOT NULL,
     registered_at BIGINT NOT NULL,
     retired_at    BIGINT,
-    audit_seq     BIGINT NOT NULL
+    audit_seq     BIGINT NOT NULL,
+    -- The executed add or re-key request whose signatures justify this key (NULL: one of
+    -- the first officers, registered together by the first init).
+    request_id    TEXT
 );
 CREATE UNIQUE INDEX officer_keys_one_active ON officer_keys (name) WHERE state = 'active';
 

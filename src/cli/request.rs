@@ -90,8 +90,7 @@ pub async fn sign_and_run(
             Ok(())
         }
         Progress::Ready { doc, actor } => {
-            let reason = doc.reason.as_deref();
-            let outcome = run(vault, &doc.operation, &actor, reason, sweep).await;
+            let outcome = run(vault, &doc, &actor, sweep).await;
             officers::finish(&vault.store, &doc.id, outcome.is_ok(), now_ms()).await?;
             outcome?;
             println!("approved by {actor}: {}", doc.operation);
@@ -102,12 +101,11 @@ pub async fn sign_and_run(
 
 async fn run(
     vault: &Vault,
-    op: &Operation,
+    doc: &RequestDocument,
     actor: &str,
-    reason: Option<&str>,
     sweep: SweepOptions,
 ) -> anyhow::Result<()> {
-    match officers::execute(&vault.store, &vault.keys, op, actor, reason, now_ms()).await? {
+    match officers::execute(&vault.store, &vault.keys, doc, actor, now_ms()).await? {
         Executed::Done(line) => println!("{line}"),
         Executed::Rewrap { keyring } => rewrap(vault, &keyring, actor, sweep).await?,
     }

@@ -5,7 +5,9 @@ use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
 use crate::keys::{KeyError, KeyManager, KeyVersion};
 use crate::store::Store;
 
-use super::{OfficerError, Operation, Registry, check_name, parse_public_key, register};
+use super::{
+    OfficerError, Operation, Registry, RequestDocument, check_name, parse_public_key, register,
+};
 
 /// What an approved operation left to do or reported.
 #[derive(Debug)]
@@ -30,15 +32,15 @@ impl From<crate::store::StoreError> for ExecuteError {
     }
 }
 
-/// Runs `op` as `actor` (the officers who signed it).
+/// Runs an approved request as `actor` (the officers who signed it).
 pub async fn execute(
     store: &Store,
     keys: &KeyManager,
-    op: &Operation,
+    doc: &RequestDocument,
     actor: &str,
-    reason: Option<&str>,
     now: i64,
 ) -> Result<Executed, ExecuteError> {
+    let (op, reason) = (&doc.operation, doc.reason.as_deref());
     let version =
         |v: u32| KeyVersion::new(v).ok_or_else(|| KeyError::Lifecycle(format!("no version {v}")));
     let done = |s: String| Ok(Executed::Done(s));
@@ -118,7 +120,7 @@ pub async fn execute(
                 .into());
             }
             let mut atx = AuditLog::new(store.clone()).begin().await?;
-            register(&mut atx, store, name, &key, actor, reason, now).await?;
+            register(&mut atx, store, name, &key, actor, Some(doc), now).await?;
             atx.commit().await.map_err(OfficerError::from)?;
             done(format!("officer {name} is registered."))
         }
@@ -146,7 +148,7 @@ pub async fn execute(
                 .retire_officer_key(&mut atx.tx, name, now)
                 .await
                 .map_err(OfficerError::from)?;
-            register(&mut atx, store, name, &key, actor, reason, now).await?;
+            register(&mut atx, store, name, &key, actor, Some(doc), now).await?;
             atx.commit().await.map_err(OfficerError::from)?;
             done(format!(
                 "officer {name} has a new key; the old one no longer counts."

@@ -27,6 +27,9 @@ pub async fn create(
     ttl_ms: i64,
     now: i64,
 ) -> Result<RequestDocument, OfficerError> {
+    if let Some(reason) = reason {
+        super::request::check_reason(reason)?;
+    }
     let mut id_bytes = [0u8; 8];
     crate::crypto::random_bytes(&mut id_bytes);
     let doc = RequestDocument::new(
@@ -65,15 +68,13 @@ pub async fn add_signature(
     sig: &SignatureFile,
     now: i64,
 ) -> Result<Progress, OfficerError> {
-    let registry = Registry::load(store).await?;
     let audit = AuditLog::new(store.clone());
-    let signer = sig
-        .public_key_bytes()
-        .ok()
-        .and_then(|k| registry.officer_of(&k).map(|(n, _)| n.to_owned()));
-    match accept(store, &registry, sig, now).await {
+    let mut signer = None;
+    match accept(store, sig, now, &mut signer).await {
         Ok(progress) => Ok(progress),
         Err(e) => {
+            // Named only when their signature verified: a file carrying someone's public
+            // key proves nothing about them.
             let actor = signer.map_or_else(|| "cli".to_owned(), |n| format!("officer:{n}"));
             let event = AuditEvent::new(actor, Action::OfficerApprove, Outcome::Denied)
                 .resource(sig.request_id.chars().take(64).collect::<String>())
@@ -87,9 +88,9 @@ pub async fn add_signature(
 
 async fn accept(
     store: &Store,
-    registry: &Registry,
     sig: &SignatureFile,
     now: i64,
+    signer: &mut Option<String>,
 ) -> Result<Progress, OfficerError> {
     let id = sig.request_id.as_str();
     let row = store
@@ -103,19 +104,24 @@ async fn accept(
     if row.state != "pending" {
         return Err(OfficerError::NotPending(row.id, row.state));
     }
-    if now >= row.expires_at {
+    // The signed expiry decides, whatever the row's column says.
+    if now >= row.expires_at || now >= doc.expires_at {
         return Err(OfficerError::Expired(row.id));
     }
     let public_key = sig.public_key_bytes()?;
+    let signature = sig.signature_bytes()?;
+    let audit = AuditLog::new(store.clone());
+    let mut atx = audit.begin().await?;
+    // Read under the audit-head lock: a removal or re-key that committed before it is
+    // seen, and none can commit until this signature is counted.
+    let registry = Registry::load(store).await?;
     let (name, key) = registry
         .officer_of(&public_key)
         .ok_or(OfficerError::NotAnOfficer)?;
-    let signature = sig.signature_bytes()?;
     if !verifies(&doc, key, &signature) {
         return Err(OfficerError::BadSignature(row.id));
     }
-    let audit = AuditLog::new(store.clone());
-    let mut atx = audit.begin().await?;
+    *signer = Some(name.to_owned());
     let fresh = SignatureRow {
         public_key,
         officer: name.to_owned(),
@@ -129,7 +135,7 @@ async fn accept(
     // (an officer removed or re-keyed since signing no longer counts), read inside the
     // audit transaction so that concurrent signers are serialized.
     let signed_by = counted_signers(
-        registry,
+        &registry,
         &doc,
         &store.signatures(Some(&mut atx.tx), &row.id).await?,
     );

@@ -17,6 +17,7 @@
 
 mod execute;
 mod flow;
+mod registry;
 mod request;
 
 use std::fmt;
@@ -24,15 +25,16 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 pub use execute::{Executed, execute};
 pub use flow::{Progress, add_signature, create, finish, pending_signers};
+use registry::register;
+pub use registry::{Registry, bootstrap};
 pub use request::{FORMAT, Operation, RequestDocument, SignatureFile};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,10 @@ pub enum OfficerError {
     NotAnOfficer,
     #[error("officer {0} has already signed request {1}: a second, different officer must sign")]
     AlreadySigned(String, String),
+    #[error(
+        "a reason is plain text of at most 200 characters: no control, bidirectional or invisible characters"
+    )]
+    BadReason,
     #[error("not a request file: {0}")]
     BadRequestFile(String),
     #[error("not a signature file: {0}")]
@@ -93,7 +99,13 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, OfficerError> {
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| OfficerError::BadPublicKey(short(text)))?;
-    VerifyingKey::from_bytes(&bytes).map_err(|_| OfficerError::BadPublicKey(short(text)))
+    let key =
+        VerifyingKey::from_bytes(&bytes).map_err(|_| OfficerError::BadPublicKey(short(text)))?;
+    // A small-order key verifies forged signatures (with a non-strict check): never one.
+    if key.is_weak() {
+        return Err(OfficerError::BadPublicKey(short(text)));
+    }
+    Ok(key)
 }
 
 fn short(text: &str) -> String {
@@ -111,147 +123,6 @@ pub fn check_name(name: &str) -> Result<(), OfficerError> {
     } else {
         Err(OfficerError::BadName)
     }
-}
-
-/// The audit resource of a registration; the registry row must match it.
-fn registration_resource(name: &str, key: &VerifyingKey) -> String {
-    format!("officer:{name} key:{}", STANDARD.encode(key.as_bytes()))
-}
-
-/// The active officers, read from the vault and checked against the audit trail.
-#[derive(Debug, Clone, Default)]
-pub struct Registry {
-    active: Vec<(String, VerifyingKey)>,
-}
-
-impl Registry {
-    pub async fn load(store: &Store) -> Result<Self, OfficerError> {
-        let mut active = Vec::new();
-        for row in store.officer_keys().await? {
-            if row.state != "active" {
-                continue;
-            }
-            let key = row
-                .public_key
-                .as_slice()
-                .try_into()
-                .ok()
-                .and_then(|b: [u8; 32]| VerifyingKey::from_bytes(&b).ok())
-                .ok_or_else(|| OfficerError::RegistryTampered(row.name.clone()))?;
-            let event = store.audit_events(row.audit_seq - 1, 1).await?;
-            let matches = event.first().is_some_and(|e| {
-                e.seq == row.audit_seq
-                    && e.action == Action::OfficerRegister.as_str()
-                    && e.outcome == Outcome::Success.as_str()
-                    && e.resource.as_deref() == Some(&registration_resource(&row.name, &key))
-            });
-            if !matches {
-                return Err(OfficerError::RegistryTampered(row.name));
-            }
-            active.push((row.name, key));
-        }
-        Ok(Self { active })
-    }
-
-    /// The officer whose active key this is.
-    pub fn officer_of(&self, public_key: &[u8]) -> Option<(&str, &VerifyingKey)> {
-        self.active
-            .iter()
-            .find(|(_, k)| k.as_bytes().as_slice() == public_key)
-            .map(|(n, k)| (n.as_str(), k))
-    }
-
-    pub fn is_active(&self, name: &str) -> bool {
-        self.active.iter().any(|(n, _)| n == name)
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.active.iter().map(|(n, _)| n.as_str())
-    }
-
-    pub fn len(&self) -> usize {
-        self.active.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.active.is_empty()
-    }
-}
-
-/// Registers `name` with `key` in an open audit transaction (the one place a registry row
-/// is written, for the bootstrap and for approved add and re-key requests).
-async fn register(
-    atx: &mut crate::audit::AuditTx,
-    store: &Store,
-    name: &str,
-    key: &VerifyingKey,
-    actor: &str,
-    reason: Option<&str>,
-    now: i64,
-) -> Result<(), OfficerError> {
-    let event = AuditEvent::new(actor, Action::OfficerRegister, Outcome::Success)
-        .resource(registration_resource(name, key))
-        .origin("cli")
-        .reason(reason.map(str::to_owned));
-    let seq = atx.append(&event, now).await?;
-    store
-        .insert_officer_key(&mut atx.tx, key.as_bytes(), name, now, seq)
-        .await
-        .map_err(|e| match e {
-            StoreError::Rejected(_) => OfficerError::Registry(
-                "this public key or officer name is already registered (a key can be registered once, ever): every officer needs a key of their own".into(),
-            ),
-            other => other.into(),
-        })?;
-    Ok(())
-}
-
-/// The first officers, registered by the first `init` (trust on first use: whoever sets
-/// up the vault names them, and the audit trail and report show who they are).
-pub async fn bootstrap(
-    store: &Store,
-    officers: &[(String, String)],
-    now: i64,
-) -> Result<Vec<String>, OfficerError> {
-    // Once officers were registered, never again: not when the registry rows are gone
-    // (a database writer deleting them) as long as the audit trail remembers them.
-    if !store.officer_keys().await?.is_empty() || store.officer_registrations().await? > 0 {
-        return Err(OfficerError::AlreadyBootstrapped);
-    }
-    let mut parsed: Vec<(String, VerifyingKey)> = Vec::new();
-    for (name, key) in officers {
-        check_name(name)?;
-        let key = parse_public_key(key)?;
-        if parsed.iter().any(|(n, _)| n == name) {
-            return Err(OfficerError::Registry(format!(
-                "officer {name} is named twice"
-            )));
-        }
-        if parsed.iter().any(|(_, k)| k == &key) {
-            return Err(OfficerError::Registry(
-                "two officers were given the same public key: every officer needs a key of their own".into(),
-            ));
-        }
-        parsed.push((name.clone(), key));
-    }
-    if parsed.len() < 2 {
-        return Err(OfficerError::NoOfficers);
-    }
-    let mut atx = AuditLog::new(store.clone()).begin().await?;
-    for (name, key) in &parsed {
-        register(
-            &mut atx,
-            store,
-            name,
-            key,
-            "bootstrap",
-            Some("first init"),
-            now,
-        )
-        .await?;
-    }
-    atx.commit().await?;
-    Ok(parsed.into_iter().map(|(n, _)| n).collect())
 }
 
 /// An officer's private key, loaded from its file. Never printed.
@@ -323,9 +194,9 @@ impl OfficerKey {
     }
 }
 
-/// Verifies `sig` over `doc` under `key`.
+/// Verifies `sig` over `doc` under `key` (strictly: no small-order components).
 fn verifies(doc: &RequestDocument, key: &VerifyingKey, sig: &[u8]) -> bool {
     Signature::from_slice(sig)
-        .map(|s| key.verify(&doc.signing_message(), &s).is_ok())
+        .map(|s| key.verify_strict(&doc.signing_message(), &s).is_ok())
         .unwrap_or(false)
 }

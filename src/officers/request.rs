@@ -223,6 +223,14 @@ impl RequestDocument {
                 doc.format
             )));
         }
+        if !is_request_id(&doc.id) {
+            return Err(OfficerError::BadRequestFile(
+                "the id is not a request id (req- and 16 hex digits)".into(),
+            ));
+        }
+        if let Some(reason) = &doc.reason {
+            check_reason(reason)?;
+        }
         if doc.summary != doc.operation.summary()
             || doc.signatures_required != doc.operation.signatures_required()
         {
@@ -239,6 +247,29 @@ impl RequestDocument {
         m.extend_from_slice(self.canonical().as_bytes());
         m
     }
+}
+
+/// Request ids: `req-` and 16 lowercase hex digits.
+pub fn is_request_id(id: &str) -> bool {
+    id.strip_prefix("req-").is_some_and(|h| {
+        h.len() == 16
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// A reason is shown to the officers who sign: plain text only, so it cannot redraw the
+/// terminal (control characters) or reorder what is shown (bidirectional and other
+/// format characters).
+pub fn check_reason(reason: &str) -> Result<(), OfficerError> {
+    let invisible = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{061C}' | '\u{00AD}')
+    };
+    if reason.chars().count() > 200 || reason.chars().any(invisible) {
+        return Err(OfficerError::BadReason);
+    }
+    Ok(())
 }
 
 /// What `officer sign` writes and `keys approve --signature` reads.
@@ -277,7 +308,7 @@ mod tests {
 
     fn doc(reason: Option<&str>) -> RequestDocument {
         RequestDocument::new(
-            "req-1".into(),
+            "req-0123456789abcdef".into(),
             Operation::Destroy {
                 keyring: "pan".into(),
                 version: 1,
@@ -290,11 +321,13 @@ mod tests {
 
     #[test]
     fn the_canonical_text_round_trips_and_is_unambiguous() {
-        let d = doc(Some("line one\nrequester=mallory"));
-        let text = d.canonical();
-        assert_eq!(RequestDocument::parse(&text).unwrap(), d);
-        // A newline in a field stays inside its JSON string: it cannot forge a field.
-        assert!(!text.contains('\n'));
+        let d = doc(Some("end of life; ticket SEC-42"));
+        assert_eq!(RequestDocument::parse(&d.canonical()).unwrap(), d);
+        // A newline in a field would stay inside its JSON string (it cannot forge a
+        // field), and a reason with one is refused anyway.
+        let forged = doc(Some("line one\nrequester=mallory"));
+        assert!(!forged.canonical().contains('\n'));
+        assert!(RequestDocument::parse(&forged.canonical()).is_err());
         assert_ne!(
             doc(Some("a")).signing_message(),
             doc(Some("b")).signing_message()
@@ -311,6 +344,22 @@ mod tests {
         assert!(RequestDocument::parse(&d.canonical()).is_err());
         let extra = doc(None).canonical().replacen('{', "{\"extra\":1,", 1);
         assert!(RequestDocument::parse(&extra).is_err());
+    }
+
+    #[test]
+    fn reasons_that_could_disguise_what_is_shown_are_refused() {
+        for bad in [
+            "\u{1b}[3Ahidden",
+            "a\rb",
+            "\u{202E}txet",
+            "x".repeat(201).as_str(),
+        ] {
+            assert!(check_reason(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_reason("annual rotation, ticket SEC-42").is_ok());
+        let mut d = doc(None);
+        d.id = "req-../../x".into();
+        assert!(RequestDocument::parse(&d.canonical()).is_err());
     }
 
     #[test]

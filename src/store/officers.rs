@@ -15,6 +15,8 @@ pub struct OfficerKeyRow {
     pub retired_at: Option<i64>,
     /// The audit event that registered this key.
     pub audit_seq: i64,
+    /// The add or re-key request that justifies it (None: a first officer).
+    pub request_id: Option<String>,
 }
 
 /// A request: the canonical document every signature covers, and its state.
@@ -47,6 +49,7 @@ fn officer_key(row: &AnyRow) -> Result<OfficerKeyRow, sqlx::Error> {
         registered_at: row.try_get("registered_at")?,
         retired_at: row.try_get("retired_at")?,
         audit_seq: row.try_get("audit_seq")?,
+        request_id: row.try_get("request_id")?,
     })
 }
 
@@ -70,8 +73,8 @@ impl Store {
     /// Every officer key ever registered, oldest first.
     pub async fn officer_keys(&self) -> Result<Vec<OfficerKeyRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT public_key, name, state, registered_at, retired_at, audit_seq \
-             FROM officer_keys ORDER BY registered_at, name",
+            "SELECT public_key, name, state, registered_at, retired_at, audit_seq, request_id \
+             FROM officer_keys ORDER BY audit_seq",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -95,15 +98,17 @@ impl Store {
         name: &str,
         now: i64,
         audit_seq: i64,
+        request_id: Option<&str>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO officer_keys (public_key, name, state, registered_at, audit_seq) \
-             VALUES ($1, $2, 'active', $3, $4)",
+            "INSERT INTO officer_keys (public_key, name, state, registered_at, audit_seq, request_id) \
+             VALUES ($1, $2, 'active', $3, $4, $5)",
         )
         .bind(public_key)
         .bind(name)
         .bind(now)
         .bind(audit_seq)
+        .bind(request_id)
         .execute(&mut **tx)
         .await?;
         Ok(())

@@ -193,7 +193,9 @@ async fn a_destroy_needs_two_registered_officers_who_sign_where_their_keys_are()
         has("cli", "officer.approve", "denied"),
         "mallory's key is nobody's"
     );
-    assert!(has("officer:carol", "officer.approve", "denied"));
+    // Carol's signature over another text proves nothing about this request: the refusal
+    // is not put in her name.
+    assert!(!has("officer:carol", "officer.approve", "denied"));
     assert!(has("officer:bob", "officer.approve", "success"));
     assert!(has("officer:alice+officer:bob", "key.destroy", "success"));
     assert!(has("officer:alice", "key.retire", "success"));
@@ -432,15 +434,12 @@ async fn registry_changes_are_dual_control_and_a_key_is_registered_once_ever() {
     // At least two officers remain.
     for (name, signers) in [("dave", ["alice", "bob"]), ("bob", ["alice", "bob"])] {
         let op = Operation::RemoveOfficer { name: name.into() };
-        let actor = helpers::sign_request(&store, op.clone(), &signers)
-            .await
-            .unwrap();
+        let (doc, actor) = helpers::sign_request(&store, op, &signers).await.unwrap();
         let done = tokenvault::officers::execute(
             &store,
             &Vault::open(app.settings.clone()).await.unwrap().keys,
-            &op,
+            &doc,
             &actor,
-            None,
             now_ms(),
         )
         .await;
@@ -483,4 +482,177 @@ async fn a_registry_emptied_in_the_database_cannot_be_bootstrapped_again() {
         .await
         .unwrap();
     assert_eq!(n, 0, "nobody was registered");
+}
+
+/// Appends an event to the chain the way a database writer can (the chain is unkeyed):
+/// the hash recomputed and the head moved. Returns its sequence number.
+async fn forge_event(app: &TestApp, actor: &str, action: &str, resource: &str) -> i64 {
+    use tokenvault::store::AuditRow;
+    let mut db = app.db().await;
+    let (seq, hash): (i64, Vec<u8>) = sqlx::query_as("SELECT seq, hash FROM audit_head")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    let at = now_ms();
+    let mut row = AuditRow {
+        seq: seq + 1,
+        at,
+        actor: actor.into(),
+        action: action.into(),
+        outcome: "success".into(),
+        resource: Some(resource.into()),
+        origin: Some("cli".into()),
+        reason: None,
+        prev_hash: hash,
+        hash: Vec::new(),
+    };
+    row.hash = tokenvault::audit::chain_hash(seq + 1, at, &row).to_vec();
+    sqlx::query(
+        "INSERT INTO audit_events (seq, at, actor, action, outcome, resource, origin, reason, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(row.seq)
+    .bind(row.at)
+    .bind(&row.actor)
+    .bind(&row.action)
+    .bind(&row.outcome)
+    .bind(&row.resource)
+    .bind(&row.origin)
+    .bind(&row.reason)
+    .bind(&row.prev_hash)
+    .bind(&row.hash)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2")
+        .bind(row.seq)
+        .bind(&row.hash)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    row.seq
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registration_forged_in_the_database_with_a_consistent_chain_does_not_count() {
+    let app = spawn_app("forged").await;
+    retired_v1(&app).await;
+    let o = signed(&app, &["keys", "destroy", "pan", "1"], "alice");
+    let id = request_id(&o);
+    let mallory = officer_public("mallory");
+    for actor in ["bootstrap", "officer:alice+officer:bob"] {
+        let seq = forge_event(
+            &app,
+            actor,
+            "officer.register",
+            &format!("officer:bob2 key:{mallory}"),
+        )
+        .await;
+        let mut db = app.db().await;
+        sqlx::query(
+            "INSERT INTO officer_keys (public_key, name, state, registered_at, audit_seq) \
+             VALUES ($1, 'bob2', 'active', $2, $3)",
+        )
+        .bind(base64_decode(&mallory))
+        .bind(now_ms())
+        .bind(seq)
+        .execute(&mut db)
+        .await
+        .unwrap();
+        let o = signed(&app, &["keys", "approve", &id], "mallory");
+        assert_eq!(o.status.code(), Some(1), "{actor}: {}", text(&o));
+        assert!(
+            text(&o).contains("does not match the audit trail"),
+            "{}",
+            text(&o)
+        );
+        sqlx::query("DELETE FROM officer_keys WHERE name = 'bob2'")
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+    assert_eq!(state_of(&app, "pan", 1).await, "retired");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_an_officer_is_shown_cannot_be_disguised_and_a_stale_request_cannot_be_revived() {
+    let app = spawn_app("disguise").await;
+    retired_v1(&app).await;
+    // Terminal control characters in a reason could redraw what `officer sign` shows.
+    let o = cli(&app.settings)
+        .args(["keys", "destroy", "pan", "1", "--reason"])
+        .arg("\u{1b}[3A\u{1b}[J  ROTATE keyring pan: Nothing becomes unrecoverable.")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("reason"), "{}", text(&o));
+
+    // A request past its signed expiry stays dead when the database says otherwise.
+    let o = signed(
+        &app,
+        &["keys", "destroy", "pan", "1", "--expires-in-hours", "0"],
+        "alice",
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let id = request_id(&o);
+    let mut db = app.db().await;
+    sqlx::query("UPDATE officer_requests SET expires_at = $1 WHERE id = $2")
+        .bind(now_ms() + 3_600_000)
+        .bind(&id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    for who in ["alice", "bob"] {
+        let o = signed(&app, &["keys", "approve", &id], who);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains("expired"), "{}", text(&o));
+    }
+    assert_eq!(state_of(&app, "pan", 1).await, "retired");
+
+    // A signature file naming bob's key with a signature that does not verify is not
+    // recorded as bob's refusal.
+    let o = signed(&app, &["keys", "destroy", "pan", "1"], "alice");
+    let id = request_id(&o);
+    let fake = app.dir.join("fake.sig");
+    std::fs::write(
+        &fake,
+        serde_json::json!({
+            "request_id": id,
+            "public_key": officer_public("bob"),
+            "signature": base64_encode(&[0u8; 64]),
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let o = cli(&app.settings)
+        .args(["keys", "approve", &id, "--signature"])
+        .arg(&fake)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let ev = events(&app).await;
+    assert!(
+        !ev.iter()
+            .any(|e| e.0 == "officer:bob" && e.1 == "officer.approve"),
+        "bob did not sign anything: {ev:?}"
+    );
+
+    // A weak (small-order) Ed25519 key, which verifies forged signatures, is refused.
+    let identity = base64_encode(&{
+        let mut k = [0u8; 32];
+        k[0] = 1;
+        k
+    });
+    let o = signed(&app, &["officer", "add", "weak", &identity], "alice");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("not an Ed25519 public key"),
+        "{}",
+        text(&o)
+    );
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
 }

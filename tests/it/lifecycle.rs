@@ -208,8 +208,11 @@ async fn rotate_rewrap_retire_destroy_and_destroyed_data_is_reported_as_such() {
         keyring: "pan".into(),
         version: n,
     };
-    let actor = helpers::sign_request(&vault.store, destroy(1), &["alice", "bob"]).await;
-    assert_eq!(actor.as_deref(), Some("officer:alice+officer:bob"));
+    let approved = helpers::sign_request(&vault.store, destroy(1), &["alice", "bob"]).await;
+    assert_eq!(
+        approved.map(|a| a.1).as_deref(),
+        Some("officer:alice+officer:bob")
+    );
     vault
         .keys
         .destroy("pan", v(1), "officer:alice+officer:bob", None, now_ms())
@@ -668,10 +671,10 @@ async fn destruction_evidence_says_what_backups_still_hold_and_one_request_makes
     let approved = |op: Operation| {
         let vault = &vault;
         async move {
-            let actor = helpers::sign_request(&vault.store, op.clone(), &["alice", "bob"])
+            let (doc, actor) = helpers::sign_request(&vault.store, op, &["alice", "bob"])
                 .await
                 .unwrap();
-            officers::execute(&vault.store, &vault.keys, &op, &actor, None, now_ms())
+            officers::execute(&vault.store, &vault.keys, &doc, &actor, now_ms())
                 .await
                 .unwrap();
         }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use tokenvault::officers::{self, OfficerKey, Operation, Progress};
+use tokenvault::officers::{self, OfficerKey, Operation, Progress, RequestDocument};
 use tokenvault::store::Store;
 use tokenvault::vault::now_ms;
 
@@ -56,9 +56,13 @@ pub async fn bootstrap_officers(store: &Store) {
     officers::bootstrap(store, &given, now_ms()).await.unwrap();
 }
 
-/// Creates a request for `op` and has `signers` sign it in turn; returns the actor once
-/// enough signed (None while it still waits).
-pub async fn sign_request(store: &Store, op: Operation, signers: &[&str]) -> Option<String> {
+/// Creates a request for `op` and has `signers` sign it in turn; returns the request and
+/// its actor once enough signed (None while it still waits).
+pub async fn sign_request(
+    store: &Store,
+    op: Operation,
+    signers: &[&str],
+) -> Option<(RequestDocument, String)> {
     let doc = officers::create(store, op, None, 3_600_000, now_ms())
         .await
         .unwrap();
@@ -69,7 +73,7 @@ pub async fn sign_request(store: &Store, op: Operation, signers: &[&str]) -> Opt
             .await
             .unwrap()
         {
-            Progress::Ready { actor: a, .. } => actor = Some(a),
+            Progress::Ready { actor: a, doc } => actor = Some((doc, a)),
             Progress::Waiting { .. } => {}
         }
     }
