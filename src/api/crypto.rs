@@ -25,11 +25,17 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EncryptRequest {
+    /// One of the keyrings in the vault's config (this document lists them).
+    #[schema(pattern = r"^[a-z][a-z0-9_-]{0,31}$")]
     pub keyring: String,
-    /// Base64 (standard alphabet).
-    #[schema(value_type = String)]
+    /// Base64 (standard alphabet, padded).
+    #[schema(value_type = String, pattern = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$")]
     pub plaintext: SecretField,
-    /// Base64; bound as additional authenticated data, needed again to decrypt.
+    /// Base64 (standard alphabet, padded); bound as additional authenticated data,
+    /// needed again to decrypt.
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$"
+    )]
     pub context: Option<String>,
 }
 
@@ -42,7 +48,13 @@ pub struct CiphertextResponse {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecryptRequest {
+    /// `tv1:<keyring>:<version>:<base64url>`, as `/v1/encrypt` returned it.
+    #[schema(pattern = r"^tv1:[a-z][a-z0-9_-]{0,31}:[1-9][0-9]{0,8}:[A-Za-z0-9_-]{38,}$")]
     pub ciphertext: String,
+    /// The context given to `/v1/encrypt` (base64, standard alphabet, padded).
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$"
+    )]
     pub context: Option<String>,
 }
 
@@ -62,7 +74,14 @@ fn b64(field: &str, s: Option<&str>) -> Result<Vec<u8>, Error> {
 }
 
 #[utoipa::path(post, path = "/v1/encrypt", tag = "encryption", request_body = EncryptRequest,
-    responses((status = 200, body = CiphertextResponse), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = CiphertextResponse, description = "The ciphertext"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: the body does not match this document"),
+        (status = 401, body = ErrorBody, description = "`unauthenticated`"),
+        (status = 403, body = ErrorBody, description = "`forbidden`: no `encrypt:<keyring>` permission"),
+        (status = 413, body = ErrorBody, description = "`payload_too_large`: the body exceeds `limits.max_body_bytes`"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`"),
+        (status = 500, body = ErrorBody, description = "`internal` or `integrity_error`"),
+        (status = 503, body = ErrorBody, description = "`unavailable`: the HSM, database or audit trail failed")))]
 async fn encrypt(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -79,7 +98,16 @@ async fn encrypt(
 }
 
 #[utoipa::path(post, path = "/v1/decrypt", tag = "encryption", request_body = DecryptRequest,
-    responses((status = 200, body = DecryptResponse), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = DecryptResponse, description = "The plaintext"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: the body does not match this document"),
+        (status = 401, body = ErrorBody, description = "`unauthenticated`"),
+        (status = 403, body = ErrorBody, description = "`forbidden`: no `decrypt:<keyring>` permission"),
+        (status = 413, body = ErrorBody, description = "`payload_too_large`: the body exceeds `limits.max_body_bytes`"),
+        (status = 410, body = ErrorBody, description = "`key_destroyed`: the ciphertext's key version was destroyed"),
+        (status = 422, body = ErrorBody, description = "`invalid_value`: the ciphertext does not open under its key version and this context"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`"),
+        (status = 500, body = ErrorBody, description = "`internal` or `integrity_error`"),
+        (status = 503, body = ErrorBody, description = "`unavailable`: the HSM, database or audit trail failed")))]
 async fn decrypt(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -97,7 +125,16 @@ async fn decrypt(
 }
 
 #[utoipa::path(post, path = "/v1/rewrap", tag = "encryption", request_body = DecryptRequest,
-    responses((status = 200, body = CiphertextResponse), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = CiphertextResponse, description = "The ciphertext under the active version"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: the body does not match this document"),
+        (status = 401, body = ErrorBody, description = "`unauthenticated`"),
+        (status = 403, body = ErrorBody, description = "`forbidden`: no `encrypt:<keyring>` permission"),
+        (status = 413, body = ErrorBody, description = "`payload_too_large`: the body exceeds `limits.max_body_bytes`"),
+        (status = 410, body = ErrorBody, description = "`key_destroyed`: the ciphertext's key version was destroyed"),
+        (status = 422, body = ErrorBody, description = "`invalid_value`: the ciphertext does not open under its key version and this context"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`"),
+        (status = 500, body = ErrorBody, description = "`internal` or `integrity_error`"),
+        (status = 503, body = ErrorBody, description = "`unavailable`: the HSM, database or audit trail failed")))]
 async fn rewrap(
     State(state): State<AppState>,
     Caller(who): Caller,

@@ -17,7 +17,12 @@ pub fn router() -> Router<AppState> {
 }
 
 #[utoipa::path(get, path = "/v1/keys", tag = "keys",
-    responses((status = 200, body = Inventory), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Inventory, description = "The key inventory"),
+        (status = 401, body = ErrorBody, description = "`unauthenticated`"),
+        (status = 403, body = ErrorBody, description = "`forbidden`: no `keys:read` permission"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`"),
+        (status = 500, body = ErrorBody, description = "`internal` or `integrity_error`"),
+        (status = 503, body = ErrorBody, description = "`unavailable`")))]
 async fn list(State(state): State<AppState>, Caller(who): Caller) -> Result<Response, Error> {
     let inventory = state.services.key_inventory(&who, now_ms()).await?;
     Ok(ok(inventory))

@@ -234,10 +234,9 @@ async fn shutdown_signal() {
     tokio::select! { () = ctrl_c => {}, () = term => {} }
 }
 
-/// The OpenAPI document as pretty JSON (for `tokenvault openapi`).
-pub fn openapi_json() -> serde_json::Result<String> {
-    use utoipa::OpenApi;
-    serde_json::to_string_pretty(&openapi::ApiDoc::openapi())
+/// The OpenAPI document of a vault with `settings`, as pretty JSON (`tokenvault openapi`).
+pub fn openapi_json(settings: &Settings) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(&openapi::document(settings))
 }
 
 /// JSON response helper for handlers.

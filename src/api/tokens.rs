@@ -28,19 +28,45 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenizeRequest {
-    /// Token type: `pan` or a type declared in the config.
+    /// Token type: one of the types in the vault's config (this document lists them).
     #[serde(rename = "type")]
+    #[schema(pattern = r"^[a-z][a-z0-9_-]{0,31}$")]
     pub token_type: String,
-    /// The value to protect. Never echoed in any response or error.
-    #[schema(value_type = String)]
+    /// The value to protect, checked by its type's validator (422 when it fails). Never
+    /// echoed in any response or error.
+    #[schema(value_type = String, min_length = 1)]
     pub value: SecretField,
     /// Token format; deterministic types always use their configured one.
     pub format: Option<TokenFormat>,
     /// Non-sensitive JSON object stored with the token.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
-    /// The token expires after this many seconds.
+    /// The token expires after this many seconds (at most ten years). A whole number,
+    /// which JSON may also write as `314.0`.
+    #[serde(default, deserialize_with = "whole_seconds")]
+    #[schema(minimum = 1, maximum = 316_224_000)]
     pub ttl_seconds: Option<u64>,
+}
+
+/// An optional whole number of seconds: JSON Schema's `integer` (and the document's)
+/// counts `314.0` as 314, so the server does too; `314.5` and negatives are refused.
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error as _;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(u) = n.as_u64() {
+        return Ok(Some(u));
+    }
+    match n.as_f64() {
+        // Below 2^53 every whole f64 is exact; ten years of seconds is far below.
+        Some(f) if f.fract() == 0.0 && (0.0..9_007_199_254_740_992.0).contains(&f) => {
+            Ok(Some(f as u64))
+        }
+        _ => Err(D::Error::custom(
+            "ttl_seconds is not a whole number of seconds",
+        )),
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -72,6 +98,8 @@ impl From<Tokenized> for TokenizeResponse {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenizeBatchRequest {
+    /// At most `limits.max_batch` items (413 beyond); an item that does not match
+    /// `TokenizeRequest` gets an error in its place, the others go on.
     #[schema(value_type = Vec<TokenizeRequest>)]
     pub items: Vec<serde_json::Value>,
 }
@@ -92,8 +120,13 @@ pub struct TokenizeBatchResponse {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DetokenizeRequest {
+    /// A token; anything that is not one answers 404 like an unknown token.
+    #[schema(max_length = 64)]
     pub token: String,
-    /// Why the value is needed; recorded in the audit trail.
+    /// Why the value is needed; recorded in the audit trail. At most 200 characters, no
+    /// control characters, no run of 12 or more digits (a single space or dash between
+    /// groups of three or more digits joins them into one run).
+    #[schema(max_length = 200)]
     pub reason: Option<String>,
 }
 
@@ -111,7 +144,10 @@ pub struct DetokenizeResponse {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DetokenizeBatchRequest {
+    /// At most `limits.max_batch` tokens (413 beyond).
     pub tokens: Vec<String>,
+    /// As for `/v1/detokenize`; one reason for the whole batch.
+    #[schema(max_length = 200)]
     pub reason: Option<String>,
 }
 
@@ -155,8 +191,17 @@ fn input(r: TokenizeRequest) -> TokenizeInput {
 }
 
 #[utoipa::path(post, path = "/v1/tokenize", tag = "tokens", request_body = TokenizeRequest,
-    responses((status = 200, body = TokenizeResponse), (status = 400, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = TokenizeResponse, description = "The token"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: the body does not match this document, \
+            or the metadata is larger than `limits.max_metadata_bytes` or holds a card number"),
+        (status = 401, body = ErrorBody, description = "`unauthenticated`: the client certificate names no identity"),
+        (status = 403, body = ErrorBody, description = "`forbidden`: no `tokenize:<type>` permission"),
+        (status = 413, body = ErrorBody, description = "`payload_too_large`: the body exceeds `limits.max_body_bytes`"),
+        (status = 422, body = ErrorBody, description = "`invalid_value`: the value fails its type's validator \
+            (Luhn, SSN rules, address rules, `limits.max_value_bytes`)"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`: request rate or new-value budget spent"),
+        (status = 500, body = ErrorBody, description = "`internal` or `integrity_error`"),
+        (status = 503, body = ErrorBody, description = "`unavailable`: the HSM, database or audit trail failed; nothing was done")))]
 async fn tokenize(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -171,7 +216,14 @@ async fn tokenize(
 }
 
 #[utoipa::path(post, path = "/v1/tokenize/batch", tag = "tokens", request_body = TokenizeBatchRequest,
-    responses((status = 200, body = TokenizeBatchResponse), (status = 413, body = ErrorBody)))]
+    responses((status = 200, body = TokenizeBatchResponse,
+            description = "One result or `{\"error\": …}` per item, in order"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: the body does not match this document"),
+        (status = 401, body = ErrorBody, description = "`unauthenticated`"),
+        (status = 413, body = ErrorBody, description = "`payload_too_large`: too many items or too large a body"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`"),
+        (status = 500, body = ErrorBody, description = "`internal` or `integrity_error`"),
+        (status = 503, body = ErrorBody, description = "`unavailable`: the whole batch failed closed")))]
 async fn tokenize_batch(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -216,8 +268,15 @@ impl From<Detokenized> for DetokenizeResponse {
 }
 
 #[utoipa::path(post, path = "/v1/detokenize", tag = "tokens", request_body = DetokenizeRequest,
-    responses((status = 200, body = DetokenizeResponse), (status = 404, body = ErrorBody),
-        (status = 410, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = DetokenizeResponse, description = "The value"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: the body does not match this document"),
+        (status = 401, body = ErrorBody, description = "`unauthenticated`"),
+        (status = 404, body = ErrorBody, description = "`not_found`: unknown, expired, or not the caller's to reveal (alike)"),
+        (status = 410, body = ErrorBody, description = "`key_destroyed`: the token's key version was destroyed"),
+        (status = 413, body = ErrorBody, description = "`payload_too_large`"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`: request rate or reveal budget spent"),
+        (status = 500, body = ErrorBody, description = "`internal` or `integrity_error`"),
+        (status = 503, body = ErrorBody, description = "`unavailable`")))]
 async fn detokenize(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -232,7 +291,14 @@ async fn detokenize(
 }
 
 #[utoipa::path(post, path = "/v1/detokenize/batch", tag = "tokens", request_body = DetokenizeBatchRequest,
-    responses((status = 200, body = DetokenizeBatchResponse), (status = 413, body = ErrorBody)))]
+    responses((status = 200, body = DetokenizeBatchResponse,
+            description = "One result or `{\"error\": …}` per token, in order"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: the body does not match this document"),
+        (status = 401, body = ErrorBody, description = "`unauthenticated`"),
+        (status = 413, body = ErrorBody, description = "`payload_too_large`: too many tokens or too large a body"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`: request rate or reveal budget spent"),
+        (status = 500, body = ErrorBody, description = "`internal` or `integrity_error`"),
+        (status = 503, body = ErrorBody, description = "`unavailable`")))]
 async fn detokenize_batch(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -255,8 +321,13 @@ async fn detokenize_batch(
 }
 
 #[utoipa::path(get, path = "/v1/tokens/{token}", tag = "tokens",
-    params(("token" = String, Path, description = "A token")),
-    responses((status = 200, body = TokenInfoResponse), (status = 404, body = ErrorBody)))]
+    params(("token" = String, Path, description = "A token", max_length = 64)),
+    responses((status = 200, body = TokenInfoResponse, description = "Metadata and masked value, never the value"),
+        (status = 401, body = ErrorBody, description = "`unauthenticated`"),
+        (status = 404, body = ErrorBody, description = "`not_found`: unknown, expired, or not the caller's to read (alike)"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`"),
+        (status = 500, body = ErrorBody, description = "`internal` or `integrity_error`"),
+        (status = 503, body = ErrorBody, description = "`unavailable`")))]
 async fn token_info(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -276,8 +347,13 @@ async fn token_info(
 }
 
 #[utoipa::path(delete, path = "/v1/tokens/{token}", tag = "tokens",
-    params(("token" = String, Path, description = "A token")),
-    responses((status = 204, description = "Deleted: the ciphertext is gone"), (status = 404, body = ErrorBody)))]
+    params(("token" = String, Path, description = "A token", max_length = 64)),
+    responses((status = 204, description = "Deleted: the ciphertext is gone"),
+        (status = 401, body = ErrorBody, description = "`unauthenticated`"),
+        (status = 404, body = ErrorBody, description = "`not_found`: unknown, expired, or not the caller's to delete (alike)"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`"),
+        (status = 500, body = ErrorBody, description = "`internal` or `integrity_error`"),
+        (status = 503, body = ErrorBody, description = "`unavailable`")))]
 async fn delete_token(
     State(state): State<AppState>,
     Caller(who): Caller,

@@ -39,7 +39,7 @@ pub enum Command {
     Keys(keys::KeysCommand),
     /// Write development TLS certificates (CA, server, clients app, tokenizer, auditor).
     DevCerts(dev_certs::DevCertsArgs),
-    /// Print the OpenAPI 3 document of the HTTP API.
+    /// Print the OpenAPI 3 document of the HTTP API, for this configuration.
     Openapi,
     /// Audit trail verification, checkpoints and the PCI key audit report.
     #[command(subcommand)]
@@ -52,21 +52,22 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::DevCerts(args) => return dev_certs::run(args),
-        Command::Openapi => {
-            println!("{}", crate::api::openapi_json()?);
-            return Ok(());
-        }
         Command::Officer(cmd) if cmd.is_offline() => return officer::run_offline(cmd),
         _ => {}
     }
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve => crate::api::serve(settings).await,
+        // The document states the configured types, keyrings and limits.
+        Command::Openapi => {
+            println!("{}", crate::api::openapi_json(&settings)?);
+            Ok(())
+        }
         Command::Init(args) => init::run(settings, args).await,
         Command::Keys(cmd) => keys::run(settings, cmd).await,
         Command::Audit(cmd) => audit::run(settings, cmd).await,
         Command::Officer(cmd) => officer::run(settings, cmd).await,
-        Command::DevCerts(_) | Command::Openapi => {
+        Command::DevCerts(_) => {
             unreachable!("handled above")
         }
     }

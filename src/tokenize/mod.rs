@@ -110,8 +110,8 @@ pub struct TokenInfo {
     pub expires_at: Option<i64>,
 }
 
-const MAX_TTL_SECONDS: u64 = 10 * 366 * 86_400;
-const MAX_REASON_LEN: usize = 200;
+pub const MAX_TTL_SECONDS: u64 = 10 * 366 * 86_400;
+pub const MAX_REASON_LEN: usize = 200;
 
 /// The two keyed fingerprints of a type: one to find a value's token in the database,
 /// one to hand to clients. Separate HKDF labels keep them unrelated.
@@ -143,7 +143,7 @@ pub struct TokenService {
 /// Checks the caller-supplied reason: short, and never a place to put a card number.
 pub fn check_reason(reason: Option<&str>) -> Result<Option<String>, Error> {
     let Some(r) = reason else { return Ok(None) };
-    if r.len() > MAX_REASON_LEN || r.chars().any(char::is_control) {
+    if r.chars().count() > MAX_REASON_LEN || r.chars().any(char::is_control) {
         return Err(Error::InvalidRequest(format!(
             "reason must be at most {MAX_REASON_LEN} printable characters"
         )));
@@ -497,6 +497,8 @@ impl TokenService {
         reason: Option<&str>,
         now: i64,
     ) -> Result<Vec<Result<Detokenized, Error>>, Error> {
+        // One reason for the whole batch: refused whole, as by a single detokenize.
+        check_reason(reason)?;
         self.guard
             .charge(who, Action::Detokenize, tokens.len() as u64, now)
             .await?;

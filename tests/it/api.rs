@@ -524,3 +524,67 @@ async fn deep_json_is_refused_and_metrics_count_requests_without_values() {
         (200, Some("ok"), Some("ok"))
     );
 }
+
+/// Issue 14, item 8: what Schemathesis (scripts/contract) found where the server and its
+/// document disagreed. Each answer is what the document says; all are checked at once.
+#[tokio::test]
+async fn the_server_answers_what_its_document_says_about_reason_and_ttl() {
+    let app = spawn_app("contract").await;
+    let token = app.tokenize("text", "contract canary value").await;
+    let mut answers = Vec::new();
+    // A reason the document refuses is refused by a batch as by a single detokenize,
+    // even with no token to reveal (it answered 200 with per-item errors, or none).
+    for tokens in [json!([]), json!([token])] {
+        let (status, _) = app
+            .post(
+                "app",
+                "/v1/detokenize/batch",
+                json!({"tokens": tokens, "reason": "\u{84}"}),
+            )
+            .await;
+        answers.push(("batch with a control character in reason", status));
+    }
+    // "At most 200 printable characters": characters, not bytes.
+    let (status, _) = detokenize_with(&app, &token, &"é".repeat(150)).await;
+    answers.push(("reason of 150 two-byte characters", status));
+    let (status, _) = detokenize_with(&app, &token, &"é".repeat(201)).await;
+    answers.push(("reason of 201 characters", status));
+    // JSON Schema's integer includes 314.0; so does ttl_seconds.
+    let (status, body) = app
+        .post(
+            "app",
+            "/v1/tokenize",
+            json!({"type": "text", "value": "contract ttl", "ttl_seconds": 314.0}),
+        )
+        .await;
+    answers.push(("ttl_seconds 314.0", status));
+    let (status, _) = app
+        .post(
+            "app",
+            "/v1/tokenize",
+            json!({"type": "text", "value": "contract ttl", "ttl_seconds": 314.5}),
+        )
+        .await;
+    answers.push(("ttl_seconds 314.5", status));
+    assert_eq!(
+        answers,
+        vec![
+            ("batch with a control character in reason", 400),
+            ("batch with a control character in reason", 400),
+            ("reason of 150 two-byte characters", 200),
+            ("reason of 201 characters", 400),
+            ("ttl_seconds 314.0", 200),
+            ("ttl_seconds 314.5", 400),
+        ],
+        "{body}"
+    );
+}
+
+async fn detokenize_with(app: &TestApp, token: &str, reason: &str) -> (u16, Value) {
+    app.post(
+        "app",
+        "/v1/detokenize",
+        json!({"token": token, "reason": reason}),
+    )
+    .await
+}
