@@ -7,10 +7,12 @@ mod helpers;
 
 mod api;
 mod audit;
+mod connection;
 mod foundation;
 mod guard;
 mod hardening;
 mod hsm_faults;
+mod identity;
 mod lifecycle;
 mod multinode;
 mod oracle;
