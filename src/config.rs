@@ -159,7 +159,9 @@ impl ServerSettings {
         for name in clients.keys() {
             let fits = match self.identity {
                 IdentitySource::Cn => !name.contains("://"),
-                IdentitySource::Uri => name.starts_with(prefix.as_str()) && name.len() > prefix.len(),
+                IdentitySource::Uri => {
+                    name.starts_with(prefix.as_str()) && name.len() > prefix.len()
+                }
             };
             if !fits {
                 return invalid(format!(
@@ -169,7 +171,8 @@ impl ServerSettings {
                         IdentitySource::Uri => "\"uri\"",
                     },
                     match self.identity {
-                        IdentitySource::Cn => "a CN identity has no `://` (set server.identity = \"uri\")".to_owned(),
+                        IdentitySource::Cn =>
+                            "a CN identity has no `://` (set server.identity = \"uri\")".to_owned(),
                         IdentitySource::Uri => format!("identities start with `{prefix}`"),
                     }
                 ));
@@ -577,24 +580,37 @@ mod tests {
             // A URI-shaped client cannot match a CN identity.
             (spiffe.to_owned(), "can never match"),
             // uri mode needs its prefix…
-            (format!("[server]\nidentity = \"uri\"\n{spiffe}"), "identity_uri_prefix"),
+            (
+                format!("[server]\nidentity = \"uri\"\n{spiffe}"),
+                "identity_uri_prefix",
+            ),
             // …and a prefix without uri mode is a mistake.
-            ("[server]\nidentity_uri_prefix = \"spiffe://\"\n".to_owned(), "identity_uri_prefix"),
+            (
+                "[server]\nidentity_uri_prefix = \"spiffe://\"\n".to_owned(),
+                "identity_uri_prefix",
+            ),
             // In uri mode, the development clients (CNs) can never match.
             (
                 "[server]\nidentity = \"uri\"\nidentity_uri_prefix = \"spiffe://\"\n".to_owned(),
                 "client `app` can never match",
             ),
             ("[server]\nidentity = \"san\"\n".to_owned(), "identity"),
-            ("[server]\nmax_connections = 0\n".to_owned(), "max_connections"),
+            (
+                "[server]\nmax_connections = 0\n".to_owned(),
+                "max_connections",
+            ),
         ] {
             let e = Settings::from_toml(&text).unwrap_err().to_string();
             assert!(e.contains(want), "{text}: {e}");
         }
-        let lb = Settings::from_toml("[server.proxy_protocol]\ntrusted = [\"10.0.0.5/32\", \"fd00::/8\"]\n")
-            .unwrap();
+        let lb = Settings::from_toml(
+            "[server.proxy_protocol]\ntrusted = [\"10.0.0.5/32\", \"fd00::/8\"]\n",
+        )
+        .unwrap();
         assert_eq!(lb.server.proxy_protocol.trusted.len(), 2);
-        assert!(Settings::from_toml("[server.proxy_protocol]\ntrusted = [\"10.0.0.5\"]\n").is_err());
+        assert!(
+            Settings::from_toml("[server.proxy_protocol]\ntrusted = [\"10.0.0.5\"]\n").is_err()
+        );
     }
 
     #[test]

@@ -40,10 +40,13 @@ async fn raw_tokenize(mut tls: TlsStream<TcpStream>) -> Result<String, String> {
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    tls.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+    tls.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
-    read.map_err(|_| "no answer".to_owned())?.map_err(|e| e.to_string())?;
+    read.map_err(|_| "no answer".to_owned())?
+        .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out);
     Ok(text.lines().next().unwrap_or_default().to_owned())
 }
@@ -66,7 +69,9 @@ async fn a_trusted_balancers_proxy_header_names_the_audit_origin() {
     let client: SocketAddr = "203.0.113.7:40001".parse().unwrap();
     let mut tcp = TcpStream::connect(app.addr).await.unwrap();
     tcp.write_all(&proxy_v2(client, app.addr)).await.unwrap();
-    let tls = tls_over(tcp, &[b"http/1.1"]).await.expect("TLS after the header");
+    let tls = tls_over(tcp, &[b"http/1.1"])
+        .await
+        .expect("TLS after the header");
     assert_eq!(raw_tokenize(tls).await.unwrap(), "HTTP/1.1 200 OK");
     assert_eq!(tokenize_origins(&app).await, vec!["203.0.113.7".to_owned()]);
     // From the trusted peer, a connection without the header is refused.
@@ -75,7 +80,10 @@ async fn a_trusted_balancers_proxy_header_names_the_audit_origin() {
         Ok(tls) => raw_tokenize(tls).await,
         Err(e) => Err(e.to_string()),
     };
-    assert!(plain.is_err(), "a trusted peer without a PROXY header was served: {plain:?}");
+    assert!(
+        plain.is_err(),
+        "a trusted peer without a PROXY header was served: {plain:?}"
+    );
     assert_eq!(tokenize_origins(&app).await.len(), 1);
 }
 
@@ -93,7 +101,10 @@ async fn an_untrusted_peers_proxy_header_is_never_read() {
         Ok(tls) => raw_tokenize(tls).await,
         Err(e) => Err(e.to_string()),
     };
-    assert!(spoofed.is_err(), "an untrusted peer's header was honoured: {spoofed:?}");
+    assert!(
+        spoofed.is_err(),
+        "an untrusted peer's header was honoured: {spoofed:?}"
+    );
     // Direct clients are served, and their origin is the TCP peer.
     app.tokenize("card", "4111111111111111").await;
     assert_eq!(tokenize_origins(&app).await, vec!["127.0.0.1".to_owned()]);
@@ -112,14 +123,20 @@ async fn connections_past_the_cap_are_not_served_until_one_closes() {
         tls_over(tcp, &[b"http/1.1"]).await
     };
     let waited = tokio::time::timeout(Duration::from_secs(2), third).await;
-    assert!(waited.is_err(), "a third connection was served while two were open");
+    assert!(
+        waited.is_err(),
+        "a third connection was served while two were open"
+    );
     drop(open.pop());
     let tcp = TcpStream::connect(app.addr).await.unwrap();
     let served = tokio::time::timeout(Duration::from_secs(5), async {
         raw_tokenize(tls_over(tcp, &[b"http/1.1"]).await.unwrap()).await
     })
     .await;
-    assert_eq!(served.expect("served after one closed").unwrap(), "HTTP/1.1 200 OK");
+    assert_eq!(
+        served.expect("served after one closed").unwrap(),
+        "HTTP/1.1 200 OK"
+    );
 }
 
 #[tokio::test]
@@ -147,14 +164,25 @@ async fn a_body_trickled_past_the_deadline_is_cut_off() {
     let mut out = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(6), rd.read_to_end(&mut out)).await;
     trickle.abort();
-    assert!(read.is_ok(), "the trickling request was still open after 6 s");
+    assert!(
+        read.is_ok(),
+        "the trickling request was still open after 6 s"
+    );
     let text = String::from_utf8_lossy(&out);
-    assert!(text.is_empty() || text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 400"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed_with_goaway() {
-    let app = spawn_with("h2-idle", |s, _| s.server.idle_timeout_ms = 500).await;
+    let app = spawn_with("h2-idle", |s, _| {
+        s.server.idle_timeout_ms = 500;
+        // This client never answers the PING that follows the GOAWAY.
+        s.server.http2_keep_alive_timeout_ms = 1000;
+    })
+    .await;
     let tcp = TcpStream::connect(app.addr).await.unwrap();
     let mut tls = tls_over(tcp, &[b"h2"]).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
@@ -165,11 +193,15 @@ async fn an_idle_http2_connection_is_closed_with_goaway() {
     tls.flush().await.unwrap();
     let mut out = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
-    assert!(read.is_ok(), "the idle HTTP/2 connection was still open after 5 s");
+    assert!(
+        read.is_ok(),
+        "the idle HTTP/2 connection was still open after 5 s"
+    );
     // Walk the frames the server sent: one of them is GOAWAY (type 7).
     let (mut at, mut types) = (0, Vec::new());
     while at + 9 <= out.len() {
-        let len = usize::from(out[at]) << 16 | usize::from(out[at + 1]) << 8 | usize::from(out[at + 2]);
+        let len =
+            usize::from(out[at]) << 16 | usize::from(out[at + 1]) << 8 | usize::from(out[at + 2]);
         types.push(out[at + 3]);
         at += 9 + len;
     }

@@ -42,7 +42,11 @@ async fn in_uri_mode_only_the_one_uri_san_with_the_prefix_names_the_client() {
     let posing_cn = ca
         .client_with(Some("spiffe://payments/checkout"), &[])
         .unwrap();
-    assert_eq!(tokenize_as(&app, &posing_cn).await, Ok(401), "CN posing as URI");
+    assert_eq!(
+        tokenize_as(&app, &posing_cn).await,
+        Ok(401),
+        "CN posing as URI"
+    );
     // The wanted URI placed first among several.
     let several = ca
         .client_with(
@@ -50,7 +54,11 @@ async fn in_uri_mode_only_the_one_uri_san_with_the_prefix_names_the_client() {
             &["spiffe://payments/checkout", "spiffe://other/team"],
         )
         .unwrap();
-    assert_eq!(tokenize_as(&app, &several).await, Ok(401), "several URI SANs");
+    assert_eq!(
+        tokenize_as(&app, &several).await,
+        Ok(401),
+        "several URI SANs"
+    );
     // A URI outside the configured prefix, and none at all with a known CN.
     let foreign_scheme = ca
         .client_with(Some("app"), &["https://payments/checkout"])
@@ -84,7 +92,11 @@ async fn in_cn_mode_only_the_cn_names_the_client_and_it_cannot_pose_as_a_uri() {
     let several = ca
         .client_with(Some("app"), &["spiffe://a/b", "spiffe://c/d"])
         .unwrap();
-    assert_eq!(tokenize_as(&app, &several).await, Ok(401), "several URI SANs");
+    assert_eq!(
+        tokenize_as(&app, &several).await,
+        Ok(401),
+        "several URI SANs"
+    );
 }
 
 /// Polls `f` until it returns true or `secs` pass.
@@ -115,13 +127,22 @@ async fn a_revoked_certificate_is_refused_once_the_crl_file_changes_without_a_re
     let serial = serial_of(victim);
     std::fs::write(&crl, ca.crl(&[&serial], 2).unwrap()).unwrap();
     let refused = eventually(10, async || tokenize_as(&app, victim).await.is_err()).await;
-    assert!(refused, "the revoked certificate was still admitted 10 s after the CRL changed");
+    assert!(
+        refused,
+        "the revoked certificate was still admitted 10 s after the CRL changed"
+    );
     assert_eq!(tokenize_as(&app, other).await, Ok(200), "another client");
     // A CRL file that no longer parses keeps the last good one (and logs an error).
-    std::fs::write(&crl, "-----BEGIN X509 CRL-----\nnot base64\n-----END X509 CRL-----\n")
-        .unwrap();
+    std::fs::write(
+        &crl,
+        "-----BEGIN X509 CRL-----\nnot base64\n-----END X509 CRL-----\n",
+    )
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(tokenize_as(&app, victim).await.is_err(), "a bad CRL re-admitted it");
+    assert!(
+        tokenize_as(&app, victim).await.is_err(),
+        "a bad CRL re-admitted it"
+    );
     assert_eq!(tokenize_as(&app, other).await, Ok(200));
     // DER works as well as PEM: an empty CRL in DER admits the certificate again.
     let pem = ca.crl(&[], 3).unwrap();
@@ -136,12 +157,18 @@ async fn a_configured_but_unreadable_crl_stops_start_up() {
     let dir = helpers::test_dir("crl-bad");
     let mut s = helpers::api_settings(&dir, "crl-bad");
     helpers::init_vault(&s).await;
-    for (name, content) in [("missing.crl", None), ("bad.crl", Some(&b"\x30\x03\x02\x01"[..]))] {
+    for (name, content) in [
+        ("missing.crl", None),
+        ("bad.crl", Some(&b"\x30\x03\x02\x01"[..])),
+    ] {
         if let Some(content) = content {
             std::fs::write(dir.join(name), content).unwrap();
         }
         s.server.crl_file = Some(dir.join(name));
-        let e = tokenvault::api::Server::bind(s.clone()).await.err().expect(name);
+        let e = tokenvault::api::Server::bind(s.clone())
+            .await
+            .err()
+            .expect(name);
         assert!(format!("{e:#}").contains("CRL"), "{name}: {e:#}");
     }
 }
