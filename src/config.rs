@@ -70,6 +70,46 @@ pub struct ServerSettings {
     pub client_ca: PathBuf,
     /// Whether `/metrics` needs no client certificate permission.
     pub public_metrics: bool,
+    /// Where a client's identity comes from: the subject CN only, or the one URI SAN
+    /// only. Never one and then the other.
+    pub identity: IdentitySource,
+    /// With `identity = "uri"`: the prefix every identity has (e.g. `spiffe://`).
+    pub identity_uri_prefix: String,
+    /// Certificate revocation lists (PEM or DER) for the client CA chain; re-read every
+    /// `crl_reload_secs` and applied to new connections when the file changed.
+    pub crl_file: Option<PathBuf>,
+    pub crl_reload_secs: u64,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// PROXY headers and TLS handshakes in progress at once.
+    pub max_handshakes: usize,
+    /// HTTP/2 PING interval, and how long an unanswered PING keeps the connection.
+    pub http2_keep_alive_interval_ms: u64,
+    pub http2_keep_alive_timeout_ms: u64,
+    /// A connection with no request for this long is closed (HTTP/1 and HTTP/2).
+    pub idle_timeout_ms: u64,
+    /// A request body not complete this long after its headers arrived is refused.
+    pub body_read_timeout_ms: u64,
+    pub proxy_protocol: ProxyProtocolSettings,
+}
+
+/// What names a client in its certificate (`server.identity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentitySource {
+    /// The subject CN; it must not look like a URI (`://`).
+    Cn,
+    /// Exactly one URI SAN, starting with `identity_uri_prefix`; the CN is ignored.
+    Uri,
+}
+
+/// PROXY protocol v2 from load balancers (`server.proxy_protocol`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ProxyProtocolSettings {
+    /// Peers (CIDR) whose connections must start with a PROXY v2 header; its source
+    /// address becomes the request origin. Nobody else's header is read.
+    pub trusted: Vec<ipnet::IpNet>,
 }
 
 impl Default for ServerSettings {
@@ -80,7 +120,81 @@ impl Default for ServerSettings {
             tls_key: "data/dev/tls/server-key.pem".into(),
             client_ca: "data/dev/tls/ca.pem".into(),
             public_metrics: true,
+            // `tokenvault dev-certs` names its clients by CN.
+            identity: IdentitySource::Cn,
+            identity_uri_prefix: String::new(),
+            crl_file: None,
+            crl_reload_secs: 30,
+            max_connections: 4096,
+            max_handshakes: 256,
+            http2_keep_alive_interval_ms: 30_000,
+            http2_keep_alive_timeout_ms: 10_000,
+            idle_timeout_ms: 120_000,
+            body_read_timeout_ms: 30_000,
+            proxy_protocol: ProxyProtocolSettings::default(),
         }
+    }
+}
+
+impl ServerSettings {
+    fn validate(&self, clients: &BTreeMap<String, ClientPolicy>) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let prefix = &self.identity_uri_prefix;
+        match self.identity {
+            IdentitySource::Uri if prefix.is_empty() => {
+                return invalid(
+                    "server.identity = \"uri\" needs server.identity_uri_prefix \
+                     (e.g. \"spiffe://\")"
+                        .into(),
+                );
+            }
+            IdentitySource::Cn if !prefix.is_empty() => {
+                return invalid(
+                    "server.identity_uri_prefix is set but server.identity is \"cn\"; \
+                     set server.identity = \"uri\" or remove the prefix"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+        // A client name the identity source can never produce grants nothing, silently.
+        for name in clients.keys() {
+            let fits = match self.identity {
+                IdentitySource::Cn => !name.contains("://"),
+                IdentitySource::Uri => {
+                    name.starts_with(prefix.as_str()) && name.len() > prefix.len()
+                }
+            };
+            if !fits {
+                return invalid(format!(
+                    "client `{name}` can never match: server.identity is {} — {}",
+                    match self.identity {
+                        IdentitySource::Cn => "\"cn\"",
+                        IdentitySource::Uri => "\"uri\"",
+                    },
+                    match self.identity {
+                        IdentitySource::Cn =>
+                            "a CN identity has no `://` (set server.identity = \"uri\")".to_owned(),
+                        IdentitySource::Uri => format!("identities start with `{prefix}`"),
+                    }
+                ));
+            }
+        }
+        if self.crl_reload_secs == 0
+            || self.max_connections == 0
+            || self.max_handshakes == 0
+            || self.http2_keep_alive_interval_ms == 0
+            || self.http2_keep_alive_timeout_ms == 0
+            || self.idle_timeout_ms == 0
+            || self.body_read_timeout_ms == 0
+        {
+            return invalid(
+                "server.crl_reload_secs, max_connections, max_handshakes, \
+                 http2_keep_alive_*_ms, idle_timeout_ms and body_read_timeout_ms must be at least 1"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -384,6 +498,7 @@ impl Settings {
                 "retention.purge_interval_secs must be at least 1".into(),
             ));
         }
+        self.server.validate(&self.clients)?;
         if self.hsm.sessions == 0 {
             return Err(ConfigError::Invalid(
                 "hsm.sessions must be at least 1".into(),
@@ -460,10 +575,53 @@ mod tests {
         assert!(Settings::from_toml("not toml [").is_err());
         // A file's clients replace the development defaults as a whole.
         let prod = Settings::from_toml(
-            "[clients.\"spiffe://payments/checkout\"]\npermissions = [\"tokenize:pan\"]\n",
+            "[server]\nidentity = \"uri\"\nidentity_uri_prefix = \"spiffe://\"\n\
+             [clients.\"spiffe://payments/checkout\"]\npermissions = [\"tokenize:pan\"]\n",
         )
         .unwrap();
         assert!(!prod.clients.contains_key("app"));
+    }
+
+    #[test]
+    fn the_identity_source_is_explicit_and_every_client_name_fits_it() {
+        let dev = Settings::from_toml("").unwrap();
+        assert_eq!(dev.server.identity, IdentitySource::Cn);
+        let spiffe = "[clients.\"spiffe://payments/checkout\"]\npermissions = [\"tokenize:pan\"]\n";
+        for (text, want) in [
+            // A URI-shaped client cannot match a CN identity.
+            (spiffe.to_owned(), "can never match"),
+            // uri mode needs its prefix…
+            (
+                format!("[server]\nidentity = \"uri\"\n{spiffe}"),
+                "identity_uri_prefix",
+            ),
+            // …and a prefix without uri mode is a mistake.
+            (
+                "[server]\nidentity_uri_prefix = \"spiffe://\"\n".to_owned(),
+                "identity_uri_prefix",
+            ),
+            // In uri mode, the development clients (CNs) can never match.
+            (
+                "[server]\nidentity = \"uri\"\nidentity_uri_prefix = \"spiffe://\"\n".to_owned(),
+                "client `app` can never match",
+            ),
+            ("[server]\nidentity = \"san\"\n".to_owned(), "identity"),
+            (
+                "[server]\nmax_connections = 0\n".to_owned(),
+                "max_connections",
+            ),
+        ] {
+            let e = Settings::from_toml(&text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        let lb = Settings::from_toml(
+            "[server.proxy_protocol]\ntrusted = [\"10.0.0.5/32\", \"fd00::/8\"]\n",
+        )
+        .unwrap();
+        assert_eq!(lb.server.proxy_protocol.trusted.len(), 2);
+        assert!(
+            Settings::from_toml("[server.proxy_protocol]\ntrusted = [\"10.0.0.5\"]\n").is_err()
+        );
     }
 
     #[test]

@@ -88,6 +88,47 @@ impl DevCa {
         self.sign(params)
     }
 
+    /// A client certificate with the given subject CN (if any) and URI SANs, in that
+    /// order (tests make the ambiguous shapes identity extraction must refuse).
+    pub fn client_with(&self, cn: Option<&str>, uris: &[&str]) -> Result<Issued, rcgen::Error> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        if let Some(cn) = cn {
+            params.distinguished_name.push(DnType::CommonName, cn);
+        }
+        for uri in uris {
+            params
+                .subject_alt_names
+                .push(SanType::URI((*uri).try_into()?));
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        (params.not_before, params.not_after) = validity(825);
+        self.sign(params)
+    }
+
+    /// A CRL (PEM) signed by this CA, revoking the certificates with these serial
+    /// numbers (big-endian bytes); `number` is the CRL number.
+    pub fn crl(&self, revoked: &[&[u8]], number: u64) -> Result<String, rcgen::Error> {
+        let now = OffsetDateTime::now_utc();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - Duration::minutes(5),
+            next_update: now + Duration::days(7),
+            crl_number: rcgen::SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|serial| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(serial),
+                    revocation_time: now - Duration::minutes(1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer)?.pem()
+    }
+
     fn sign(&self, mut params: CertificateParams) -> Result<Issued, rcgen::Error> {
         params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate()?;

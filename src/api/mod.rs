@@ -10,7 +10,9 @@ pub mod json;
 mod keys;
 mod limits;
 mod openapi;
+mod proxy;
 pub mod server;
+mod tls;
 pub mod tokens;
 
 use std::net::SocketAddr;
@@ -107,14 +109,14 @@ async fn observe(req: Request, next: Next) -> Response {
 pub struct Server {
     listener: TcpListener,
     addr: SocketAddr,
-    tls: rustls::ServerConfig,
+    tls: tls::Tls,
     state: AppState,
 }
 
 impl Server {
     /// Opens the vault, loads every active key (so requests make no HSM call), binds.
     pub async fn bind(settings: Settings) -> anyhow::Result<Self> {
-        let tls = server::tls_config(&settings.server)?;
+        let tls = tls::Tls::load(&settings.server)?;
         let vault = Vault::open(settings).await?;
         vault.keys.warm().await?;
         let (listener, addr) = server::bind(&vault.settings.server.listen).await?;
@@ -199,8 +201,9 @@ impl Server {
             })
         };
         let limits = self.state.vault.settings.limits.clone();
+        let settings = self.state.vault.settings.server.clone();
         let router = app(self.state);
-        server::accept_loop(self.listener, self.tls, router, limits, shutdown).await;
+        server::accept_loop(self.listener, self.tls, router, settings, limits, shutdown).await;
         purge.abort();
         background.abort();
         watch.abort();

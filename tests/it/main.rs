@@ -7,11 +7,13 @@ mod helpers;
 
 mod api;
 mod audit;
+mod connection;
 mod dual_control;
 mod foundation;
 mod guard;
 mod hardening;
 mod hsm_faults;
+mod identity;
 mod lifecycle;
 mod multinode;
 mod oracle;

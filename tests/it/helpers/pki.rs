@@ -108,3 +108,20 @@ pub fn http_client(cert: Option<&Issued>) -> reqwest::Client {
 pub fn client(name: &str) -> reqwest::Client {
     http_client(Some(&pki().clients[name]))
 }
+
+/// The serial number (big-endian bytes, as the certificate encodes it) of `cert`.
+pub fn serial_of(cert: &Issued) -> Vec<u8> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let der = CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).unwrap();
+    let (_, parsed) = X509Certificate::from_der(&der).unwrap();
+    parsed.raw_serial().to_vec()
+}
+
+/// A rustls client config presenting `cert` over TLS 1.3, offering `alpn`.
+pub fn client_tls_alpn(cert: &Issued, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    let mut c = client_tls(Some(cert), &[&rustls::version::TLS13]);
+    c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    c
+}
