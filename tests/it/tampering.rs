@@ -525,20 +525,37 @@ mod audit_trail {
         ))
         .await
         .unwrap();
-        let rows: Vec<(i64, Vec<u8>, i64)> =
-            sqlx::query_as("SELECT seq, head_hash, at FROM audit_checkpoints ORDER BY seq")
-                .fetch_all(&mut c)
-                .await
-                .unwrap();
-        for (seq, head, at) in rows {
-            let msg = tokenvault::audit::checkpoint::message(seq, &head, at);
-            let sig: Signature = key.sign(&msg);
-            sqlx::query("UPDATE audit_checkpoints SET signature = $1 WHERE seq = $2")
-                .bind(sig.to_bytes().to_vec())
+        use tokenvault::audit::checkpoint::{NO_PREVIOUS, digest, message};
+        type Row = (i64, Vec<u8>, i64, String, Vec<u8>, Option<Vec<u8>>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT seq, head_hash, at, key_label, signature, prev_digest FROM audit_checkpoints ORDER BY seq",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        // Each re-signed checkpoint is linked to the re-signed one before it, as a careful
+        // forger would do: the chain of checkpoints is consistent again.
+        let mut before: Option<tokenvault::store::CheckpointRow> = None;
+        for (seq, head_hash, at, key_label, _, prev_digest) in rows {
+            let mut row = tokenvault::store::CheckpointRow {
+                seq,
+                head_hash,
+                at,
+                key_label,
+                signature: Vec::new(),
+                prev_digest: prev_digest
+                    .map(|_| before.as_ref().map_or(NO_PREVIOUS.to_vec(), digest)),
+            };
+            let sig: Signature = key.sign(&message(&row));
+            row.signature = sig.to_bytes().to_vec();
+            sqlx::query("UPDATE audit_checkpoints SET signature = $1, prev_digest = $2 WHERE seq = $3")
+                .bind(&row.signature)
+                .bind(&row.prev_digest)
                 .bind(seq)
                 .execute(&mut c)
                 .await
                 .unwrap();
+            before = Some(row);
         }
         let point = key.verifying_key().to_encoded_point(false);
         sqlx::query("UPDATE audit_keys SET public_key = $1")
