@@ -565,3 +565,98 @@ mod audit_trail {
             .unwrap();
     }
 }
+
+mod serving_node {
+    use std::time::{Duration, Instant};
+
+    use crate::audit::text;
+    use crate::helpers::{self, cli, connect};
+
+    fn exported_seqs(path: &std::path::Path) -> Vec<i64> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].as_i64().unwrap())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_serving_node_exports_every_checkpoint_and_will_not_launder_a_rewritten_chain() {
+        let series_name = "serve-checkpoints.jsonl";
+        let app = helpers::spawn_with("serve-launder", |s, dir| {
+            s.audit.checkpoint_file = Some(dir.join(series_name));
+            s.audit.checkpoint_interval_secs = 1;
+        })
+        .await;
+        let series = app.dir.join(series_name);
+        for _ in 0..3 {
+            app.tokenize("card", &helpers::random_pan()).await;
+        }
+        let vault = tokenvault::vault::Vault::open(app.settings.clone()).await.unwrap();
+        let (tip, _) = vault.store.audit_tip().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !exported_seqs(&series).contains(&tip) {
+            assert!(Instant::now() < deadline, "serve exported no checkpoint of {tip}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        // The launder: checkpoints from event 2 on deleted, events from 2 rewritten with
+        // every hash and the head recomputed, in one transaction.
+        let rows = vault.store.audit_events(0, 10_000).await.unwrap();
+        let mut db = connect(&app.settings).await;
+        let mut tx = sqlx::Connection::begin(&mut db).await.unwrap();
+        sqlx::query("DELETE FROM audit_checkpoints WHERE seq >= 2")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let mut prev = rows[0].hash.clone();
+        let mut last = (0, Vec::new());
+        for mut row in rows.into_iter().skip(1) {
+            if row.seq == 2 {
+                row.actor = "mallory".into();
+            }
+            row.prev_hash = prev;
+            row.hash = tokenvault::audit::chain_hash(row.seq, row.at, &row).to_vec();
+            sqlx::query("UPDATE audit_events SET actor = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
+                .bind(&row.actor)
+                .bind(&row.prev_hash)
+                .bind(&row.hash)
+                .bind(row.seq)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            prev = row.hash.clone();
+            last = (row.seq, row.hash);
+        }
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(last.0)
+            .bind(&last.1)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let exported_before = exported_seqs(&series);
+
+        // Several checkpoint rounds later the node has signed nothing over the rewrite.
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        let resigned: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit_checkpoints WHERE seq >= 2")
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+        assert_eq!(resigned, 0, "the node signed the laundered chain");
+        assert_eq!(exported_seqs(&series), exported_before);
+        // The chain itself verifies (it was rewritten consistently); the exported series
+        // names what was deleted.
+        let o = cli(&app.settings)
+            .args(["audit", "verify", "--checkpoints", series.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(
+            text(&o).contains(&format!("the exported checkpoint at {tip} is missing from the database")),
+            "{}",
+            text(&o)
+        );
+    }
+}
