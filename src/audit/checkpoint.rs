@@ -241,7 +241,10 @@ impl Checkpointer {
             return Ok(None);
         }
         let key = self.hsm_key().await?;
-        if let Err(why) = self.check(&key, prev.as_ref(), &witness, seq, &head).await? {
+        if let Err(why) = self
+            .check(&key, prev.as_ref(), &witness, seq, &head)
+            .await?
+        {
             metrics::counter!("tokenvault_audit_checkpoint_refused_total").increment(1);
             tracing::error!(problem = %why, "refusing to sign an audit checkpoint");
             return Err(CheckpointError::Refused(why));
@@ -338,7 +341,10 @@ impl Checkpointer {
                 )));
             }
             let stored = self.store.audit_events(wseq - 1, 1).await?;
-            if stored.first().is_none_or(|r| r.seq != *wseq || &r.hash != whash) {
+            if stored
+                .first()
+                .is_none_or(|r| r.seq != *wseq || &r.hash != whash)
+            {
                 return Ok(Err(format!(
                     "event {wseq} is not the one this vault wrote: the chain was rewritten"
                 )));

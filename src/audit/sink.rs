@@ -153,7 +153,10 @@ mod tests {
             syslog: Some("/nonexistent-dir/log".into()),
         };
         let e = sinks.write(&exported(7)).unwrap_err().to_string();
-        assert!(e.contains("checkpoint at 7") && e.contains("/nonexistent-dir/checkpoints.jsonl"), "{e}");
+        assert!(
+            e.contains("checkpoint at 7") && e.contains("/nonexistent-dir/checkpoints.jsonl"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -170,6 +173,9 @@ mod tests {
         let n = listener.recv(&mut buf).unwrap();
         let msg = std::str::from_utf8(&buf[..n]).unwrap();
         assert!(msg.starts_with("<85>1 "), "{msg}");
-        assert!(msg.contains(" tokenvault ") && msg.contains("\"seq\":3"), "{msg}");
+        assert!(
+            msg.contains(" tokenvault ") && msg.contains("\"seq\":3"),
+            "{msg}"
+        );
     }
 }

@@ -130,10 +130,8 @@ async fn verify_cmd(
     for p in &exported {
         let text =
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-        series.extend(
-            sink::read_series(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
-        );
+        series
+            .extend(sink::read_series(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?);
     }
     let outside = match &public_key {
         Some(p) => Some((
@@ -191,14 +189,14 @@ async fn verify_cmd(
 
 /// The public key recorded in an exported series (the one the HSM held when it signed);
 /// a series naming two keys needs `--public-key`.
-fn series_key(
-    series: &[ExportedCheckpoint],
-) -> anyhow::Result<Option<p256::ecdsa::VerifyingKey>> {
+fn series_key(series: &[ExportedCheckpoint]) -> anyhow::Result<Option<p256::ecdsa::VerifyingKey>> {
     let Some(first) = series.first() else {
         return Ok(None);
     };
     anyhow::ensure!(
-        series.iter().all(|c| c.public_key_pem == first.public_key_pem),
+        series
+            .iter()
+            .all(|c| c.public_key_pem == first.public_key_pem),
         "the exported checkpoints name more than one public key: pass --public-key"
     );
     Ok(Some(checkpoint::verifying_key_pem(&first.public_key_pem)?))

@@ -158,7 +158,10 @@ impl Store {
 
     /// What this process wrote and signed (see [`AuditWitness`]).
     pub fn audit_witness(&self) -> AuditWitness {
-        self.witness.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.witness
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Notes a committed append of this process; called after the commit.
@@ -179,10 +182,9 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
         self.lock_audit_head(&mut tx).await?;
-        let newest: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_checkpoints")
-                .fetch_one(&mut *tx)
-                .await?;
+        let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_checkpoints")
+            .fetch_one(&mut *tx)
+            .await?;
         if newest != after {
             return Ok(false);
         }

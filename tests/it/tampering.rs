@@ -236,7 +236,9 @@ mod audit_trail {
     /// changed, every later hash and the head recomputed, so the chain links cleanly.
     async fn rewrite_consistently(store: &Store, s: &tokenvault::config::Settings, from: i64) {
         let rows = store.audit_events(from - 1, 10_000).await.unwrap();
-        let mut prev = store.audit_events(from - 2, 1).await.unwrap()[0].hash.clone();
+        let mut prev = store.audit_events(from - 2, 1).await.unwrap()[0]
+            .hash
+            .clone();
         let mut db = connect(s).await;
         let mut last = (0, Vec::new());
         for mut row in rows {
@@ -245,14 +247,16 @@ mod audit_trail {
             }
             row.prev_hash = prev;
             row.hash = tokenvault::audit::chain_hash(row.seq, row.at, &row).to_vec();
-            sqlx::query("UPDATE audit_events SET actor = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
-                .bind(&row.actor)
-                .bind(&row.prev_hash)
-                .bind(&row.hash)
-                .bind(row.seq)
-                .execute(&mut db)
-                .await
-                .unwrap();
+            sqlx::query(
+                "UPDATE audit_events SET actor = $1, prev_hash = $2, hash = $3 WHERE seq = $4",
+            )
+            .bind(&row.actor)
+            .bind(&row.prev_hash)
+            .bind(&row.hash)
+            .bind(row.seq)
+            .execute(&mut db)
+            .await
+            .unwrap();
             prev = row.hash.clone();
             last = (row.seq, row.hash);
         }
@@ -281,7 +285,11 @@ mod audit_trail {
         let log = AuditLog::new(vault.store.clone());
         let signer = vault.checkpointer();
         record(&log, 20).await;
-        let first = signer.checkpoint(now_ms()).await.unwrap().expect("a checkpoint");
+        let first = signer
+            .checkpoint(now_ms())
+            .await
+            .unwrap()
+            .expect("a checkpoint");
         record(&log, 10).await;
         let (tip, _) = vault.store.audit_tip().await.unwrap();
         assert_eq!(tip, first.seq + 10);
@@ -296,8 +304,14 @@ mod audit_trail {
             .unwrap();
         let refused = signer.checkpoint(now_ms()).await;
         let why = format!("{refused:?}");
-        assert!(refused.is_err(), "signed a head over an altered event: {why}");
-        assert!(why.contains(&format!("event {victim} was altered")), "{why}");
+        assert!(
+            refused.is_err(),
+            "signed a head over an altered event: {why}"
+        );
+        assert!(
+            why.contains(&format!("event {victim} was altered")),
+            "{why}"
+        );
         sqlx::query("UPDATE audit_events SET reason = NULL WHERE seq = $1")
             .bind(victim)
             .execute(&mut db)
@@ -330,7 +344,9 @@ mod audit_trail {
         let why = format!("{refused:?}");
         assert!(refused.is_err(), "signed a truncated tail: {why}");
         assert!(
-            why.contains(&format!("the chain ends at {victim} but this vault wrote up to {tip}")),
+            why.contains(&format!(
+                "the chain ends at {victim} but this vault wrote up to {tip}"
+            )),
             "{why}"
         );
         assert_eq!(newest_checkpoint(&s).await, first.seq, "nothing was signed");
@@ -349,7 +365,11 @@ mod audit_trail {
         let log = AuditLog::new(vault.store.clone());
         let signer = vault.checkpointer();
         record(&log, 30).await;
-        let first = signer.checkpoint(now_ms()).await.unwrap().expect("a checkpoint");
+        let first = signer
+            .checkpoint(now_ms())
+            .await
+            .unwrap()
+            .expect("a checkpoint");
         // 20,000 older checkpoint rows that cannot be read as checkpoints (a number where
         // the hash belongs, bytes where the label belongs): housekeeping that loads every
         // checkpoint fails on them; housekeeping that reads the newest one never sees them.
@@ -377,7 +397,10 @@ mod audit_trail {
 
     fn verify_without_key(app: &TestApp, db: &Path, extra: &[&str]) -> Output {
         cli(&app.settings)
-            .env("TOKENVAULT_DATABASE__URL", format!("sqlite://{}", db.display()))
+            .env(
+                "TOKENVAULT_DATABASE__URL",
+                format!("sqlite://{}", db.display()),
+            )
             .args(["audit", "verify"])
             .args(extra)
             .output()
@@ -419,7 +442,11 @@ mod audit_trail {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(lines.len(), 4, "every checkpoint went to the outside file: {exported}");
+        assert_eq!(
+            lines.len(),
+            4,
+            "every checkpoint went to the outside file: {exported}"
+        );
         let mode = std::fs::metadata(&series).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let seqs: Vec<i64> = lines.iter().map(|l| l["seq"].as_i64().unwrap()).collect();
@@ -445,7 +472,14 @@ mod audit_trail {
         // The newest checkpoint rows deleted: the database alone cannot tell (its tail is
         // merely unsigned), the exported series can.
         let db = copy_db(&app, "series-cut").await;
-        on(&db, &[&format!("DELETE FROM audit_checkpoints WHERE seq > {}", seqs[1])]).await;
+        on(
+            &db,
+            &[&format!(
+                "DELETE FROM audit_checkpoints WHERE seq > {}",
+                seqs[1]
+            )],
+        )
+        .await;
         expect_caught(
             &verify_without_key(&app, &db, &["--checkpoints", series_arg]),
             &format!(
@@ -469,7 +503,14 @@ mod audit_trail {
                 .unwrap()
         };
         let db = copy_db(&app, "series-gap").await;
-        on(&db, &[&format!("DELETE FROM audit_checkpoints WHERE seq = {}", seqs[1])]).await;
+        on(
+            &db,
+            &[&format!(
+                "DELETE FROM audit_checkpoints WHERE seq = {}",
+                seqs[1]
+            )],
+        )
+        .await;
         expect_caught(
             &verify_without_key(&app, &db, &["--public-key", pem.to_str().unwrap()]),
             &format!("the checkpoint at {next} does not follow the one before it"),
@@ -500,8 +541,18 @@ mod audit_trail {
         // The HSM-signed report checks with the key read from the HSM.
         let out = app.dir.join("replaced-key.json");
         let o = cli(&app.settings)
-            .env("TOKENVAULT_DATABASE__URL", format!("sqlite://{}", db.display()))
-            .args(["audit", "report", "--format", "json", "--out", out.to_str().unwrap()])
+            .env(
+                "TOKENVAULT_DATABASE__URL",
+                format!("sqlite://{}", db.display()),
+            )
+            .args([
+                "audit",
+                "report",
+                "--format",
+                "json",
+                "--out",
+                out.to_str().unwrap(),
+            ])
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", text(&o));
@@ -548,13 +599,15 @@ mod audit_trail {
             };
             let sig: Signature = key.sign(&message(&row));
             row.signature = sig.to_bytes().to_vec();
-            sqlx::query("UPDATE audit_checkpoints SET signature = $1, prev_digest = $2 WHERE seq = $3")
-                .bind(&row.signature)
-                .bind(&row.prev_digest)
-                .bind(seq)
-                .execute(&mut c)
-                .await
-                .unwrap();
+            sqlx::query(
+                "UPDATE audit_checkpoints SET signature = $1, prev_digest = $2 WHERE seq = $3",
+            )
+            .bind(&row.signature)
+            .bind(&row.prev_digest)
+            .bind(seq)
+            .execute(&mut c)
+            .await
+            .unwrap();
             before = Some(row);
         }
         let point = key.verifying_key().to_encoded_point(false);
@@ -576,7 +629,11 @@ mod serving_node {
         std::fs::read_to_string(path)
             .unwrap_or_default()
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].as_i64().unwrap())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                    .as_i64()
+                    .unwrap()
+            })
             .collect()
     }
 
@@ -592,11 +649,16 @@ mod serving_node {
         for _ in 0..3 {
             app.tokenize("card", &helpers::random_pan()).await;
         }
-        let vault = tokenvault::vault::Vault::open(app.settings.clone()).await.unwrap();
+        let vault = tokenvault::vault::Vault::open(app.settings.clone())
+            .await
+            .unwrap();
         let (tip, _) = vault.store.audit_tip().await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while !exported_seqs(&series).contains(&tip) {
-            assert!(Instant::now() < deadline, "serve exported no checkpoint of {tip}");
+            assert!(
+                Instant::now() < deadline,
+                "serve exported no checkpoint of {tip}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
 
@@ -617,14 +679,16 @@ mod serving_node {
             }
             row.prev_hash = prev;
             row.hash = tokenvault::audit::chain_hash(row.seq, row.at, &row).to_vec();
-            sqlx::query("UPDATE audit_events SET actor = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
-                .bind(&row.actor)
-                .bind(&row.prev_hash)
-                .bind(&row.hash)
-                .bind(row.seq)
-                .execute(&mut *tx)
-                .await
-                .unwrap();
+            sqlx::query(
+                "UPDATE audit_events SET actor = $1, prev_hash = $2, hash = $3 WHERE seq = $4",
+            )
+            .bind(&row.actor)
+            .bind(&row.prev_hash)
+            .bind(&row.hash)
+            .bind(row.seq)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
             prev = row.hash.clone();
             last = (row.seq, row.hash);
         }
@@ -637,7 +701,9 @@ mod serving_node {
         tx.commit().await.unwrap();
         let exported_before = exported_seqs(&series);
 
-        // Several checkpoint rounds later the node has signed nothing over the rewrite.
+        // Several checkpoint rounds later the node has signed nothing over the rewrite: it
+        // remembers the checkpoint it signed (now deleted) and the event it wrote (now
+        // rewritten); with both checks disabled it signs the laundered head.
         tokio::time::sleep(Duration::from_secs(7)).await;
         let resigned: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM audit_checkpoints WHERE seq >= 2")
@@ -654,7 +720,9 @@ mod serving_node {
             .unwrap();
         assert_eq!(o.status.code(), Some(1), "{}", text(&o));
         assert!(
-            text(&o).contains(&format!("the exported checkpoint at {tip} is missing from the database")),
+            text(&o).contains(&format!(
+                "the exported checkpoint at {tip} is missing from the database"
+            )),
             "{}",
             text(&o)
         );
