@@ -266,6 +266,12 @@ pub struct AuditSettings {
     pub checkpoint_every: i64,
     /// …or this many seconds, whichever comes first (while events arrive).
     pub checkpoint_interval_secs: i64,
+    /// Every checkpoint is appended to this file (one JSON line each, created 0600) as it
+    /// is made: the series `audit verify --checkpoints` checks. Put it where the database
+    /// writer cannot reach (another host's mount, WORM storage).
+    pub checkpoint_file: Option<PathBuf>,
+    /// …and sent to syslog on this local datagram socket (e.g. `/dev/log`).
+    pub syslog: Option<PathBuf>,
 }
 
 impl Default for AuditSettings {
@@ -273,6 +279,8 @@ impl Default for AuditSettings {
         Self {
             checkpoint_every: 1000,
             checkpoint_interval_secs: 60,
+            checkpoint_file: None,
+            syslog: None,
         }
     }
 }

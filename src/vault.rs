@@ -107,6 +107,9 @@ impl Vault {
             self.keys.hsm().clone(),
             self.keys.labels().audit_signing(),
         )
+        .with_sinks(crate::audit::sink::CheckpointSinks::from_settings(
+            &self.settings.audit,
+        ))
     }
 
     pub async fn open(settings: Settings) -> Result<Self, OpenError> {

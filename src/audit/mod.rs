@@ -7,6 +7,7 @@
 pub mod action;
 pub mod checkpoint;
 pub mod report;
+pub mod sink;
 pub mod verify;
 pub mod writer;
 
@@ -186,6 +187,9 @@ impl AuditTx {
                 .await?;
         }
         self.tx.commit().await?;
+        if self.appended {
+            self.store.witness_appended(self.seq, &self.hash);
+        }
         Ok(())
     }
 }

@@ -8,9 +8,35 @@ use std::time::Instant;
 use p256::ecdsa::VerifyingKey;
 use serde::Serialize;
 
-use super::checkpoint::{message, signature_valid};
+use super::checkpoint::{NO_PREVIOUS, digest, message, signature_valid};
 use super::{Action, chain_hash};
 use crate::store::{CheckpointRow, Store, StoreError};
+
+/// Where the public key that checks the checkpoint signatures came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeySource {
+    /// An exported copy the assessor holds (`--public-key`).
+    Pinned,
+    /// The key recorded in the exported checkpoint series (`--checkpoints`).
+    CheckpointFile,
+    /// Read from the HSM (the report).
+    Hsm,
+    /// The `audit_keys` table: whoever can write the database can replace it.
+    #[default]
+    Database,
+}
+
+impl KeySource {
+    fn name(self) -> &'static str {
+        match self {
+            KeySource::Pinned => "the pinned key",
+            KeySource::CheckpointFile => "the key that signed the exported checkpoints",
+            KeySource::Hsm => "the HSM's key",
+            KeySource::Database => "the stored key",
+        }
+    }
+}
 
 /// The outcome of a verification run.
 #[derive(Debug, Clone, Serialize)]
@@ -21,12 +47,23 @@ pub struct Verification {
     pub unsigned_tail: i64,
     /// The first bad sequence number and what is wrong there.
     pub first_bad: Option<(i64, String)>,
+    /// Every problem found (sequence, what), in sequence order.
+    pub problems: Vec<(i64, String)>,
+    /// The stored public key is not the trusted one (it was replaced).
+    pub key_problem: Option<String>,
+    pub key_source: KeySource,
+    /// True when the signatures were checked with the database's own key: a database
+    /// writer can replace the key and re-sign everything, so "intact" then proves nothing
+    /// against them.
+    pub proves_nothing_against_a_database_writer: bool,
+    /// Checkpoints from an outside copy that were compared with the database.
+    pub exported_checkpoints: usize,
     pub seconds: f64,
 }
 
 impl Verification {
     pub fn ok(&self) -> bool {
-        self.first_bad.is_none()
+        self.first_bad.is_none() && self.key_problem.is_none()
     }
 
     pub fn events_per_second(&self) -> f64 {
@@ -34,46 +71,81 @@ impl Verification {
     }
 }
 
-/// Which public keys to trust, by checkpoint key label. `pinned` (an exported key the
-/// assessor holds) applies to every label; otherwise the keys recorded in the database.
-pub async fn trusted_keys(
-    store: &Store,
-    pinned: Option<VerifyingKey>,
-) -> Result<HashMap<String, VerifyingKey>, StoreError> {
-    let mut keys = HashMap::new();
-    for (label, sec1) in store.audit_keys().await? {
-        let key = match pinned {
-            Some(k) => k,
-            None => match super::checkpoint::verifying_key(&sec1) {
-                Ok(k) => k,
-                Err(_) => continue,
-            },
-        };
-        keys.insert(label, key);
-    }
-    if let Some(k) = pinned {
-        keys.insert(String::new(), k);
-    }
-    Ok(keys)
+/// The keys that check checkpoint signatures, by key label, and where they came from.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedKeys {
+    keys: HashMap<String, VerifyingKey>,
+    /// The key from outside the database, if any: it applies to every label.
+    outside: Option<VerifyingKey>,
+    source: KeySource,
 }
 
+/// Which public keys to trust. `outside` (a pinned key, the exported series' key or the
+/// HSM's key) applies to every label; without it, the keys recorded in the database.
+pub async fn trusted_keys(
+    store: &Store,
+    outside: Option<(VerifyingKey, KeySource)>,
+) -> Result<TrustedKeys, StoreError> {
+    let mut keys = HashMap::new();
+    if outside.is_none() {
+        for (label, sec1) in store.audit_keys().await? {
+            if let Ok(k) = super::checkpoint::verifying_key(&sec1) {
+                keys.insert(label, k);
+            }
+        }
+    }
+    Ok(TrustedKeys {
+        keys,
+        outside: outside.map(|(k, _)| k),
+        source: outside.map_or(KeySource::Database, |(_, s)| s),
+    })
+}
+
+impl TrustedKeys {
+    fn for_label(&self, label: &str) -> Option<&VerifyingKey> {
+        self.outside.as_ref().or_else(|| self.keys.get(label))
+    }
+}
+
+/// Walks the whole chain and checks every checkpoint: its signature, its link to the
+/// checkpoint before it (v2), and, for `exported` (an outside copy of checkpoints), that
+/// the database still holds each one unchanged.
 pub async fn verify(
     store: &Store,
-    keys: &HashMap<String, VerifyingKey>,
-    external: Option<&CheckpointRow>,
+    keys: &TrustedKeys,
+    exported: &[CheckpointRow],
 ) -> Result<Verification, StoreError> {
     let started = Instant::now();
     let checkpoints = store.checkpoints().await?;
-    let by_seq: HashMap<i64, &CheckpointRow> = checkpoints
-        .iter()
-        .chain(external)
-        .map(|c| (c.seq, c))
-        .collect();
     let mut failures: Vec<(i64, String)> = Vec::new();
-    let key_for = |c: &CheckpointRow| keys.get(&c.key_label).or_else(|| keys.get(""));
-    for c in checkpoints.iter().chain(external) {
-        match key_for(c) {
-            Some(k) if signature_valid(k, &message(c.seq, &c.head_hash, c.at), &c.signature) => {}
+    let key_problem = match &keys.outside {
+        Some(k) => {
+            // Only the labels that signed checkpoints: keys of other labels check nothing.
+            let outside = k.to_encoded_point(false);
+            let used: std::collections::HashSet<&str> = checkpoints
+                .iter()
+                .chain(exported)
+                .map(|c| c.key_label.as_str())
+                .collect();
+            store
+                .audit_keys()
+                .await?
+                .iter()
+                .any(|(label, sec1)| {
+                    used.contains(label.as_str()) && sec1.as_slice() != outside.as_bytes()
+                })
+                .then(|| {
+                    format!(
+                        "the audit public key stored in the database is not {}: it was replaced",
+                        keys.source.name()
+                    )
+                })
+        }
+        None => None,
+    };
+    for c in checkpoints.iter().chain(exported) {
+        match keys.for_label(&c.key_label) {
+            Some(k) if signature_valid(k, &message(c), &c.signature) => {}
             Some(_) => failures.push((
                 c.seq,
                 format!("the checkpoint at {} has an invalid signature", c.seq),
@@ -84,6 +156,54 @@ pub async fn verify(
             )),
         }
     }
+    // Chained checkpoints: each v2 checkpoint names its predecessor's digest.
+    let mut before: Option<&CheckpointRow> = None;
+    for c in &checkpoints {
+        if let Some(link) = &c.prev_digest {
+            let expected = before.map_or(NO_PREVIOUS.to_vec(), digest);
+            if *link != expected {
+                let why = match before {
+                    Some(b) => format!(
+                        "the checkpoint at {} does not follow the one before it (at {}): \
+                         checkpoints in between were deleted or replaced",
+                        c.seq, b.seq
+                    ),
+                    None => format!(
+                        "the checkpoint at {} follows a checkpoint that is not in the database: \
+                         earlier checkpoints were deleted",
+                        c.seq
+                    ),
+                };
+                failures.push((c.seq, why));
+            }
+        }
+        before = Some(c);
+    }
+    let stored: HashMap<i64, &CheckpointRow> = checkpoints.iter().map(|c| (c.seq, c)).collect();
+    for e in exported {
+        match stored.get(&e.seq) {
+            None => failures.push((
+                e.seq,
+                format!(
+                    "the exported checkpoint at {} is missing from the database: checkpoint rows were deleted",
+                    e.seq
+                ),
+            )),
+            Some(c) if *c != e => failures.push((
+                e.seq,
+                format!(
+                    "the checkpoint at {} in the database differs from the exported one: it was replaced",
+                    e.seq
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+    let by_seq: HashMap<i64, &CheckpointRow> = checkpoints
+        .iter()
+        .chain(exported)
+        .map(|c| (c.seq, c))
+        .collect();
 
     let (mut expected, mut prev, mut prev2) = (1i64, vec![0u8; 32], Vec::new());
     let mut chain_broken = false;
@@ -166,11 +286,17 @@ pub async fn verify(
         }
     }
     let newest_signed = by_seq.keys().copied().max().unwrap_or(0);
+    failures.sort_by_key(|f| f.0);
     Ok(Verification {
         events: last,
         checkpoints: checkpoints.len(),
         unsigned_tail: (last - newest_signed).max(0),
-        first_bad: failures.into_iter().min_by_key(|f| f.0),
+        first_bad: failures.first().cloned(),
+        problems: failures,
+        key_problem,
+        key_source: keys.source,
+        proves_nothing_against_a_database_writer: keys.source == KeySource::Database,
+        exported_checkpoints: exported.len(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -8,7 +8,8 @@ use clap::Subcommand;
 
 use crate::audit::checkpoint::{self, ExportedCheckpoint};
 use crate::audit::report::{self, Format};
-use crate::audit::verify;
+use crate::audit::sink;
+use crate::audit::verify::{self, KeySource};
 use crate::config::Settings;
 use crate::store::Store;
 use crate::vault::{Vault, now_ms};
@@ -18,13 +19,20 @@ pub enum AuditCommand {
     /// Check the whole chain and every checkpoint signature; exit 1 on any break.
     /// Needs only the database and (preferably) the exported public key.
     Verify {
-        /// The audit public key (PEM) from `audit export-key`; else the copy in the database.
+        /// The audit public key (PEM) from `audit export-key`; else the key recorded in
+        /// the exported checkpoints; else the copy in the database, which proves nothing
+        /// against whoever can write the database.
         #[arg(long)]
         public_key: Option<PathBuf>,
         /// A checkpoint exported earlier (`audit export-checkpoint`), to detect truncation
         /// even if the checkpoints in the database were removed too.
         #[arg(long)]
         checkpoint: Option<PathBuf>,
+        /// The series of checkpoints written outside the database as they were made
+        /// (`audit.checkpoint_file`, one JSON line each): every one must still be in the
+        /// database, unchanged, and the chain must match each.
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -67,10 +75,12 @@ pub async fn run(settings: Settings, cmd: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Verify {
             public_key,
             checkpoint,
+            checkpoints,
             json,
         } => {
             let store = Store::connect(&settings.database.url, 2).await?;
-            let result = verify_cmd(&store, public_key, checkpoint, json).await;
+            let exported = [checkpoint, checkpoints].into_iter().flatten().collect();
+            let result = verify_cmd(&store, public_key, exported, json).await;
             store.close().await;
             result
         }
@@ -113,53 +123,83 @@ fn sig_path(file: &std::path::Path) -> PathBuf {
 async fn verify_cmd(
     store: &Store,
     public_key: Option<PathBuf>,
-    exported: Option<PathBuf>,
+    exported: Vec<PathBuf>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let pinned = match &public_key {
-        Some(p) => Some(checkpoint::verifying_key_pem(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )?),
-        None => None,
+    let mut series = Vec::new();
+    for p in &exported {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        series
+            .extend(sink::read_series(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?);
+    }
+    let outside = match &public_key {
+        Some(p) => Some((
+            checkpoint::verifying_key_pem(
+                &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            )?,
+            KeySource::Pinned,
+        )),
+        None => series_key(&series)?.map(|k| (k, KeySource::CheckpointFile)),
     };
-    let external = match &exported {
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            let e: ExportedCheckpoint =
-                serde_json::from_str(&text).context("parsing the checkpoint file")?;
-            Some(e.row()?)
-        }
-        None => None,
-    };
-    let keys = verify::trusted_keys(store, pinned).await?;
-    let v = verify::verify(store, &keys, external.as_ref()).await?;
+    let rows = series
+        .iter()
+        .map(ExportedCheckpoint::row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let keys = verify::trusted_keys(store, outside).await?;
+    let v = verify::verify(store, &keys, &rows).await?;
+    if v.proves_nothing_against_a_database_writer {
+        eprintln!(
+            "WARNING: verified with the public key stored in the database. Whoever can write the \
+             database can replace that key and re-sign every checkpoint: this result proves \
+             nothing against a database writer. Pass --public-key (from `audit export-key`) or \
+             --checkpoints (the outside series, audit.checkpoint_file)."
+        );
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        if public_key.is_none() {
-            eprintln!(
-                "note: verified with the public key stored in the database; pass --public-key with an exported copy for an independent check"
-            );
-        }
         println!(
-            "{} events, {} checkpoints ({} events after the newest checkpoint), checked in {:.2}s ({:.0} events/s)",
+            "{} events, {} checkpoints ({} events after the newest checkpoint), {} exported checkpoints compared, checked in {:.2}s ({:.0} events/s)",
             v.events,
             v.checkpoints,
             v.unsigned_tail,
+            v.exported_checkpoints,
             v.seconds,
             v.events_per_second()
         );
     }
-    match &v.first_bad {
-        None => {
+    for (seq, why) in &v.problems {
+        eprintln!("problem at sequence {seq}: {why}");
+    }
+    if let Some(why) = &v.key_problem {
+        eprintln!("problem: {why}");
+    }
+    match (&v.first_bad, &v.key_problem) {
+        (None, None) => {
             if !json {
                 println!("OK: the audit chain is intact");
             }
             Ok(())
         }
-        Some((seq, why)) => anyhow::bail!("audit chain broken at sequence {seq}: {why}"),
+        (Some((seq, why)), _) => anyhow::bail!("audit chain broken at sequence {seq}: {why}"),
+        (None, Some(why)) => anyhow::bail!("audit key replaced: {why}"),
     }
+}
+
+/// The public key recorded in an exported series (the one the HSM held when it signed);
+/// a series naming two keys needs `--public-key`.
+fn series_key(series: &[ExportedCheckpoint]) -> anyhow::Result<Option<p256::ecdsa::VerifyingKey>> {
+    let Some(first) = series.first() else {
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        series
+            .iter()
+            .all(|c| c.public_key_pem == first.public_key_pem),
+        "the exported checkpoints name more than one public key: pass --public-key"
+    );
+    Ok(Some(checkpoint::verifying_key_pem(&first.public_key_pem)?))
 }
 
 async fn hsm_cmd(vault: &Vault, cmd: AuditCommand) -> anyhow::Result<()> {
@@ -174,18 +214,10 @@ async fn hsm_cmd(vault: &Vault, cmd: AuditCommand) -> anyhow::Result<()> {
             signer.checkpoint(now_ms()).await?;
             let c = vault
                 .store
-                .checkpoints()
+                .latest_checkpoint()
                 .await?
-                .pop()
                 .context("the audit chain is empty: nothing to checkpoint")?;
-            let e = ExportedCheckpoint {
-                seq: c.seq,
-                head_hash: hex::encode(&c.head_hash),
-                at: c.at,
-                key_label: c.key_label,
-                signature: hex::encode(&c.signature),
-                public_key_pem: checkpoint::public_key_pem(&key)?,
-            };
+            let e = ExportedCheckpoint::new(&c, &key)?;
             std::fs::write(&out, serde_json::to_string_pretty(&e)?)
                 .with_context(|| format!("writing {}", out.display()))?;
             println!(
@@ -214,7 +246,15 @@ async fn hsm_cmd(vault: &Vault, cmd: AuditCommand) -> anyhow::Result<()> {
                 Err(e) => return Err(e.into()),
             };
             if signable {
-                signer.checkpoint(now).await?;
+                // A chain the signer refuses still gets its report: the report says why.
+                match signer.checkpoint(now).await {
+                    Ok(_) => {}
+                    Err(
+                        e @ (checkpoint::CheckpointError::Refused(_)
+                        | checkpoint::CheckpointError::Sink(_)),
+                    ) => eprintln!("warning: {e}"),
+                    Err(e) => return Err(e.into()),
+                }
             }
             let data = report::collect(vault, now - i64::from(days) * 86_400_000, now).await?;
             let body = report::render(&data, format)?;

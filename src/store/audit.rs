@@ -108,6 +108,32 @@ pub struct CheckpointRow {
     pub at: i64,
     pub key_label: String,
     pub signature: Vec<u8>,
+    /// The digest of the checkpoint before this one (format v2); `None` for a v1
+    /// checkpoint, made before checkpoints were chained.
+    pub prev_digest: Option<Vec<u8>>,
+}
+
+/// What this process itself wrote to the chain and signed, so the signer can tell a
+/// chain it extended from one a database writer rewrote (see `audit::checkpoint`).
+#[derive(Debug, Clone, Default)]
+pub struct AuditWitness {
+    /// The newest event this process committed: (sequence, hash).
+    pub appended: Option<(i64, Vec<u8>)>,
+    /// The newest checkpoint this process signed and stored.
+    pub signed: Option<CheckpointRow>,
+}
+
+const CHECKPOINT_COLUMNS: &str = "seq, head_hash, at, key_label, signature, prev_digest";
+
+fn checkpoint_row(r: &sqlx::any::AnyRow) -> Result<CheckpointRow, sqlx::Error> {
+    Ok(CheckpointRow {
+        seq: r.try_get("seq")?,
+        head_hash: r.try_get("head_hash")?,
+        at: r.try_get("at")?,
+        key_label: r.try_get("key_label")?,
+        signature: r.try_get("signature")?,
+        prev_digest: r.try_get("prev_digest")?,
+    })
 }
 
 impl Store {
@@ -130,39 +156,89 @@ impl Store {
         Ok((row.try_get("seq")?, row.try_get("hash")?))
     }
 
-    pub async fn insert_checkpoint(&self, c: &CheckpointRow) -> Result<(), StoreError> {
+    /// What this process wrote and signed (see [`AuditWitness`]).
+    pub fn audit_witness(&self) -> AuditWitness {
+        self.witness
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Notes a committed append of this process; called after the commit.
+    pub(crate) fn witness_appended(&self, seq: i64, hash: &[u8]) {
+        let mut w = self.witness.lock().unwrap_or_else(|p| p.into_inner());
+        if w.appended.as_ref().is_none_or(|(s, _)| *s < seq) {
+            w.appended = Some((seq, hash.to_vec()));
+        }
+    }
+
+    /// Stores `c` if the newest stored checkpoint is still the one it follows (`after`:
+    /// its sequence, 0 for none); false if another signer got there first. Takes the
+    /// chain head lock, so checkpoints of concurrent nodes form one chain.
+    pub async fn insert_checkpoint_after(
+        &self,
+        c: &CheckpointRow,
+        after: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        self.lock_audit_head(&mut tx).await?;
+        let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_checkpoints")
+            .fetch_one(&mut *tx)
+            .await?;
+        if newest != after {
+            return Ok(false);
+        }
         sqlx::query(
-            "INSERT INTO audit_checkpoints (seq, head_hash, at, key_label, signature) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT DO NOTHING",
+            "INSERT INTO audit_checkpoints (seq, head_hash, at, key_label, signature, prev_digest) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(c.seq)
         .bind(&c.head_hash)
         .bind(c.at)
         .bind(&c.key_label)
         .bind(&c.signature)
-        .execute(&self.pool)
+        .bind(&c.prev_digest)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await?;
+        let mut w = self.witness.lock().unwrap_or_else(|p| p.into_inner());
+        w.signed = Some(c.clone());
+        Ok(true)
     }
 
+    /// Every checkpoint, oldest first: for the verifier, which reads the whole chain anyway.
     pub async fn checkpoints(&self) -> Result<Vec<CheckpointRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, head_hash, at, key_label, signature FROM audit_checkpoints ORDER BY seq",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY seq"
+        ))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| {
-                Ok(CheckpointRow {
-                    seq: r.try_get("seq")?,
-                    head_hash: r.try_get("head_hash")?,
-                    at: r.try_get("at")?,
-                    key_label: r.try_get("key_label")?,
-                    signature: r.try_get("signature")?,
-                })
-            })
+            .map(checkpoint_row)
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
+    }
+
+    /// The newest checkpoint: one row, whatever the number of checkpoints (the signer
+    /// asks every 2 s).
+    pub async fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY seq DESC LIMIT 1"
+        ))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(checkpoint_row).transpose()?)
+    }
+
+    /// The checkpoint at `seq`, if there is one.
+    pub async fn checkpoint_at(&self, seq: i64) -> Result<Option<CheckpointRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE seq = $1"
+        ))
+        .bind(seq)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(checkpoint_row).transpose()?)
     }
 
     pub async fn insert_audit_key(
@@ -178,6 +254,16 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// The stored public key of `label`, if any.
+    pub async fn audit_key(&self, label: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT public_key FROM audit_keys WHERE label = $1")
+                .bind(label)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn audit_keys(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {

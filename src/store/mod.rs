@@ -7,7 +7,7 @@ mod keys;
 mod officers;
 mod tokens;
 
-pub use audit::{AuditRow, CheckpointRow};
+pub use audit::{AuditRow, AuditWitness, CheckpointRow};
 pub use keys::{DataKeyRow, KekRow, NewDataKey, StateChange};
 pub use officers::{OfficerKeyRow, RequestRow, SignatureRow};
 pub use tokens::{NewToken, TokenRow};
@@ -108,6 +108,8 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// What this process appended to the audit chain and signed (`audit::checkpoint`).
+    witness: std::sync::Arc<std::sync::Mutex<AuditWitness>>,
 }
 
 impl Store {
@@ -172,7 +174,11 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migrate(e.to_string()))?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            witness: Default::default(),
+        })
     }
 
     pub fn backend(&self) -> Backend {

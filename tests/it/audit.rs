@@ -20,7 +20,7 @@ type EvFields = (
     Option<String>,
 );
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -242,7 +242,7 @@ async fn every_route_and_outcome_writes_exactly_the_expected_event() {
 }
 
 /// A copy of the test database (consistent, WAL included) for one mutation.
-async fn copy_db(app: &TestApp, name: &str) -> PathBuf {
+pub(crate) async fn copy_db(app: &TestApp, name: &str) -> PathBuf {
     let dest = app.dir.join(format!("{name}.db"));
     let _ = std::fs::remove_file(&dest);
     let mut db = app.db().await;
@@ -253,7 +253,7 @@ async fn copy_db(app: &TestApp, name: &str) -> PathBuf {
     dest
 }
 
-async fn on(path: &Path, sql: &[&str]) {
+pub(crate) async fn on(path: &Path, sql: &[&str]) {
     let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
         "sqlite://{}",
         path.display()

@@ -30,7 +30,7 @@ async fn concurrent_writers_form_one_unbroken_audit_chain() {
     for t in tasks {
         t.await.unwrap();
     }
-    let v = verify::verify(&store, &Default::default(), None)
+    let v = verify::verify(&store, &Default::default(), &[])
         .await
         .unwrap();
     assert!(v.ok(), "{:?}", v.first_bad);

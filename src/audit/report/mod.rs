@@ -130,6 +130,8 @@ pub struct DayCount {
 
 #[derive(Debug, Serialize)]
 pub struct ChainStatus {
+    /// Which key checked the checkpoint signatures: `hsm` unless the HSM had none.
+    pub key_source: verify::KeySource,
     pub intact: bool,
     pub events: i64,
     pub checkpoints: usize,
@@ -242,15 +244,16 @@ pub async fn collect(vault: &Vault, from: i64, to: i64) -> anyhow::Result<Report
     let live = tokio::task::spawn_blocking(move || {
         let token = hsm.token_evidence();
         let signing = hsm.signing_key_evidence(&signing_label);
+        let signing_public = hsm.signing_public_key(&signing_label);
         let keks: BTreeMap<String, KeyEvidence> = kek_labels
             .iter()
             .filter_map(|l| hsm.kek_evidence(l).ok().map(|e| (l.clone(), e)))
             .collect();
         let objects = hsm.labels_with_prefix(&prefix);
-        (token, signing, keks, objects)
+        (token, signing, signing_public, keks, objects)
     })
     .await?;
-    let (token, signing, kek_evidence, objects) = live;
+    let (token, signing, signing_public, kek_evidence, objects) = live;
     let token = token.ok();
     let hsm_error = objects.as_ref().err().map(|e| e.to_string());
     let objects = objects.unwrap_or_default();
@@ -426,8 +429,21 @@ pub async fn collect(vault: &Vault, from: i64, to: i64) -> anyhow::Result<Report
         })
         .collect();
 
-    let keys_for_verify = verify::trusted_keys(store, None).await?;
-    let v = verify::verify(store, &keys_for_verify, None).await?;
+    // The signatures are checked with the key read from the HSM, never the database's
+    // copy, which a database writer could replace along with every checkpoint.
+    let hsm_key = signing_public
+        .ok()
+        .and_then(|sec1| super::checkpoint::verifying_key(&sec1).ok())
+        .map(|k| (k, verify::KeySource::Hsm));
+    let keys_for_verify = verify::trusted_keys(store, hsm_key).await?;
+    let v = verify::verify(store, &keys_for_verify, &[]).await?;
+    if let Some(why) = &v.key_problem {
+        findings.push(Finding {
+            severity: "high",
+            title: why.clone(),
+            requirement: "10.3.4",
+        });
+    }
     if let Some((seq, why)) = &v.first_bad {
         findings.push(Finding {
             severity: "high",
@@ -436,12 +452,17 @@ pub async fn collect(vault: &Vault, from: i64, to: i64) -> anyhow::Result<Report
         });
     }
     let chain = ChainStatus {
+        key_source: v.key_source,
         intact: v.ok(),
         events: v.events,
         checkpoints: v.checkpoints,
         unsigned_tail: v.unsigned_tail,
         first_bad_seq: v.first_bad.as_ref().map(|f| f.0),
-        problem: v.first_bad.as_ref().map(|f| f.1.clone()),
+        problem: v
+            .first_bad
+            .as_ref()
+            .map(|f| f.1.clone())
+            .or_else(|| v.key_problem.clone()),
         events_per_second: v.events_per_second(),
     };
 
