@@ -358,8 +358,16 @@ async fn a_kek_with_the_wrong_attributes_is_refused() {
 async fn a_kek_that_may_derive_or_change_or_is_short_or_wraps_untrusted_is_refused() {
     let cases = [
         ("derive", Attribute::Derive(true), "CKA_DERIVE is true"),
-        ("modifiable", Attribute::Modifiable(true), "CKA_MODIFIABLE is true"),
-        ("short", Attribute::ValueLen(16.into()), "CKA_VALUE_LEN is 16"),
+        (
+            "modifiable",
+            Attribute::Modifiable(true),
+            "CKA_MODIFIABLE is true",
+        ),
+        (
+            "short",
+            Attribute::ValueLen(16.into()),
+            "CKA_VALUE_LEN is not 32",
+        ),
         (
             "untrusted",
             Attribute::WrapWithTrusted(false),

@@ -471,10 +471,7 @@ async fn a_kek_that_breaks_the_policy_after_a_reconnect_keeps_the_node_not_ready
     server.inject("device_error");
     server.wait_ready(503).await;
     let kek = tokenvault::keys::KeyLabels::new(&server.settings.hsm.label_prefix).kek(1);
-    helpers::replace_kek(
-        &kek,
-        &[cryptoki::object::Attribute::Sensitive(false)],
-    );
+    helpers::replace_kek(&kek, &[cryptoki::object::Attribute::Sensitive(false)]);
     server.inject("ok");
     // The watch reconnects every 200 ms; the node must stay down through many looks.
     let start = Instant::now();

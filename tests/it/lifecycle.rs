@@ -1112,7 +1112,10 @@ async fn a_kek_is_not_destroyed_when_the_audit_trail_cannot_record_it() {
         "the intent comes first: {events:?}"
     );
     assert_eq!(events[1].0, "success", "{events:?}");
-    let verify = cli(&app.settings).args(["audit", "verify"]).output().unwrap();
+    let verify = cli(&app.settings)
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
     assert!(verify.status.success(), "{}", text(&verify));
 }
 
@@ -1177,7 +1180,12 @@ async fn kek_rotation_racing_data_key_rotation_leaves_no_key_under_a_retired_kek
         .unwrap()
         .into_iter()
         .filter(|k| k.wrapped_key.is_some() && k.kek_label != active)
-        .map(|k| format!("{} v{} {} under {}", k.keyring, k.version, k.state, k.kek_label))
+        .map(|k| {
+            format!(
+                "{} v{} {} under {}",
+                k.keyring, k.version, k.state, k.kek_label
+            )
+        })
         .collect();
     assert!(
         stranded.is_empty(),
