@@ -1087,7 +1087,12 @@ async fn a_kek_is_not_destroyed_when_the_audit_trail_cannot_record_it() {
     };
     assert_eq!(state(vault.store.keks().await.unwrap()), "retired");
 
-    sqlx::query("DROP TRIGGER audit_gate_tr")
+    let drop_trigger = if helpers::postgres().is_some() {
+        "DROP TRIGGER audit_gate_tr ON audit_events"
+    } else {
+        "DROP TRIGGER audit_gate_tr"
+    };
+    sqlx::query(drop_trigger)
         .execute(&mut db)
         .await
         .unwrap();
