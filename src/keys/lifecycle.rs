@@ -257,9 +257,9 @@ impl KeyManager {
             let missing: Vec<&(String, i64, String)> = remaining
                 .iter()
                 .filter(|(keyring, version, from)| {
-                    !rewrapped
+                    rewrapped
                         .get(&(keyring.clone(), *version))
-                        .is_some_and(|(f, _)| f == from)
+                        .is_none_or(|(f, _)| f != from)
                 })
                 .collect();
             if !missing.is_empty() {

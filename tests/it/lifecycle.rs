@@ -1092,10 +1092,7 @@ async fn a_kek_is_not_destroyed_when_the_audit_trail_cannot_record_it() {
     } else {
         "DROP TRIGGER audit_gate_tr"
     };
-    sqlx::query(drop_trigger)
-        .execute(&mut db)
-        .await
-        .unwrap();
+    sqlx::query(drop_trigger).execute(&mut db).await.unwrap();
     vault
         .keys
         .destroy_kek(&r.old, actor, None, now_ms())
