@@ -23,6 +23,14 @@ pub struct KeyEvidence {
     pub encrypt: bool,
     pub decrypt: bool,
     pub sign: bool,
+    /// CKA_VALUE_LEN in bytes (secret keys only; None when the token does not say).
+    pub value_len: Option<u64>,
+    /// CKA_DERIVE; true when the token does not say (fail closed).
+    pub derive: bool,
+    /// CKA_MODIFIABLE; true when the token does not say (its default).
+    pub modifiable: bool,
+    /// CKA_WRAP_WITH_TRUSTED; false when the token does not say (its default).
+    pub wrap_with_trusted: bool,
 }
 
 /// What the token says about itself.
@@ -86,21 +94,23 @@ impl Hsm {
             .map_err(session.failed("C_GetAttributeValue"))?;
         // Usage flags differ per class (a private key has no CKA_WRAP on some tokens), so
         // they are read one by one and a missing one counts as false.
-        let flag = |t: AttributeType| -> bool {
+        let one = |t: AttributeType| -> Option<Attribute> {
             session
                 .get_attributes(handle, &[t])
                 .ok()
                 .and_then(|a| a.into_iter().next())
-                .is_some_and(|a| {
-                    matches!(
-                        a,
-                        Attribute::Wrap(true)
-                            | Attribute::Unwrap(true)
-                            | Attribute::Encrypt(true)
-                            | Attribute::Decrypt(true)
-                            | Attribute::Sign(true)
-                    )
-                })
+        };
+        let flag = |t: AttributeType| -> bool {
+            one(t).is_some_and(|a| {
+                matches!(
+                    a,
+                    Attribute::Wrap(true)
+                        | Attribute::Unwrap(true)
+                        | Attribute::Encrypt(true)
+                        | Attribute::Decrypt(true)
+                        | Attribute::Sign(true)
+                )
+            })
         };
         let mut ev = KeyEvidence {
             label: label.to_owned(),
@@ -117,6 +127,22 @@ impl Hsm {
             encrypt: flag(AttributeType::Encrypt),
             decrypt: flag(AttributeType::Decrypt),
             sign: flag(AttributeType::Sign),
+            // The other policy attributes, read the same way; a missing one reads as the
+            // value the policy refuses (CKA_VALUE_LEN: none), so an HSM that hides them
+            // fails the check instead of passing it.
+            value_len: match one(AttributeType::ValueLen) {
+                Some(Attribute::ValueLen(n)) => Some(n.into()),
+                _ => None,
+            },
+            derive: !matches!(one(AttributeType::Derive), Some(Attribute::Derive(false))),
+            modifiable: !matches!(
+                one(AttributeType::Modifiable),
+                Some(Attribute::Modifiable(false))
+            ),
+            wrap_with_trusted: matches!(
+                one(AttributeType::WrapWithTrusted),
+                Some(Attribute::WrapWithTrusted(true))
+            ),
         };
         for attr in attrs {
             match attr {

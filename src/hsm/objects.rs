@@ -90,7 +90,8 @@ impl Hsm {
     }
 
     /// Refuses a KEK that breaks the key policy (`policy::check`): not sensitive,
-    /// extractable (now or once), imported, not AES, or allowed more than wrap/unwrap.
+    /// extractable (now or once), imported, not AES, allowed more than wrap/unwrap, not
+    /// 256 bits, able to derive, modifiable, or wrappable by an untrusted key.
     pub fn check_kek(&self, label: &str) -> Result<(), HsmError> {
         let ev = self.key_evidence(ObjectClass::SECRET_KEY, label)?;
         policy::enforce(KeyRole::Kek, &ev)

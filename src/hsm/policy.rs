@@ -47,6 +47,9 @@ pub(super) fn template(role: KeyRole, label: &str) -> Vec<Attribute> {
             Attribute::Verify(false),
             Attribute::Derive(false),
             Attribute::Modifiable(false),
+            // Moot while the KEK is not extractable, and kept so if that ever changes:
+            // only a key the HSM trusts could wrap it.
+            Attribute::WrapWithTrusted(true),
         ],
         KeyRole::TransientDataKey => vec![
             Attribute::Class(ObjectClass::SECRET_KEY),
@@ -116,8 +119,9 @@ const GENERATED_IN_HSM: Requirement = Requirement {
     problem: "CKA_LOCAL is false: it was imported, not generated in the HSM",
 };
 
-/// The KEK: what `template(KeyRole::Kek)` asks for, plus what only generation inside the
-/// token gives (CKA_LOCAL, CKA_NEVER_EXTRACTABLE).
+/// The KEK: what `template(KeyRole::Kek)` asks for (its usage, length, no derivation, not
+/// modifiable, wrapped only by a trusted key), plus what only generation inside the token
+/// gives (CKA_LOCAL, CKA_NEVER_EXTRACTABLE).
 const KEK: &[Requirement] = &[
     SENSITIVE,
     NOT_EXTRACTABLE,
@@ -130,6 +134,23 @@ const KEK: &[Requirement] = &[
     Requirement {
         holds: |e| !(e.encrypt || e.decrypt || e.sign),
         problem: "it may encrypt, decrypt or sign; a KEK may only wrap and unwrap",
+    },
+    Requirement {
+        holds: |e| e.value_len == Some(32),
+        problem: "CKA_VALUE_LEN is not 32: a KEK is a 256-bit AES key",
+    },
+    Requirement {
+        holds: |e| !e.derive,
+        problem: "CKA_DERIVE is true: a KEK must not derive other keys",
+    },
+    Requirement {
+        holds: |e| !e.modifiable,
+        problem: "CKA_MODIFIABLE is true: its attributes could change after this check",
+    },
+    Requirement {
+        holds: |e| e.wrap_with_trusted,
+        problem: "CKA_WRAP_WITH_TRUSTED is false: it was not made by this tokenvault version \
+                  (run `tokenvault keys rotate-kek`)",
     },
 ];
 
@@ -193,6 +214,10 @@ mod tests {
             encrypt: false,
             decrypt: false,
             sign: false,
+            value_len: None,
+            derive: true,
+            modifiable: true,
+            wrap_with_trusted: false,
         };
         for attr in template(role, "tv-test") {
             match attr {
@@ -207,6 +232,10 @@ mod tests {
                 Attribute::Encrypt(v) => e.encrypt = v,
                 Attribute::Decrypt(v) => e.decrypt = v,
                 Attribute::Sign(v) => e.sign = v,
+                Attribute::ValueLen(n) => e.value_len = Some(n.into()),
+                Attribute::Derive(v) => e.derive = v,
+                Attribute::Modifiable(v) => e.modifiable = v,
+                Attribute::WrapWithTrusted(v) => e.wrap_with_trusted = v,
                 _ => {}
             }
         }
@@ -263,6 +292,24 @@ mod tests {
         assert_eq!(broken(kek, |e| e.encrypt = true), usage);
         assert_eq!(broken(kek, |e| e.decrypt = true), usage);
         assert_eq!(broken(kek, |e| e.sign = true), usage);
+        for len in [None, Some(16), Some(24), Some(64)] {
+            assert_eq!(
+                broken(kek, |e| e.value_len = len),
+                ["CKA_VALUE_LEN is not 32: a KEK is a 256-bit AES key"],
+                "{len:?}"
+            );
+        }
+        assert_eq!(
+            broken(kek, |e| e.derive = true),
+            ["CKA_DERIVE is true: a KEK must not derive other keys"]
+        );
+        assert_eq!(
+            broken(kek, |e| e.modifiable = true),
+            ["CKA_MODIFIABLE is true: its attributes could change after this check"]
+        );
+        let untrusted = broken(kek, |e| e.wrap_with_trusted = false);
+        assert_eq!(untrusted.len(), 1);
+        assert!(untrusted[0].starts_with("CKA_WRAP_WITH_TRUSTED is false"));
     }
 
     #[test]

@@ -14,11 +14,14 @@ use super::{Hsm, HsmError, WrapMechanism, count};
 impl Hsm {
     /// Generates a 256-bit data key with the HSM's generator and returns it wrapped under
     /// the KEK (with this HSM's wrap mechanism) together with its value for the process.
+    /// The KEK is checked against the key policy first, every time: a KEK swapped in the
+    /// token since start-up never wraps a new data key (`keys rotate`, automatic rotation).
     pub fn generate_data_key(
         &self,
         kek_label: &str,
     ) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), HsmError> {
         count("generate_data_key");
+        self.check_kek(kek_label)?;
         let kek = self.kek_handle(kek_label)?;
         self.with_object_lock(|| {
             let session = self.pool.get()?;
@@ -84,30 +87,71 @@ impl Hsm {
 /// Unwraps `wrapped` into a transient session object. An integrity failure is
 /// `UnwrapFailed` (altered, or wrapped by another KEK); anything else is a device error
 /// and marks the session broken, so an HSM outage is never reported as tampering.
+///
+/// CKR_GENERAL_ERROR says either: SoftHSM2 answers it to a failed integrity check, real
+/// HSMs to a transient fault. The device decides: a key wrapped under the same KEK just
+/// now must unwrap. If that fails too, the device is at fault (a device error: the node
+/// goes down and reconnects); if it works, the stored key gets one more try, and a second
+/// CKR_GENERAL_ERROR is an integrity failure.
 fn unwrap_transient(
     session: &PooledSession<'_>,
     mechanism: WrapMechanism,
     kek: ObjectHandle,
     wrapped: &[u8],
 ) -> Result<ObjectHandle, HsmError> {
-    session
-        .unwrap_key(
-            &mechanism.mechanism()?,
+    let mech = mechanism.mechanism()?;
+    let unwrap = |wrapped: &[u8]| {
+        session.unwrap_key(
+            &mech,
             kek,
             wrapped,
             &policy::template(KeyRole::TransientDataKey, ""),
         )
-        .map_err(|e| match e {
-            // SoftHSM reports a bad integrity check as a general error: on unwrap, it is one.
-            CkError::Pkcs11(
-                RvError::GeneralError
-                | RvError::WrappedKeyInvalid
-                | RvError::WrappedKeyLenRange
-                | RvError::EncryptedDataInvalid,
-                _,
-            ) => HsmError::UnwrapFailed,
-            other => session.fail(HsmError::pkcs11("C_UnwrapKey", other)),
-        })
+    };
+    let first = match unwrap(wrapped) {
+        Err(CkError::Pkcs11(RvError::GeneralError, _)) => {
+            unwrap_works(session, mechanism, kek).map_err(|e| session.fail(e))?;
+            unwrap(wrapped)
+        }
+        other => other,
+    };
+    first.map_err(|e| match e {
+        CkError::Pkcs11(
+            RvError::GeneralError
+            | RvError::WrappedKeyInvalid
+            | RvError::WrappedKeyLenRange
+            | RvError::EncryptedDataInvalid,
+            _,
+        ) => HsmError::UnwrapFailed,
+        other => session.fail(HsmError::pkcs11("C_UnwrapKey", other)),
+    })
+}
+
+/// Whether the device unwraps at all under `kek` with `mechanism`: a fresh transient key,
+/// wrapped and unwrapped again. Any failure is the device's.
+fn unwrap_works(
+    session: &PooledSession<'_>,
+    mechanism: WrapMechanism,
+    kek: ObjectHandle,
+) -> Result<(), HsmError> {
+    let template = policy::template(KeyRole::TransientDataKey, "");
+    let mut generate = template.clone();
+    generate.push(Attribute::ValueLen(32.into()));
+    let probe = session
+        .generate_key(&Mechanism::AesKeyGen, &generate)
+        .map_err(failed("C_GenerateKey"))?;
+    let result = (|| {
+        let wrapped = session
+            .wrap_key(&mechanism.mechanism()?, kek, probe)
+            .map_err(failed("C_WrapKey"))?;
+        let back = session
+            .unwrap_key(&mechanism.mechanism()?, kek, &wrapped, &template)
+            .map_err(failed("C_UnwrapKey"))?;
+        let _ = session.destroy_object(back);
+        Ok(())
+    })();
+    let _ = session.destroy_object(probe);
+    result
 }
 
 fn read_value(

@@ -11,8 +11,10 @@
 //! - the outage is written to the audit trail (`hsm.unavailable`).
 //!
 //! Each later look reconnects (new sessions, a new login, the token and its keys found
-//! again by label). Once the KEK answers again, `hsm.recovered` is audited, the vault is
-//! ready and the active keys are unwrapped again through the HSM. No restart is needed.
+//! again by label). Once the KEK answers again and still obeys the key policy (the object
+//! found under its label may not be the one that was there before), `hsm.recovered` is
+//! audited, the vault is ready and the active keys are unwrapped again through the HSM. No
+//! restart is needed. A KEK that breaks the policy keeps the vault down.
 //! If the audit trail cannot record the outage or the recovery, the vault stays down.
 //!
 //! One-shot CLI commands run no watch: after an HSM failure the command fails, and
@@ -127,11 +129,16 @@ impl KeyManager {
         let reconnected = self
             .watch_call(move |h| {
                 h.reconnect()?;
-                h.probe(&label)
+                h.probe(&label)?;
+                h.check_kek(&label)
             })
             .await;
         match reconnected {
             Some(Ok(())) => {}
+            Some(Err(KeyError::Hsm(e @ HsmError::KeyPolicy { .. }))) => {
+                tracing::error!(error = %e, "the KEK found after reconnecting breaks the key policy; staying down");
+                return self.status();
+            }
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "the HSM still does not answer");
                 return self.status();

@@ -2,6 +2,7 @@
 //! durable usage counting and automatic rotation. Every step is one transaction with its
 //! audit event, so an interrupted step leaves either the old state or the new one.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{FINGERPRINT_KEYRING, KeyError, KeyManager, KeyState, KeyVersion};
@@ -17,6 +18,10 @@ pub(super) struct Reservation {
     version: KeyVersion,
     remaining: u64,
 }
+
+/// How often `rotate_kek` looks for data keys created while it re-wrapped before it
+/// re-wraps the last of them under the audit head lock.
+const KEK_ROTATION_ROUNDS: usize = 3;
 
 /// What `rotate_kek` did.
 #[derive(Debug)]
@@ -230,60 +235,109 @@ impl KeyManager {
             Err(e) => return Err(e),
         }
 
-        let rows: Vec<_> = self
-            .store
-            .data_keys()
-            .await?
-            .into_iter()
-            .filter(|r| r.wrapped_key.is_some())
-            .collect();
-        let mut rewrapped = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let mechanism =
-                WrapMechanism::from_stored(&row.wrap_mechanism).map_err(StoreError::Corrupt)?;
-            let (from, to, wrapped) = (
-                row.kek_label.clone(),
-                new.clone(),
-                row.wrapped_key.clone().unwrap_or_default(),
-            );
-            let out = self
-                .hsm_call(move |h| h.rewrap_data_key(&from, mechanism, &wrapped, &to))
-                .await?;
-            rewrapped.push((row, out));
-        }
+        // Re-wrap outside any database lock, then commit in one audited transaction that
+        // first checks, under the audit head lock every key change takes, that no data key
+        // is wrapped under another KEK than the ones re-wrapped here. A data key created
+        // meanwhile (automatic rotation, another node) is picked up by the next round; in
+        // the last round the few such keys are re-wrapped under the lock, so a busy
+        // keyring cannot starve the rotation. Once the commit is in, `create_version`
+        // sees the new KEK.
         let mechanism = self.hsm.wrap_mechanism().to_string();
-        let mut atx = self.audit.begin().await?;
-        for (row, wrapped) in &rewrapped {
+        let mut rewrapped: HashMap<(String, i64), (String, Vec<u8>)> = HashMap::new();
+        for round in 1..=KEK_ROTATION_ROUNDS {
+            let rows = self.store.data_keys().await?;
+            for row in rows
+                .iter()
+                .filter(|r| r.wrapped_key.is_some() && r.kek_label != new)
+            {
+                self.rewrap_once(row, &new, &mut rewrapped).await?;
+            }
+            let mut atx = self.audit.begin().await?;
+            let remaining = self.store.keys_not_under_in(&mut atx.tx, &new).await?;
+            let missing: Vec<&(String, i64, String)> = remaining
+                .iter()
+                .filter(|(keyring, version, from)| {
+                    rewrapped
+                        .get(&(keyring.clone(), *version))
+                        .is_none_or(|(f, _)| f != from)
+                })
+                .collect();
+            if !missing.is_empty() {
+                if round < KEK_ROTATION_ROUNDS {
+                    drop(atx);
+                    tracing::info!(
+                        n = missing.len(),
+                        "data keys appeared during the KEK rotation; re-wrapping them too"
+                    );
+                    continue;
+                }
+                for (keyring, version, _) in missing {
+                    let row = self
+                        .store
+                        .data_key(keyring, *version)
+                        .await?
+                        .ok_or_else(|| StoreError::Corrupt("a data key vanished".into()))?;
+                    self.rewrap_once(&row, &new, &mut rewrapped).await?;
+                }
+            }
+            for (keyring, version, _) in &remaining {
+                let (_, wrapped) = &rewrapped[&(keyring.clone(), *version)];
+                self.store
+                    .rewrap_data_key(&mut atx.tx, keyring, *version, wrapped, &mechanism, &new)
+                    .await?;
+            }
             self.store
-                .rewrap_data_key(
-                    &mut atx.tx,
-                    &row.keyring,
-                    row.version,
-                    wrapped,
-                    &mechanism,
-                    &new,
-                )
+                .set_kek_state(&mut atx.tx, &old, "retired", now)
                 .await?;
+            self.store
+                .set_kek_state(&mut atx.tx, &new, "active", now)
+                .await?;
+            let event = AuditEvent::new(actor, Action::KekRotate, Outcome::Success)
+                .resource(format!("{old}->{new}"))
+                .reason(Some(reason.map_or_else(
+                    || format!("{} data keys re-wrapped", remaining.len()),
+                    str::to_owned,
+                )));
+            atx.append(&event, now).await?;
+            atx.commit().await?;
+            return Ok(KekRotation {
+                old,
+                new,
+                rewrapped: remaining.len(),
+            });
         }
-        self.store
-            .set_kek_state(&mut atx.tx, &old, "retired", now)
+        Err(KeyError::Internal(format!(
+            "KEK rotation to '{new}' ended without a commit"
+        )))
+    }
+
+    /// Re-wraps `row` under `new` in the HSM unless `done` already holds it re-wrapped
+    /// from the KEK it is under now.
+    async fn rewrap_once(
+        &self,
+        row: &crate::store::DataKeyRow,
+        new: &str,
+        done: &mut HashMap<(String, i64), (String, Vec<u8>)>,
+    ) -> Result<(), KeyError> {
+        let id = (row.keyring.clone(), row.version);
+        if done
+            .get(&id)
+            .is_some_and(|(from, _)| *from == row.kek_label)
+        {
+            return Ok(());
+        }
+        let mechanism =
+            WrapMechanism::from_stored(&row.wrap_mechanism).map_err(StoreError::Corrupt)?;
+        let (from, to, wrapped) = (
+            row.kek_label.clone(),
+            new.to_owned(),
+            row.wrapped_key.clone().unwrap_or_default(),
+        );
+        let out = self
+            .hsm_call(move |h| h.rewrap_data_key(&from, mechanism, &wrapped, &to))
             .await?;
-        self.store
-            .set_kek_state(&mut atx.tx, &new, "active", now)
-            .await?;
-        let event = AuditEvent::new(actor, Action::KekRotate, Outcome::Success)
-            .resource(format!("{old}->{new}"))
-            .reason(Some(reason.map_or_else(
-                || format!("{} data keys re-wrapped", rewrapped.len()),
-                str::to_owned,
-            )));
-        atx.append(&event, now).await?;
-        atx.commit().await?;
-        Ok(KekRotation {
-            old,
-            new,
-            rewrapped: rewrapped.len(),
-        })
+        done.insert(id, (row.kek_label.clone(), out));
+        Ok(())
     }
 
     /// When a version was created and when its state last changed (for a destroyed
@@ -461,7 +515,15 @@ impl KeyManager {
         Ok(())
     }
 
-    /// Destroys a retired KEK in the HSM.
+    /// Destroys a retired KEK in the HSM, audited before and after:
+    /// 1. the intent (`key.kek.destroy`, "destroying …") is committed first, so no KEK
+    ///    ever leaves the HSM without a record, and no database lock is held during the
+    ///    HSM call;
+    /// 2. the HSM object is destroyed; if that fails, the failure is audited and the KEK
+    ///    stays retired;
+    /// 3. the KEK is recorded as destroyed with the outcome event. Should this last step
+    ///    fail, the KEK is gone but still recorded as retired, next to its intent event:
+    ///    running the destruction again finishes it (the HSM step then finds nothing).
     pub async fn destroy_kek(
         &self,
         label: &str,
@@ -470,6 +532,30 @@ impl KeyManager {
         now: i64,
     ) -> Result<(), KeyError> {
         self.check_destroy_kek(label).await?;
+        let intent = AuditEvent::new(actor, Action::KekDestroy, Outcome::Success)
+            .resource(label)
+            .reason(Some(format!(
+                "destroying the HSM object: {}",
+                reason.unwrap_or("no reason given")
+            )));
+        self.audit.record(&intent, now).await?;
+
+        let l = label.to_owned();
+        match self.hsm_call(move |h| h.destroy_objects(&l)).await {
+            Ok(_) | Err(KeyError::Hsm(HsmError::KeyMissing(_))) => {}
+            Err(e) => {
+                let failed = AuditEvent::new(actor, Action::KekDestroy, Outcome::Failure)
+                    .resource(label)
+                    .reason(Some(format!(
+                        "the HSM object was not destroyed ({e}); the KEK stays retired"
+                    )));
+                if let Err(audit) = self.audit.record(&failed, now).await {
+                    tracing::error!(error = %audit, label, "could not audit a failed KEK destruction");
+                }
+                return Err(e);
+            }
+        }
+
         let mut atx = self.audit.begin().await?;
         self.store
             .set_kek_state(&mut atx.tx, label, "destroyed", now)
@@ -478,13 +564,6 @@ impl KeyManager {
             .resource(label)
             .reason(reason.map(str::to_owned));
         atx.append(&event, now).await?;
-        // The HSM object goes first: if that fails, the transaction rolls back and the
-        // KEK stays recorded as retired.
-        let l = label.to_owned();
-        match self.hsm_call(move |h| h.destroy_objects(&l)).await {
-            Ok(_) | Err(KeyError::Hsm(HsmError::KeyMissing(_))) => {}
-            Err(e) => return Err(e),
-        }
         atx.commit().await?;
         Ok(())
     }

@@ -360,6 +360,10 @@ impl KeyManager {
     /// Generates a new data key in the HSM and makes it the keyring's active version.
     /// With `replaces`, nothing happens unless that version is still the active one
     /// (another process may have rotated first); the active version is returned.
+    ///
+    /// The key is wrapped under `kek_label`, and inserted only if that is still the active
+    /// KEK inside the inserting transaction; if a KEK rotation committed meanwhile, the key
+    /// is made again under the new KEK (the rotation's own check covers the other order).
     pub(crate) async fn create_version(
         &self,
         keyring: &str,
@@ -369,11 +373,29 @@ impl KeyManager {
         reason: Option<&str>,
         now: i64,
     ) -> Result<KeyVersion, KeyError> {
-        let kek = kek_label.to_owned();
-        let (wrapped, value) = self.hsm_call(move |h| h.generate_data_key(&kek)).await?;
+        let mut kek_label = kek_label.to_owned();
+        let mut attempts = 0;
+        let (mut atx, wrapped, value) = loop {
+            let kek = kek_label.clone();
+            let (wrapped, value) = self.hsm_call(move |h| h.generate_data_key(&kek)).await?;
+            let mut atx = self.audit.begin().await?;
+            match self.store.active_kek_in(&mut atx.tx).await? {
+                Some(active) if active == kek_label => break (atx, wrapped, value),
+                Some(active) if attempts < 3 => {
+                    attempts += 1;
+                    drop(atx);
+                    kek_label = active;
+                }
+                _ => {
+                    return Err(KeyError::Lifecycle(format!(
+                        "the KEK changed while {keyring} got a new data key; try again"
+                    )));
+                }
+            }
+        };
+        let kek_label = kek_label.as_str();
         let kcv = hex::encode(crypto::kcv(&value));
         let mechanism = self.hsm.wrap_mechanism().to_string();
-        let mut atx = self.audit.begin().await?;
         if let Some(expected) = replaces {
             let current = self.store.active_version_in(&mut atx.tx, keyring).await?;
             if current != Some(i64::from(expected.get())) {

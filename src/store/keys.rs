@@ -335,6 +335,45 @@ impl Store {
         Ok(())
     }
 
+    /// The active KEK's label as the caller's transaction sees it. Inside an audited
+    /// transaction (which holds the audit head lock, like every key change) it cannot
+    /// change before the commit: a data key inserted under it is never under a retired KEK.
+    pub async fn active_kek_in(&self, tx: &mut Tx) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT label FROM keks WHERE state = 'active' \
+             ORDER BY created_at DESC, label DESC LIMIT 1",
+        )
+        .fetch_optional(&mut **tx)
+        .await?;
+        Ok(row.map(|r| r.try_get("label")).transpose()?)
+    }
+
+    /// `(keyring, version, kek_label)` of every data key still wrapped under a KEK other
+    /// than `label`, as the caller's transaction sees it (KEK rotation checks, under the
+    /// audit head lock, that it re-wrapped every one of them).
+    pub async fn keys_not_under_in(
+        &self,
+        tx: &mut Tx,
+        label: &str,
+    ) -> Result<Vec<(String, i64, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT keyring, version, kek_label FROM data_keys \
+             WHERE kek_label <> $1 AND wrapped_key IS NOT NULL ORDER BY keyring, version",
+        )
+        .bind(label)
+        .fetch_all(&mut **tx)
+        .await?;
+        rows.iter()
+            .map(|r| -> Result<_, StoreError> {
+                Ok((
+                    r.try_get("keyring")?,
+                    r.try_get("version")?,
+                    r.try_get("kek_label")?,
+                ))
+            })
+            .collect()
+    }
+
     /// How many data keys each KEK still wraps.
     pub async fn keys_per_kek(&self, kek_label: &str) -> Result<i64, StoreError> {
         let row = sqlx::query(

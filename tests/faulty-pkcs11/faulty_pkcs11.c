@@ -14,6 +14,9 @@
  *     removed         the token is gone: not listed, CKR_TOKEN_NOT_PRESENT on the slot,
  *                     CKR_DEVICE_REMOVED on sessions (real sessions closed, logged out)
  *     slow <ms>       every call is forwarded after sleeping <ms> milliseconds
+ *     unwrap_general_error
+ *                     C_UnwrapKey answers CKR_GENERAL_ERROR (a device fault some HSMs
+ *                     report this way); every other call is forwarded
  *   Each C_Login is appended to "<control>.log" as "login <rv>", so a test can tell that
  *   the vault logged in again after a fault that logged it out.
  *
@@ -29,10 +32,10 @@
 
 #include <p11-kit/pkcs11.h>
 
-enum fault { F_OK, F_DEVICE_ERROR, F_SESSION_INVALID, F_REMOVED, F_SLOW };
+enum fault { F_OK, F_DEVICE_ERROR, F_SESSION_INVALID, F_REMOVED, F_SLOW, F_UNWRAP_GENERAL };
 
 /* What a call touches decides which error a fault gives it. */
-enum call { C_SLOTS, C_SESSION };
+enum call { C_SLOTS, C_SESSION, C_UNWRAP };
 
 static CK_FUNCTION_LIST *real;
 static CK_FUNCTION_LIST wrapped;
@@ -60,6 +63,8 @@ static enum fault read_fault(long *slow_ms)
         return F_REMOVED;
     if (!strcmp(word, "slow"))
         return F_SLOW;
+    if (!strcmp(word, "unwrap_general_error"))
+        return F_UNWRAP_GENERAL;
     return F_OK;
 }
 
@@ -90,14 +95,16 @@ static CK_RV fault_for(enum call call)
     case F_DEVICE_ERROR:
         return CKR_DEVICE_ERROR;
     case F_SESSION_INVALID:
-        return call == C_SESSION ? CKR_SESSION_HANDLE_INVALID : CKR_OK;
+        return call != C_SLOTS ? CKR_SESSION_HANDLE_INVALID : CKR_OK;
     case F_REMOVED:
-        return call == C_SESSION ? CKR_DEVICE_REMOVED : CKR_TOKEN_NOT_PRESENT;
+        return call != C_SLOTS ? CKR_DEVICE_REMOVED : CKR_TOKEN_NOT_PRESENT;
     case F_SLOW: {
         struct timespec ts = { slow_ms / 1000, (slow_ms % 1000) * 1000000L };
         nanosleep(&ts, NULL);
         return CKR_OK;
     }
+    case F_UNWRAP_GENERAL:
+        return call == C_UNWRAP ? CKR_GENERAL_ERROR : CKR_OK;
     }
     return CKR_OK;
 }
@@ -175,10 +182,13 @@ SESSION_CALL(WrapKey,
              (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE w, CK_OBJECT_HANDLE k,
               CK_BYTE_PTR out, CK_ULONG_PTR out_len),
              (s, m, w, k, out, out_len))
-SESSION_CALL(UnwrapKey,
-             (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE u, CK_BYTE_PTR in,
-              CK_ULONG in_len, CK_ATTRIBUTE_PTR t, CK_ULONG n, CK_OBJECT_HANDLE_PTR k),
-             (s, m, u, in, in_len, t, n, k))
+static CK_RV w_UnwrapKey(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE u,
+                         CK_BYTE_PTR in, CK_ULONG in_len, CK_ATTRIBUTE_PTR t, CK_ULONG n,
+                         CK_OBJECT_HANDLE_PTR k)
+{
+    CK_RV rv = fault_for(C_UNWRAP);
+    return rv != CKR_OK ? rv : real->C_UnwrapKey(s, m, u, in, in_len, t, n, k);
+}
 SESSION_CALL(SignInit, (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k), (s, m, k))
 SESSION_CALL(Sign,
              (CK_SESSION_HANDLE s, CK_BYTE_PTR d, CK_ULONG dn, CK_BYTE_PTR sig, CK_ULONG_PTR sn),

@@ -351,6 +351,47 @@ async fn a_kek_with_the_wrong_attributes_is_refused() {
     vault.keys.hsm().destroy_objects(&label).unwrap();
 }
 
+/// Review L4: the key policy also covers the key length, derivation, modifiability and
+/// trusted-only wrapping. A planted KEK that breaks any one of them is refused by `init`
+/// (and so by `serve`, which runs the same check), and nothing is recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kek_that_may_derive_or_change_or_is_short_or_wraps_untrusted_is_refused() {
+    let cases = [
+        ("derive", Attribute::Derive(true), "CKA_DERIVE is true"),
+        (
+            "modifiable",
+            Attribute::Modifiable(true),
+            "CKA_MODIFIABLE is true",
+        ),
+        (
+            "short",
+            Attribute::ValueLen(16.into()),
+            "CKA_VALUE_LEN is not 32",
+        ),
+        (
+            "untrusted",
+            Attribute::WrapWithTrusted(false),
+            "CKA_WRAP_WITH_TRUSTED is false",
+        ),
+    ];
+    for (tag, change, problem) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = helpers::settings(dir.path(), &format!("badkek-{tag}"));
+        let vault = Vault::open(settings).await.unwrap();
+        let label = vault.keys.labels().kek(1);
+        helpers::replace_kek(&label, &[change]);
+        let err = vault.keys.init("test", NOW).await.unwrap_err();
+        assert!(
+            matches!(err, KeyError::Hsm(HsmError::KeyPolicy { .. })),
+            "{tag}: {err:?}"
+        );
+        assert!(err.to_string().contains(problem), "{tag}: {err}");
+        assert!(vault.store.keks().await.unwrap().is_empty(), "{tag}");
+        assert!(vault.store.data_keys().await.unwrap().is_empty(), "{tag}");
+        vault.keys.hsm().destroy_objects(&label).unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_wrong_pin_a_missing_token_and_a_missing_module_get_clear_errors() {
     let hsm = helpers::test_hsm();

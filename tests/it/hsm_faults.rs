@@ -407,3 +407,87 @@ async fn the_vault_stays_down_while_the_audit_trail_cannot_record_the_recovery()
         .collect();
     assert_eq!(actions, ["hsm.unavailable", "hsm.recovered"]);
 }
+
+/// Review L5: an HSM that answers `C_UnwrapKey` with CKR_GENERAL_ERROR is failing, not
+/// proving the stored key was altered (SoftHSM2 says GENERAL_ERROR for both): requests
+/// answer 503 `unavailable`, never 500 `integrity_error`, the node counts the HSM as
+/// down, and the audit trail records an HSM outage, not tampering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_general_error_on_unwrap_is_a_device_fault_not_tampering() {
+    let server = FaultyServer::start("fault-unwrap").await;
+    let pan = helpers::random_pan();
+    let t = server
+        .post("/v1/tokenize", json!({"type": "card", "value": pan}))
+        .await;
+    assert_eq!(t.status, 200, "{}", t.body);
+    let token = t.body["token"].as_str().unwrap().to_owned();
+
+    // An outage empties the key cache, so the next use of a key unwraps it again; the HSM
+    // then comes back failing every unwrap.
+    server.inject("device_error");
+    server.wait_ready(503).await;
+    server.inject("unwrap_general_error");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        let d = server.post("/v1/detokenize", json!({"token": token})).await;
+        assert_ne!(
+            d.body["error"]["code"], "integrity_error",
+            "a device fault was reported as tampering: {}",
+            d.body
+        );
+        assert_eq!(d.status, 503, "{}", d.body);
+        assert_eq!(d.body["error"]["code"], "unavailable", "{}", d.body);
+        assert!(d.body.get("value").is_none());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events = server.hsm_events().await;
+    assert!(
+        events.iter().any(|(a, _, r)| a == "hsm.unavailable"
+            && r.as_deref().unwrap_or("").contains("C_UnwrapKey")),
+        "the failing unwrap was not audited as an HSM outage: {events:?}"
+    );
+    let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+    assert!(
+        !log.contains("integrity check") && !log.contains("altered"),
+        "the log calls a device fault tampering"
+    );
+
+    server.inject("ok");
+    server.wait_ready(200).await;
+    let d = server.post("/v1/detokenize", json!({"token": token})).await;
+    assert_eq!(d.status, 200, "{}", d.body);
+    assert_eq!(d.body["value"], pan);
+}
+
+/// Review L4: when the HSM comes back after an outage, the KEK found under the vault's
+/// label must still obey the key policy; one that does not (here it was swapped, during
+/// the outage, for a key that is not sensitive) keeps the node not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kek_that_breaks_the_policy_after_a_reconnect_keeps_the_node_not_ready() {
+    let server = FaultyServer::start("fault-badkek").await;
+    let t = server
+        .post(
+            "/v1/tokenize",
+            json!({"type": "card", "value": helpers::random_pan()}),
+        )
+        .await;
+    assert_eq!(t.status, 200, "{}", t.body);
+    server.inject("device_error");
+    server.wait_ready(503).await;
+    let kek = tokenvault::keys::KeyLabels::new(&server.settings.hsm.label_prefix).kek(1);
+    helpers::replace_kek(&kek, &[cryptoki::object::Attribute::Sensitive(false)]);
+    server.inject("ok");
+    // The watch reconnects every 200 ms; the node must stay down through many looks.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        let r = server.readyz().await;
+        assert_eq!(
+            r.status, 503,
+            "ready with a KEK that breaks the key policy: {}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+    assert!(log.contains("CKA_SENSITIVE"), "the log does not say why");
+}

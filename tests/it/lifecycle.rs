@@ -791,3 +791,174 @@ async fn destruction_evidence_says_what_backups_still_hold_and_one_request_makes
         "{listed}"
     );
 }
+
+/// How many objects labelled `label` the test token holds.
+fn objects_labelled(label: &str) -> usize {
+    let (_p, session) = helpers::raw_session();
+    session
+        .find_objects(&[cryptoki::object::Attribute::Label(
+            label.as_bytes().to_vec(),
+        )])
+        .unwrap()
+        .len()
+}
+
+/// Review L3: the destruction of a KEK is in the audit trail before the HSM object goes.
+/// Here every `key.kek.destroy` event fails when its transaction commits (a deferred
+/// constraint, checked at COMMIT): `destroy_kek` must fail and leave the KEK in the HSM,
+/// recorded as retired. Once the trail records again, the destruction goes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kek_is_not_destroyed_when_the_audit_trail_cannot_record_it() {
+    let app = lifecycle_app("kekaudit").await;
+    let vault = vault(&app).await;
+    let r = vault.keys.rotate_kek("test", None, now_ms()).await.unwrap();
+    let mut db = app.db().await;
+    let fail_at_commit: &[&str] = if helpers::postgres().is_some() {
+        &[
+            "CREATE TABLE audit_gate (id BIGINT PRIMARY KEY)",
+            "CREATE TABLE audit_gate_ref (id BIGINT REFERENCES audit_gate (id) \
+             DEFERRABLE INITIALLY DEFERRED)",
+            "CREATE FUNCTION audit_gate_fn() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN INSERT INTO audit_gate_ref VALUES (1); RETURN NEW; END $$",
+            "CREATE TRIGGER audit_gate_tr AFTER INSERT ON audit_events FOR EACH ROW \
+             WHEN (NEW.action = 'key.kek.destroy') EXECUTE FUNCTION audit_gate_fn()",
+        ]
+    } else {
+        &[
+            "CREATE TABLE audit_gate (id INTEGER PRIMARY KEY)",
+            "CREATE TABLE audit_gate_ref (id INTEGER REFERENCES audit_gate (id) \
+             DEFERRABLE INITIALLY DEFERRED)",
+            "CREATE TRIGGER audit_gate_tr AFTER INSERT ON audit_events \
+             WHEN NEW.action = 'key.kek.destroy' \
+             BEGIN INSERT INTO audit_gate_ref VALUES (1); END",
+        ]
+    };
+    for stmt in fail_at_commit {
+        sqlx::query(stmt).execute(&mut db).await.unwrap();
+    }
+    let actor = "officer:alice+officer:bob";
+    let err = vault
+        .keys
+        .destroy_kek(&r.old, actor, None, now_ms())
+        .await
+        .expect_err("destroyed a KEK the audit trail could not record");
+    assert_eq!(
+        objects_labelled(&r.old),
+        1,
+        "the KEK left the HSM without an audit record ({err})"
+    );
+    let state = |keks: Vec<tokenvault::store::KekRow>| {
+        keks.into_iter()
+            .find(|k| k.label == r.old)
+            .map(|k| k.state)
+            .unwrap()
+    };
+    assert_eq!(state(vault.store.keks().await.unwrap()), "retired");
+
+    let drop_trigger = if helpers::postgres().is_some() {
+        "DROP TRIGGER audit_gate_tr ON audit_events"
+    } else {
+        "DROP TRIGGER audit_gate_tr"
+    };
+    sqlx::query(drop_trigger).execute(&mut db).await.unwrap();
+    vault
+        .keys
+        .destroy_kek(&r.old, actor, None, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(objects_labelled(&r.old), 0, "the KEK is gone from the HSM");
+    assert_eq!(state(vault.store.keks().await.unwrap()), "destroyed");
+    let events: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT outcome, reason FROM audit_events WHERE action = 'key.kek.destroy' \
+         AND resource = $1 ORDER BY seq",
+    )
+    .bind(&r.old)
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(
+        events[0].1.as_deref().unwrap_or("").contains("destroying"),
+        "the intent comes first: {events:?}"
+    );
+    assert_eq!(events[1].0, "success", "{events:?}");
+    let verify = cli(&app.settings)
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", text(&verify));
+}
+
+/// Review L4: `keys rotate` and automatic rotation check the KEK against the key policy
+/// before they wrap a new data key under it. Here someone with the PIN swapped the KEK
+/// for one that may also derive keys.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_data_key_is_wrapped_under_a_kek_that_breaks_the_policy() {
+    let app = lifecycle_app("kekcheck").await;
+    let label = vault(&app).await.keys.labels().kek(1);
+    helpers::replace_kek(&label, &[cryptoki::object::Attribute::Derive(true)]);
+    let fresh = vault(&app).await;
+    let before = fresh.store.data_keys().await.unwrap().len();
+    let err = fresh
+        .keys
+        .rotate("pii", "test", None, now_ms())
+        .await
+        .expect_err("a data key was wrapped under a KEK that breaks the policy");
+    assert!(err.to_string().contains("CKA_DERIVE"), "{err}");
+    // Automatic rotation (the cryptoperiod ended) refuses too.
+    let err = fresh
+        .keys
+        .maintain(now_ms() + 400 * 86_400_000)
+        .await
+        .expect_err("automatic rotation wrapped under a KEK that breaks the policy");
+    assert!(err.to_string().contains("CKA_DERIVE"), "{err}");
+    assert_eq!(fresh.store.data_keys().await.unwrap().len(), before);
+}
+
+/// Review L2: data keys created while the KEK rotates (automatic rotation on a busy
+/// node) are never left wrapped by the KEK the rotation retires. A task rotates the `pii`
+/// keyring without pause while the KEK rotates several times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kek_rotation_racing_data_key_rotation_leaves_no_key_under_a_retired_kek() {
+    use std::sync::atomic::AtomicBool;
+    let app = lifecycle_app("kekrace").await;
+    let vault = vault(&app).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let rotator = {
+        let (keys, stop) = (vault.keys.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                keys.rotate("pii", "system", Some("race"), now_ms())
+                    .await
+                    .unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    for _ in 0..4 {
+        vault.keys.rotate_kek("test", None, now_ms()).await.unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let rotations = rotator.await.unwrap();
+    let active = vault.store.active_kek().await.unwrap().unwrap().label;
+    let stranded: Vec<String> = vault
+        .store
+        .data_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.wrapped_key.is_some() && k.kek_label != active)
+        .map(|k| {
+            format!(
+                "{} v{} {} under {}",
+                k.keyring, k.version, k.state, k.kek_label
+            )
+        })
+        .collect();
+    assert!(
+        stranded.is_empty(),
+        "{rotations} data key rotations; left under a retired KEK: {stranded:?}"
+    );
+}

@@ -112,3 +112,46 @@ pub fn faulty_module() -> PathBuf {
     })
     .clone()
 }
+
+/// Puts an AES key labelled `label` in the test token in place of whatever holds that
+/// label: a KEK that obeys the vault's key policy, changed by `changes` (later attributes
+/// win), as someone holding the user PIN could plant it.
+pub fn replace_kek(label: &str, changes: &[cryptoki::object::Attribute]) {
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
+    let (_p, session) = raw_session();
+    let _lock = hsm_object_lock();
+    for h in session
+        .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
+        .unwrap()
+    {
+        session.destroy_object(h).unwrap();
+    }
+    let mut template = vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::ValueLen(32.into()),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Wrap(true),
+        Attribute::Unwrap(true),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Derive(false),
+        Attribute::Modifiable(false),
+        Attribute::WrapWithTrusted(true),
+    ];
+    for change in changes {
+        let t: AttributeType = change.attribute_type();
+        template.retain(|a| a.attribute_type() != t);
+        template.push(change.clone());
+    }
+    session
+        .generate_key(&Mechanism::AesKeyGen, &template)
+        .unwrap();
+}
