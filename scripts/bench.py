@@ -96,6 +96,7 @@ def main():
         env["TOKENVAULT_HSM__LABEL_PREFIX"] = tag
         env["TOKENVAULT_SERVER__LISTEN"] = "127.0.0.1:18443"
         env["TOKENVAULT_LIMITS__MAX_BATCH"] = "1000"
+        env["TOKENVAULT_DEV_MODE"] = "true"  # the development clients drive the load
         state = f"data/bench/{tag}.tokens"
         subprocess.run(["target/release/tokenvault", "init"], env=env, check=True, capture_output=True)
         server = subprocess.Popen(["target/release/tokenvault", "serve"], env={**env, "TOKENVAULT_LOG": "info"},

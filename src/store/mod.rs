@@ -124,6 +124,7 @@ impl Store {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| StoreError::Connect(format!("{}: {e}", dir.display())))?;
             }
+            create_private(Path::new(file))?;
             let url = if path.contains('?') {
                 raw.to_owned()
             } else {
@@ -206,6 +207,22 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Creates the SQLite file with mode 0600 if it does not exist yet, so it is never
+/// readable by others (SQLite itself would create it under the umask). SQLite gives its
+/// `-wal` and `-shm` files the mode of the database file.
+fn create_private(file: &Path) -> Result<(), StoreError> {
+    if file.as_os_str().is_empty() || file.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    crate::secret_file::private_options()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(file)
+        .map(drop)
+        .map_err(|e| StoreError::Connect(format!("{}: {e}", file.display())))
 }
 
 /// Connection errors may quote the URL, which may hold a password.

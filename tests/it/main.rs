@@ -12,6 +12,7 @@ mod guard;
 mod hardening;
 mod hsm_faults;
 mod lifecycle;
+mod limits;
 mod multinode;
 mod oracle;
 mod permissions;
