@@ -53,7 +53,7 @@ impl AppState {
 /// How often the recorder's upkeep moves recorded histogram samples into their summaries.
 /// Without it every sample stays queued until the next `/metrics` scrape, so a vault that
 /// nobody scrapes grows by every request it serves.
-pub const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(1);
+const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The process-wide Prometheus recorder (installed once; tests run several servers),
 /// with its upkeep running on a thread of its own for the life of the process.
