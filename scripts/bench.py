@@ -66,6 +66,25 @@ def peak_rss_mb(pid):
     return 0.0
 
 
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def soak(pid, url, seconds, state):
+    """Tokenize and detokenize for `seconds` without ever reading /metrics (a vault nobody
+    scrapes yet) and print the server's RSS after every 10 s: it must level off, not climb."""
+    print("| elapsed s | requests | RSS MB |\n|---:|---:|---:|", flush=True)
+    start, total = time.time(), 0
+    while time.time() - start < seconds:
+        for scenario in ("tokenize", "detokenize"):
+            total += run_load(url, scenario, seconds=5, concurrency=32, state=state)["requests"]
+        print(f"| {time.time() - start:.0f} | {total:,} | {rss_mb(pid):.1f} |", flush=True)
+
+
 def hsm_calls(url):
     """HSM calls on the request path: every op except the background ones — `sign`, the
     audit checkpoint signature once per 1,000 events, and `probe`, the HSM health check
@@ -96,6 +115,8 @@ def main():
     ap.add_argument("--postgres", action="store_true")
     ap.add_argument("--preload", default="0")
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--soak", type=float, default=0,
+                    help="instead of the table: this many seconds of load with no /metrics scrape, RSS every 10 s")
     a = ap.parse_args()
     env = dict(os.environ)
     env["SOFTHSM2_CONF"] = os.path.join(ROOT, "softhsm/softhsm2.conf")
@@ -116,6 +137,7 @@ def main():
         env["TOKENVAULT_HSM__LABEL_PREFIX"] = tag
         env["TOKENVAULT_SERVER__LISTEN"] = "127.0.0.1:18443"
         env["TOKENVAULT_LIMITS__MAX_BATCH"] = "1000"
+        env["TOKENVAULT_DEV_MODE"] = "true"  # the development clients drive the load
         state = f"data/bench/{tag}.tokens"
         subprocess.run(["target/release/tokenvault", "init", *bench_officers()], env=env, check=True, capture_output=True)
         server = subprocess.Popen(["target/release/tokenvault", "serve"], env={**env, "TOKENVAULT_LOG": "info"},
@@ -130,6 +152,8 @@ def main():
         threading.Thread(target=lambda: [None for _ in server.stderr], daemon=True).start()
         url = "https://localhost:18443"
         try:
+            if a.soak:
+                return soak(server.pid, url, a.soak, state)
             if n:
                 t0 = time.time()
                 run_load(url, "preload-batch", count=max(1, n // 1000), concurrency=4)

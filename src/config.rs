@@ -28,6 +28,13 @@ pub enum ConfigError {
     PinInFile,
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    #[error(
+        "no [clients] are configured, so `serve` would admit the development clients app, \
+         tokenizer and auditor (any certificate from the CA named app may detokenize \
+         everything) — configure [clients] in the file named by --config or TOKENVAULT_CONFIG, \
+         or set TOKENVAULT_DEV_MODE=true for a development vault (scripts/run does)"
+    )]
+    DevelopmentClients,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -58,6 +65,14 @@ pub struct Settings {
     /// still names officers is refused instead of silently believed.
     #[serde(default)]
     pub officers: BTreeMap<String, crate::officers::OfficerSettings>,
+    /// A development vault: `serve` may run with the built-in development clients
+    /// (`TOKENVAULT_DEV_MODE=true`; scripts/run sets it).
+    #[serde(default)]
+    pub dev_mode: bool,
+    /// Whether `clients` are the built-in development clients (neither the file nor the
+    /// environment configured any).
+    #[serde(skip)]
+    pub development_clients: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,7 +134,7 @@ impl Default for ServerSettings {
             tls_cert: "data/dev/tls/server.pem".into(),
             tls_key: "data/dev/tls/server-key.pem".into(),
             client_ca: "data/dev/tls/ca.pem".into(),
-            public_metrics: true,
+            public_metrics: false,
             // `tokenvault dev-certs` names its clients by CN.
             identity: IdentitySource::Cn,
             identity_uri_prefix: String::new(),
@@ -396,7 +411,10 @@ fn default_clients() -> BTreeMap<String, ClientPolicy> {
             ]),
         ),
         ("tokenizer".to_owned(), c(&["tokenize:*"])),
-        ("auditor".to_owned(), c(&["keys:read", "audit:read"])),
+        (
+            "auditor".to_owned(),
+            c(&["keys:read", "audit:read", "metrics:read"]),
+        ),
     ])
 }
 
@@ -438,12 +456,25 @@ impl Settings {
         if let Some(env) = env {
             builder = builder.add_source(env);
         }
-        let settings: Settings = builder
+        let merged = builder
             .build()
-            .and_then(|c| c.try_deserialize())
             .map_err(|e| ConfigError::Load(e.to_string()))?;
+        let clients_configured = merged.get_table("clients").is_ok();
+        let mut settings: Settings = merged
+            .try_deserialize()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        settings.development_clients = !clients_configured;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// `serve` admits the development clients only to a development vault: a production
+    /// unit that forgot its config file must not start with them.
+    pub fn refuse_development_clients(&self) -> Result<(), ConfigError> {
+        if self.development_clients && !self.dev_mode {
+            return Err(ConfigError::DevelopmentClients);
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -630,6 +661,24 @@ mod tests {
         assert!(
             Settings::from_toml("[server.proxy_protocol]\ntrusted = [\"10.0.0.5\"]\n").is_err()
         );
+    }
+
+    #[test]
+    fn the_development_clients_serve_only_a_development_vault() {
+        let dev = Settings::from_toml("").unwrap();
+        assert!(dev.development_clients && !dev.dev_mode);
+        assert!(matches!(
+            dev.refuse_development_clients(),
+            Err(ConfigError::DevelopmentClients)
+        ));
+        assert!(!dev.server.public_metrics, "metrics:read unless opened");
+        let asked = Settings::from_toml("dev_mode = true\n").unwrap();
+        assert!(asked.development_clients);
+        asked.refuse_development_clients().unwrap();
+        let prod =
+            Settings::from_toml("[clients.svc]\npermissions = [\"tokenize:pan\"]\n").unwrap();
+        assert!(!prod.development_clients);
+        prod.refuse_development_clients().unwrap();
     }
 
     #[test]

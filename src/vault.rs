@@ -47,10 +47,16 @@ impl Services {
         self.guard
             .check(who, Action::KeysList, "read", None, now)
             .await?;
-        let event =
-            AuditEvent::new(&who.identity, Action::KeysList, Outcome::Success).origin(&who.origin);
-        self.guard.record(event, now).await?;
-        Ok(self.keys.inventory(now).await?)
+        // Read first, then audit what happened: a success event for an inventory that
+        // was never served would be a false record.
+        let result = self.keys.inventory(now).await.map_err(Error::from);
+        let event = match &result {
+            Ok(_) => AuditEvent::new(&who.identity, Action::KeysList, Outcome::Success),
+            Err(e) => AuditEvent::new(&who.identity, Action::KeysList, Outcome::Failure)
+                .reason(Some(e.code().as_str().to_owned())),
+        };
+        self.guard.record(event.origin(&who.origin), now).await?;
+        result
     }
 }
 

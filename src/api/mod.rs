@@ -52,15 +52,34 @@ impl AppState {
     }
 }
 
-/// The process-wide Prometheus recorder (installed once; tests run several servers).
-fn metrics_handle() -> PrometheusHandle {
+/// How often the recorder's upkeep moves recorded histogram samples into their summaries.
+/// Without it every sample stays queued until the next `/metrics` scrape, so a vault that
+/// nobody scrapes grows by every request it serves.
+const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The process-wide Prometheus recorder (installed once; tests run several servers),
+/// with its upkeep running on a thread of its own for the life of the process.
+pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new().build_recorder();
             let handle = recorder.handle();
             // Another recorder may exist already (embedding); then ours just stays empty.
-            let _ = metrics::set_global_recorder(recorder);
+            if metrics::set_global_recorder(recorder).is_ok() {
+                let upkeep = handle.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("metrics-upkeep".into())
+                    .spawn(move || {
+                        loop {
+                            std::thread::sleep(METRICS_UPKEEP_EVERY);
+                            upkeep.run_upkeep();
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "cannot start the metrics upkeep thread");
+                }
+            }
             handle
         })
         .clone()
@@ -116,6 +135,13 @@ pub struct Server {
 impl Server {
     /// Opens the vault, loads every active key (so requests make no HSM call), binds.
     pub async fn bind(settings: Settings) -> anyhow::Result<Self> {
+        // Like the PIN file: a key others may read is refused (a missing one is reported
+        // by `tls_config`, with what to run).
+        let key = &settings.server.tls_key;
+        if key.exists() {
+            crate::secret_file::check_private_mode(key)
+                .map_err(|e| anyhow::anyhow!("the server TLS key {}: {e}", key.display()))?;
+        }
         let tls = tls::Tls::load(&settings.server)?;
         let vault = Vault::open(settings).await?;
         vault.keys.warm().await?;

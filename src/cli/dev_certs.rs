@@ -47,12 +47,24 @@ pub fn run(args: &DevCertsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes one file. A private key is created with mode 0600 from the start (never
+/// written first and restricted after); one left by an earlier run is replaced, not
+/// rewritten in place, so it cannot keep a looser mode.
 fn write(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
-    fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
-    #[cfg(unix)]
-    if secret {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    use std::io::Write;
+    if !secret {
+        return fs::write(path, contents).with_context(|| format!("writing {}", path.display()));
     }
-    Ok(())
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("replacing {}", path.display()));
+        }
+        _ => {}
+    }
+    crate::secret_file::private_options()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))
 }

@@ -20,7 +20,8 @@ use crate::config::Settings;
     about = "HSM-backed key management and tokenization vault"
 )]
 pub struct Cli {
-    /// TOML configuration file (else TOKENVAULT_CONFIG, else the development defaults).
+    /// TOML configuration file (else TOKENVAULT_CONFIG, else the development defaults, which
+    /// `serve` uses only with TOKENVAULT_DEV_MODE=true).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
@@ -57,7 +58,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve => crate::api::serve(settings).await,
+        Command::Serve => {
+            settings.refuse_development_clients()?;
+            crate::api::serve(settings).await
+        }
         // The document states the configured types, keyrings and limits.
         Command::Openapi => {
             println!("{}", crate::api::openapi_json(&settings)?);

@@ -55,7 +55,8 @@ pub(super) fn lock_objects_file(path: Option<&Path>) -> Result<Option<std::fs::F
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    let f = std::fs::OpenOptions::new()
+    // Private from creation, like every file the vault creates.
+    let f = crate::secret_file::private_options()
         .create(true)
         .truncate(false)
         .write(true)

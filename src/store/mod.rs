@@ -126,6 +126,7 @@ impl Store {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| StoreError::Connect(format!("{}: {e}", dir.display())))?;
             }
+            create_private(Path::new(file))?;
             let url = if path.contains('?') {
                 raw.to_owned()
             } else {
@@ -211,6 +212,27 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Creates the SQLite file with mode 0600 if it does not exist yet, so it is never
+/// readable by others (SQLite itself would create it under the umask). SQLite gives its
+/// `-wal` and `-shm` files the mode of the database file. An existing file is not opened
+/// here: closing any descriptor of a database file drops every POSIX lock this process
+/// holds on it, including those of connections already open (another `Store` in the
+/// same process).
+fn create_private(file: &Path) -> Result<(), StoreError> {
+    if file.as_os_str().is_empty() || file.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    match crate::secret_file::private_options()
+        .write(true)
+        .create_new(true)
+        .open(file)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Connect(format!("{}: {e}", file.display()))),
     }
 }
 

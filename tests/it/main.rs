@@ -15,6 +15,7 @@ mod hardening;
 mod hsm_faults;
 mod identity;
 mod lifecycle;
+mod limits;
 mod multinode;
 mod oracle;
 mod permissions;

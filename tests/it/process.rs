@@ -29,7 +29,9 @@ fn tokenvault(dir: &Path, prefix: &str) -> Command {
         "TOKENVAULT_LOG",
         "debug,sqlx=warn,hyper=info,h2=info,rustls=info",
     )
-    .env_remove("TOKENVAULT_CONFIG");
+    .env_remove("TOKENVAULT_CONFIG")
+    // No config file: the development clients, which `serve` admits only when asked.
+    .env("TOKENVAULT_DEV_MODE", "true");
     c
 }
 

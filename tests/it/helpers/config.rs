@@ -43,6 +43,8 @@ pub fn settings(dir: &std::path::Path, tag: &str) -> Settings {
     // machine is not mistaken for an HSM outage; the fault tests run `serve` processes
     // with the production default and inject their own slowness.
     s.hsm.call_timeout_ms = 30_000;
+    // The suites read `/metrics` as every client (the permission matrix covers both ways).
+    s.server.public_metrics = true;
     s
 }
 
@@ -104,12 +106,57 @@ pub fn process_settings(tag: &str) -> (PathBuf, Settings) {
     (dir, s)
 }
 
-/// Writes the map-valued settings (types, keyrings) and limits to a TOML file
-/// next to the TLS files, as an operator's config file would hold them.
+/// Writes the map-valued settings (types, keyrings, clients), limits and
+/// `public_metrics` to a TOML file next to the TLS files, as an operator's config file
+/// would hold them (`serve` refuses to start without configured clients).
 pub fn config_file(settings: &Settings) -> PathBuf {
     use std::fmt::Write;
     let mut t = String::new();
     let _ = writeln!(t, "[limits]\nmax_batch = {}\n", settings.limits.max_batch);
+    let _ = writeln!(
+        t,
+        "[server]\npublic_metrics = {}\n",
+        settings.server.public_metrics
+    );
+    for (identity, c) in &settings.clients {
+        let quoted = |v: &str| serde_json::to_string(v).unwrap();
+        let permissions: Vec<String> = c
+            .permissions
+            .iter()
+            .map(|g| quoted(&g.to_string()))
+            .collect();
+        let _ = writeln!(
+            t,
+            "[clients.{}]\npermissions = [{}]",
+            quoted(identity),
+            permissions.join(", ")
+        );
+        for (key, value) in [
+            (
+                "rate_per_second",
+                c.rate_per_second.map(|v| format!("{v:?}")),
+            ),
+            ("burst", c.burst.map(|v| format!("{v:?}"))),
+            (
+                "detokenize_per_hour",
+                c.detokenize_per_hour.map(|v| v.to_string()),
+            ),
+            (
+                "decrypt_per_hour",
+                c.decrypt_per_hour.map(|v| v.to_string()),
+            ),
+            (
+                "new_values_per_hour",
+                c.new_values_per_hour.map(|v| v.to_string()),
+            ),
+            ("namespace", c.namespace.as_deref().map(quoted)),
+        ] {
+            if let Some(value) = value {
+                let _ = writeln!(t, "{key} = {value}");
+            }
+        }
+        let _ = writeln!(t);
+    }
     for (name, k) in &settings.keyrings {
         let _ = writeln!(
             t,

@@ -55,11 +55,23 @@ pub fn tls_files(dir: &std::path::Path, s: &mut Settings) {
     let p = pki();
     std::fs::write(dir.join("ca.pem"), &p.ca.cert_pem).unwrap();
     std::fs::write(dir.join("server.pem"), &p.server.cert_pem).unwrap();
-    std::fs::write(dir.join("server-key.pem"), &p.server.key_pem).unwrap();
+    write_private(&dir.join("server-key.pem"), &p.server.key_pem);
     s.server.client_ca = dir.join("ca.pem");
     s.server.tls_cert = dir.join("server.pem");
     s.server.tls_key = dir.join("server-key.pem");
     s.server.listen = "127.0.0.1:0".into();
+}
+
+/// Writes a private key as an operator would keep it: mode 0600 (`serve` refuses a
+/// server key that others may read).
+pub fn write_private(path: &std::path::Path, contents: &str) {
+    use std::io::Write;
+    let _ = std::fs::remove_file(path);
+    let mut options = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.write(true).create_new(true).open(path).unwrap();
+    f.write_all(contents.as_bytes()).unwrap();
 }
 
 fn root_store() -> rustls::RootCertStore {
