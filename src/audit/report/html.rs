@@ -480,3 +480,28 @@ pub fn render(r: &Report) -> String {
     o.push_str("</body></html>\n");
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::{HOSTILE, report};
+    use super::*;
+
+    #[test]
+    fn hostile_text_in_any_field_is_escaped_and_never_becomes_an_element_or_attribute() {
+        let page = render(&report());
+        for h in HOSTILE {
+            let escaped = h
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;");
+            assert!(page.contains(&escaped), "{h:?} is not escaped:\n{page}");
+        }
+        assert!(page.contains("&lt;script&gt;alert('x')&lt;/script&gt;"));
+        for element in ["<script", "<img", "<svg onload", "<!-- c", "<?p"] {
+            assert!(!page.contains(element), "{element} in\n{page}");
+        }
+        // The three charts are the only SVG elements.
+        assert_eq!(page.matches("<svg").count(), 3);
+    }
+}
