@@ -13,7 +13,8 @@ use super::{ClientAccess, HISTORY_COLUMNS, HistoryEntry, KEY_COLUMNS, KeyEntry, 
 ///   backslash (CommonMark allows the escape before any ASCII punctuation): emphasis,
 ///   code, links and images, autolinks (`:`, `.`, `@`), tables (`|`), strikethrough,
 ///   math, footnotes, super- and subscript, wiki links; the few kept as they are
-///   (`, ; / % ? - ' "`) mean nothing inside a line once the others are escaped;
+///   (`, ; / % ? - ' " ( )`) mean nothing inside a line once the others are escaped
+///   (a parenthesis opens a link destination only right after an unescaped `]`);
 /// - line breaks, other control characters and bidirectional overrides as spaces, so a
 ///   value stays in its table row, never starts a line (headings, lists, quotes) and
 ///   cannot reorder what is shown around it.
@@ -24,7 +25,7 @@ fn text(s: &str) -> String {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '&' => out.push_str("&amp;"),
-            ',' | ';' | '/' | '%' | '?' | '-' | '\'' | '"' => out.push(c),
+            ',' | ';' | '/' | '%' | '?' | '-' | '\'' | '"' | '(' | ')' => out.push(c),
             c if c.is_ascii_punctuation() => {
                 out.push('\\');
                 out.push(c);
