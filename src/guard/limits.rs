@@ -11,11 +11,11 @@
 //!   because a refusal must say when the hour ends (`Retry-After`). Time is a parameter
 //!   (milliseconds), so the rules are tested without sleeping.
 //!
-//! Why governor for the rate: `benches/limiter.rs` measured the check that every `/v1`
-//! request makes against the hand-written token bucket it replaced; the numbers are in
-//! `docs/architecture.md`. Neither is a cost next to a request, so the maintained crate
-//! wins. State is per node: with N nodes behind a balancer a client gets up to N times
-//! the rate and the budgets.
+//! Why governor for the rate: the check every `/v1` request makes was measured against
+//! the hand-written token bucket it replaced (the numbers are in `docs/architecture.md`;
+//! `benches/limiter.rs` measures it now). Both take a fraction of a microsecond, under
+//! 1 % of a request's CPU, so the maintained crate wins. State is per node: with N nodes
+//! behind a balancer a client gets up to N times the rate and the budgets.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
