@@ -16,7 +16,7 @@
 mod limits;
 mod permission;
 
-pub use limits::RateLimit;
+pub use limits::{Limiter, RateLimit, Rates};
 pub use permission::{Grant, GrantError, Principal, SHARED_NAMESPACE};
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,7 +25,6 @@ use std::sync::Arc;
 use crate::audit::writer::{Write, Writer};
 use crate::audit::{Action, AuditEvent, ObjectKind, Outcome, Verb};
 use crate::error::Error;
-use limits::Limiter;
 
 /// A client identity's entry in the config: what it may do and how much.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -74,8 +73,9 @@ pub const REASON_DECRYPT_BUDGET: &str = "decrypt_budget_exhausted";
 
 pub struct Guard {
     clients: HashMap<String, (Arc<[Grant]>, ClientPolicy)>,
-    /// The request rate of identities without a client entry.
-    unknown_rate: RateLimit,
+    /// The request rate of every identity (identities without a client entry at
+    /// `limits.unknown_rate_per_second`).
+    rates: Rates,
     /// New deterministic values per identity and hour, unless its entry says otherwise.
     new_values_per_hour: u64,
     /// Namespaces more than one client is configured into (and `shared`).
@@ -102,13 +102,23 @@ impl Guard {
             .filter(|(ns, n)| *n > 1 || ns == SHARED_NAMESPACE)
             .map(|(ns, _)| ns)
             .collect();
+        let rates = Rates::new(
+            clients.iter().map(|(id, c)| {
+                let limit = RateLimit {
+                    per_second: c.rate_per_second,
+                    burst: c.burst,
+                };
+                (id.clone(), limit)
+            }),
+            unknown_rate,
+        );
         let clients = clients
             .iter()
             .map(|(id, c)| (id.clone(), (Arc::from(c.permissions.clone()), c.clone())))
             .collect();
         Self {
             clients,
-            unknown_rate,
+            rates,
             new_values_per_hour,
             shared_namespaces,
             limiter: Limiter::default(),
@@ -134,14 +144,7 @@ impl Guard {
     /// Identities the config does not know share no bucket: each has its own, at the
     /// rate `limits.unknown_rate_per_second`.
     pub async fn admit(&self, who: &Principal, now: i64) -> Result<(), Error> {
-        let limit = match self.policy(&who.identity) {
-            Some(policy) => RateLimit {
-                per_second: policy.rate_per_second,
-                burst: policy.burst,
-            },
-            None => self.unknown_rate,
-        };
-        let Err(wait) = self.limiter.take(&who.identity, limit, now) else {
+        let Err(wait) = self.rates.take(&who.identity) else {
             return Ok(());
         };
         metrics::counter!("tokenvault_rate_limited_total").increment(1);

@@ -21,6 +21,7 @@ mod oracle;
 mod permissions;
 mod process;
 mod properties;
+mod report;
 mod store;
 mod tampering;
 mod tls;

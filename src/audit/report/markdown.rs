@@ -1,11 +1,45 @@
-//! The report as Markdown, for review in a repository or a ticket.
+//! The report as Markdown, for review in a repository or a ticket. Every value is
+//! written through [`text`], so whatever a field holds is shown as text.
 
 use std::fmt::Write;
 
 use super::{ClientAccess, HISTORY_COLUMNS, HistoryEntry, KEY_COLUMNS, KeyEntry, Report, access};
 
-fn cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+/// A field as Markdown text that a CommonMark or GFM renderer shows verbatim, whatever it
+/// holds (a certificate identity, a reason, a label from the HSM or the config):
+/// - `<`, `>` and `&` as entities, so a renderer that passes HTML through gets none, and
+///   no character reference is completed;
+/// - every other ASCII punctuation that some rule gives a meaning inside a line behind a
+///   backslash (CommonMark allows the escape before any ASCII punctuation): emphasis,
+///   code, links and images, autolinks (`:`, `.`, `@`), tables (`|`), strikethrough,
+///   math, footnotes, super- and subscript, wiki links; the few kept as they are
+///   (`, ; / % ? - ' " ( )`) mean nothing inside a line once the others are escaped
+///   (a parenthesis opens a link destination only right after an unescaped `]`);
+/// - line breaks, other control characters and bidirectional overrides as spaces, so a
+///   value stays in its table row, never starts a line (headings, lists, quotes) and
+///   cannot reorder what is shown around it.
+fn text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + s.len() / 4);
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            ',' | ';' | '/' | '%' | '?' | '-' | '\'' | '"' | '(' | ')' => out.push(c),
+            c if c.is_ascii_punctuation() => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() || is_bidi_control(c) => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Characters that reorder the display of the text around them (Unicode bidi controls).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 fn table(out: &mut String, header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
@@ -17,7 +51,7 @@ fn table(out: &mut String, header: &[&str], rows: impl IntoIterator<Item = Vec<S
         let _ = writeln!(
             out,
             "| {} |",
-            row.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | ")
+            row.iter().map(|c| text(c)).collect::<Vec<_>>().join(" | ")
         );
     }
     if !any {
@@ -33,11 +67,14 @@ fn table(out: &mut String, header: &[&str], rows: impl IntoIterator<Item = Vec<S
 pub fn render(r: &Report) -> String {
     let mut o = String::new();
     let s = &r.summary;
-    let _ = writeln!(o, "# {}\n", r.title);
+    let _ = writeln!(o, "# {}\n", text(&r.title));
     let _ = writeln!(
         o,
         "Generated {} · period {} to {} · tokenvault {}\n",
-        r.generated_at, r.period_from, r.period_to, r.vault_version
+        text(&r.generated_at),
+        text(&r.period_from),
+        text(&r.period_to),
+        text(&r.vault_version)
     );
     let _ = writeln!(o, "## Summary\n");
     let _ = writeln!(
@@ -62,7 +99,9 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(
             o,
             "- **{}** {} (PCI DSS {})",
-            f.severity, f.title, f.requirement
+            text(f.severity),
+            text(&f.title),
+            text(f.requirement)
         );
     }
     o.push('\n');
@@ -72,8 +111,12 @@ pub fn render(r: &Report) -> String {
     if let Some(t) = &r.hsm.token {
         let _ = writeln!(
             o,
-            "HSM token `{}`: {} {}, serial {}, firmware {}.\n",
-            t.label, t.manufacturer, t.model, t.serial, t.firmware
+            "HSM token **{}**: {} {}, serial {}, firmware {}.\n",
+            text(&t.label),
+            text(&t.manufacturer),
+            text(&t.model),
+            text(&t.serial),
+            text(&t.firmware)
         );
     }
     table(
@@ -138,15 +181,15 @@ pub fn render(r: &Report) -> String {
             o,
             "**BROKEN** at sequence {}: {}\n",
             c.first_bad_seq.unwrap_or(0),
-            c.problem.as_deref().unwrap_or("")
+            text(c.problem.as_deref().unwrap_or(""))
         );
     }
     let _ = writeln!(
         o,
         "## Transport security\n\n{}; client certificates {}. Suites: {}.\n",
-        r.tls.protocols.join(", "),
-        r.tls.client_certificates,
-        r.tls.cipher_suites.join(", ")
+        text(&r.tls.protocols.join(", ")),
+        text(&r.tls.client_certificates),
+        text(&r.tls.cipher_suites.join(", "))
     );
     let _ = writeln!(o, "## PCI DSS mapping\n");
     table(
@@ -157,4 +200,79 @@ pub fn render(r: &Report) -> String {
             .map(|p| vec![p.section.into(), p.requirement.into(), p.evidence.into()]),
     );
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::{HOSTILE, report};
+    use super::*;
+    use pulldown_cmark::{Options, Parser, html};
+
+    /// The Markdown as a viewer shows it: CommonMark with the GitHub extensions and more,
+    /// raw HTML passed through (as GitHub, GitLab and most ticket systems parse it before
+    /// their sanitizer, and as many local viewers show it).
+    pub(crate) fn as_a_viewer_renders_it(md: &str) -> String {
+        let options = Options::ENABLE_TABLES
+            | Options::ENABLE_FOOTNOTES
+            | Options::ENABLE_STRIKETHROUGH
+            | Options::ENABLE_TASKLISTS
+            | Options::ENABLE_HEADING_ATTRIBUTES
+            | Options::ENABLE_MATH
+            | Options::ENABLE_GFM
+            | Options::ENABLE_DEFINITION_LIST
+            | Options::ENABLE_SUPERSCRIPT
+            | Options::ENABLE_SUBSCRIPT
+            | Options::ENABLE_WIKILINKS;
+        let mut out = String::new();
+        html::push_html(&mut out, Parser::new_ext(md, options));
+        out
+    }
+
+    /// How a renderer writes text it did not interpret.
+    fn as_text(s: &str) -> String {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    }
+
+    #[test]
+    fn hostile_text_in_any_field_comes_back_as_text_and_never_as_markup_or_a_link() {
+        let md = render(&report());
+        let page = as_a_viewer_renders_it(&md);
+        for h in HOSTILE {
+            assert!(
+                page.contains(&as_text(h)),
+                "{h:?} was interpreted, not shown as text:\n{page}"
+            );
+        }
+        for markup in [
+            "<img",
+            "<script",
+            "<svg",
+            "href=",
+            "src=\"",
+            "<em>",
+            "<del>",
+            "<code>",
+            "<sup",
+            "<sub",
+            "<h2>heading",
+            "class=\"math",
+            "<!--",
+            "<?p",
+        ] {
+            assert!(!page.contains(markup), "{markup} in\n{page}");
+        }
+        assert_eq!(page.matches("<h1>").count(), 1, "{page}");
+    }
+
+    #[test]
+    fn a_line_break_or_control_character_in_a_field_stays_inside_its_cell() {
+        let mut r = report();
+        r.access[0].client = "a\nb\r\n# c\u{7}\u{85}| d |\u{202e}e".into();
+        let md = render(&r);
+        let page = as_a_viewer_renders_it(&md);
+        assert!(!page.contains("<h1>c"), "{page}");
+        assert!(page.contains("<td>a b  # c  | d | e</td>"), "{page}");
+    }
 }

@@ -3,6 +3,8 @@
 //! JSON, and signed by the HSM key (detached signature).
 
 mod access;
+#[cfg(test)]
+mod fixture;
 mod html;
 mod markdown;
 
