@@ -61,7 +61,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 401, body = super::error::ErrorBody, description = "`unauthenticated`: the client certificate names no identity (unless `server.public_metrics`)"),
+        (status = 403, body = super::error::ErrorBody, description = "`forbidden`: the caller lacks `metrics:read` (unless `server.public_metrics`)"),
+        (status = 503, body = super::error::ErrorBody, description = "`unavailable`: the audit trail cannot record the refusal")))]
 async fn metrics(
     State(state): State<AppState>,
     caller: Result<Caller, Error>,
