@@ -121,7 +121,11 @@ async fn a_key_inventory_that_cannot_be_read_is_audited_as_a_failure() {
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_refuses_the_development_clients_unless_the_set_up_asked_for_them() {
     let (_dir, s) = helpers::process_settings("devclients");
-    let o = helpers::cli(&s).arg("init").output().unwrap();
+    let o = helpers::cli(&s)
+        .arg("init")
+        .args(helpers::bootstrap_args())
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let mut child = helpers::cli(&s)
