@@ -192,13 +192,13 @@ fn input(r: TokenizeRequest) -> TokenizeInput {
 
 #[utoipa::path(post, path = "/v1/tokenize", tag = "tokens", request_body = TokenizeRequest,
     responses((status = 200, body = TokenizeResponse, description = "The token"),
-        (status = 400, body = ErrorBody, description = "`invalid_request`: the body does not match this document, \
-            or the metadata is larger than `limits.max_metadata_bytes` or holds a card number"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: the body does not match this document"),
         (status = 401, body = ErrorBody, description = "`unauthenticated`: the client certificate names no identity"),
         (status = 403, body = ErrorBody, description = "`forbidden`: no `tokenize:<type>` permission"),
         (status = 413, body = ErrorBody, description = "`payload_too_large`: the body exceeds `limits.max_body_bytes`"),
         (status = 422, body = ErrorBody, description = "`invalid_value`: the value fails its type's validator \
-            (Luhn, SSN rules, address rules, `limits.max_value_bytes`)"),
+            (Luhn, SSN rules, address rules, `limits.max_value_bytes`), or the metadata is larger than \
+            `limits.max_metadata_bytes` or holds a card number"),
         (status = 429, body = ErrorBody, description = "`rate_limited`: request rate or new-value budget spent"),
         (status = 500, body = ErrorBody, description = "`internal` or `integrity_error`"),
         (status = 503, body = ErrorBody, description = "`unavailable`: the HSM, database or audit trail failed; nothing was done")))]

@@ -284,14 +284,17 @@ impl TokenService {
             None | Some(serde_json::Value::Null) => None,
             Some(m @ serde_json::Value::Object(_)) => {
                 let s = m.to_string();
+                // Checks of the content that no schema can state answer 422, like a
+                // value that fails its validator (the OpenAPI contract: a request that
+                // matches the document is never a 400).
                 if s.len() > self.limits.max_metadata_bytes {
-                    return Err(Error::InvalidRequest(
+                    return Err(Error::InvalidValue(
                         "metadata is larger than the configured maximum".into(),
                     ));
                 }
                 // Metadata is stored in clear: it must not become a place for card data.
                 if cardscan::contains_pan(&s) {
-                    return Err(Error::InvalidRequest(
+                    return Err(Error::InvalidValue(
                         "metadata must not hold card numbers".into(),
                     ));
                 }

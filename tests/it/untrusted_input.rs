@@ -165,7 +165,8 @@ async fn card_numbers_sent_where_they_do_not_belong_never_reach_the_audit_trail(
                    "metadata": {"note": "card 4111 1111 1111 1111"}}),
         )
         .await;
-    assert_eq!(status, 400, "{resp}");
+    assert_eq!(status, 422, "{resp}");
+    assert_eq!(resp["error"]["code"], "invalid_value", "{resp}");
     // An ordinary reason with digits is kept.
     let (status, _) = app
         .post(
