@@ -204,8 +204,24 @@ impl Checkpointer {
     /// Signs the current chain head unless the newest checkpoint already covers it, after
     /// checking the chain since that checkpoint (see [`Checkpointer::check`]).
     pub async fn checkpoint(&self, now: i64) -> Result<Option<CheckpointRow>, CheckpointError> {
-        let prev = self.store.latest_checkpoint().await?;
-        self.checkpoint_after(prev, now).await
+        // Another node may store a checkpoint between our read of the newest one and our
+        // insert; it may cover less than the tip we read (it read the tip earlier), so
+        // sign again on top of it rather than leave the caller's events unsigned.
+        for _ in 0..3 {
+            let prev = self.store.latest_checkpoint().await?;
+            let covered = prev.as_ref().map_or(0, |c| c.seq);
+            match self.checkpoint_after(prev, now).await? {
+                Some(row) => return Ok(Some(row)),
+                None => {
+                    let (tip, _) = self.store.audit_tip().await?;
+                    let newest = self.store.latest_checkpoint().await?;
+                    if tip <= newest.as_ref().map_or(covered, |c| c.seq) {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Checkpoints when `every` events or `interval_ms` have passed since the last one.
