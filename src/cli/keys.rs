@@ -222,8 +222,9 @@ async fn dispatch(vault: &Vault, cmd: KeysCommand) -> anyhow::Result<()> {
             println!("{}", stored_document(vault, &id).await?.canonical());
         }
         KeysCommand::Requests => {
+            let registry = officers::Registry::load(&vault.store).await?;
             for r in vault.store.requests().await? {
-                let signed = officers::pending_signers(&vault.store, &r).await?;
+                let signed = officers::pending_signers(&vault.store, &registry, &r).await?;
                 let doc = RequestDocument::parse(&r.document)?;
                 println!(
                     "{}  {:<16}  {:<9}  signed {}/{}{}  {}",

@@ -135,7 +135,7 @@ pub async fn execute(
                 )
                 .into());
             }
-            retire_key(store, name, actor, reason, now, Action::OfficerRemove).await?;
+            remove(store, name, actor, reason, now).await?;
             done(format!("officer {name} is removed."))
         }
         Operation::RekeyOfficer { name, public_key } => {
@@ -157,17 +157,16 @@ pub async fn execute(
     }
 }
 
-async fn retire_key(
+async fn remove(
     store: &Store,
     name: &str,
     actor: &str,
     reason: Option<&str>,
     now: i64,
-    action: Action,
 ) -> Result<(), OfficerError> {
     let mut atx = AuditLog::new(store.clone()).begin().await?;
     store.retire_officer_key(&mut atx.tx, name, now).await?;
-    let event = AuditEvent::new(actor, action, Outcome::Success)
+    let event = AuditEvent::new(actor, Action::OfficerRemove, Outcome::Success)
         .resource(format!("officer:{name}"))
         .origin("cli")
         .reason(reason.map(str::to_owned));

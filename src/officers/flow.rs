@@ -194,12 +194,15 @@ fn counted_signers(
     names
 }
 
-/// Who has signed a request so far (for `keys requests`), re-verified.
-pub async fn pending_signers(store: &Store, row: &RequestRow) -> Result<Vec<String>, OfficerError> {
-    let registry = Registry::load(store).await?;
+/// Who has signed a request so far (for `keys requests`), re-verified against `registry`.
+pub async fn pending_signers(
+    store: &Store,
+    registry: &Registry,
+    row: &RequestRow,
+) -> Result<Vec<String>, OfficerError> {
     let doc = RequestDocument::parse(&row.document)?;
     Ok(counted_signers(
-        &registry,
+        registry,
         &doc,
         &store.signatures(None, &row.id).await?,
     ))
