@@ -60,7 +60,7 @@ pub enum OfficerError {
     #[error("officer {0} has already signed request {1}: a second, different officer must sign")]
     AlreadySigned(String, String),
     #[error(
-        "a reason is plain text of at most 200 characters: no control, bidirectional or invisible characters"
+        "a reason is plain text of at most 200 characters: no control, bidirectional or invisible characters, and no long digit runs (card numbers do not belong in the audit trail)"
     )]
     BadReason,
     #[error("not a request file: {0}")]
@@ -81,6 +81,10 @@ pub enum OfficerError {
         "the officer registry does not match the audit trail for officer {0}: it was changed outside dual control; run `tokenvault audit verify`"
     )]
     RegistryTampered(String),
+    #[error(
+        "the officer registry does not match the audit trail: {recorded} registrations recorded, {rows} registry rows; it was changed outside dual control; run `tokenvault audit verify`"
+    )]
+    RegistryMismatch { recorded: i64, rows: usize },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -7,9 +7,11 @@
 //! registration), or an executed add or re-key request names it and carries enough valid
 //! signatures by officers registered before it. A database writer who inserts a row, and
 //! even a consistent audit event for it (the chain is unkeyed), still needs real officer
-//! signatures. What this does not catch: a writer who deletes or rolls back rows (a
-//! removed officer made active again, a registry emptied); those show as a rewritten audit
-//! trail under `audit verify` against exported checkpoints.
+//! signatures, and the number of rows must equal the registrations the trail records, so
+//! deleted rows or a forged "first init" appended to the trail do not pass. What this does
+//! not catch: a writer who rolls back a row's state (a removed officer made active again)
+//! or rewrites the trail's old events too; that shows as a rewritten audit trail under
+//! `audit verify` against exported checkpoints.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -46,7 +48,17 @@ impl Registry {
         let mut accepted: Vec<Entry> = Vec::new();
         let mut last_first: Option<i64> = None;
         let mut any_requested = false;
-        for row in store.officer_keys().await? {
+        let rows = store.officer_keys().await?;
+        // Every registration the trail records has its row and no row is without one: rows
+        // deleted, or replaced by a forged "first init" appended to the trail, do not pass.
+        let recorded = store.officer_registrations().await?;
+        if usize::try_from(recorded).ok() != Some(rows.len()) {
+            return Err(OfficerError::RegistryMismatch {
+                recorded,
+                rows: rows.len(),
+            });
+        }
+        for row in rows {
             let tampered = || OfficerError::RegistryTampered(row.name.clone());
             let key = row
                 .public_key

@@ -286,27 +286,7 @@ async fn one_operator_with_one_officer_key_and_the_whole_host_cannot_complete_a_
     .fetch_one(&mut db)
     .await
     .unwrap();
-    let mallory_key = base64_decode(&officer_public("mallory"));
-    sqlx::query(
-        "INSERT INTO officer_keys (public_key, name, state, registered_at, audit_seq) \
-         VALUES ($1, 'bob2', 'active', 0, $2)",
-    )
-    .bind(mallory_key.clone())
-    .bind(seq)
-    .execute(&mut db)
-    .await
-    .unwrap();
-    let o = signed(&app, &["keys", "approve", &id], "mallory");
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        text(&o).contains("does not match the audit trail"),
-        "{}",
-        text(&o)
-    );
-    sqlx::query("DELETE FROM officer_keys WHERE name = 'bob2'")
-        .execute(&mut db)
-        .await
-        .unwrap();
+    plant_bob2_and_try_to_approve(&app, &id, seq).await;
 
     // Nothing of it destroyed the key or claimed a second officer.
     assert_eq!(state_of(&app, "pan", 1).await, "retired");
@@ -319,6 +299,34 @@ async fn one_operator_with_one_officer_key_and_the_whole_host_cannot_complete_a_
         !ev.iter().any(|e| e.0.contains('+')),
         "no two-officer actor: {ev:?}"
     );
+}
+
+/// Writes a registry row for `bob2` with mallory's key straight into the database, tied to
+/// audit event `seq`; mallory's signature must then be refused because the registry does
+/// not match the trail. The row is removed again.
+async fn plant_bob2_and_try_to_approve(app: &TestApp, id: &str, seq: i64) {
+    let mut db = app.db().await;
+    sqlx::query(
+        "INSERT INTO officer_keys (public_key, name, state, registered_at, audit_seq) \
+         VALUES ($1, 'bob2', 'active', $2, $3)",
+    )
+    .bind(base64_decode(&officer_public("mallory")))
+    .bind(now_ms())
+    .bind(seq)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let o = signed(app, &["keys", "approve", id], "mallory");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("does not match the audit trail"),
+        "{}",
+        text(&o)
+    );
+    sqlx::query("DELETE FROM officer_keys WHERE name = 'bob2'")
+        .execute(&mut db)
+        .await
+        .unwrap();
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {
@@ -476,7 +484,14 @@ async fn a_registry_emptied_in_the_database_cannot_be_bootstrapped_again() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("already set up"), "{}", text(&o));
+    // Refused as tampering (the trail records three registrations, the registry none)
+    // before the first-init check would refuse it as already set up.
+    assert!(
+        text(&o)
+            .contains("does not match the audit trail: 3 registrations recorded, 0 registry rows"),
+        "{}",
+        text(&o)
+    );
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM officer_keys")
         .fetch_one(&mut db)
         .await
@@ -548,28 +563,7 @@ async fn a_registration_forged_in_the_database_with_a_consistent_chain_does_not_
             &format!("officer:bob2 key:{mallory}"),
         )
         .await;
-        let mut db = app.db().await;
-        sqlx::query(
-            "INSERT INTO officer_keys (public_key, name, state, registered_at, audit_seq) \
-             VALUES ($1, 'bob2', 'active', $2, $3)",
-        )
-        .bind(base64_decode(&mallory))
-        .bind(now_ms())
-        .bind(seq)
-        .execute(&mut db)
-        .await
-        .unwrap();
-        let o = signed(&app, &["keys", "approve", &id], "mallory");
-        assert_eq!(o.status.code(), Some(1), "{actor}: {}", text(&o));
-        assert!(
-            text(&o).contains("does not match the audit trail"),
-            "{}",
-            text(&o)
-        );
-        sqlx::query("DELETE FROM officer_keys WHERE name = 'bob2'")
-            .execute(&mut db)
-            .await
-            .unwrap();
+        plant_bob2_and_try_to_approve(&app, &id, seq).await;
     }
     assert_eq!(state_of(&app, "pan", 1).await, "retired");
 }
@@ -655,4 +649,58 @@ async fn what_an_officer_is_shown_cannot_be_disguised_and_a_stale_request_cannot
 fn base64_encode(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn officers_replaced_wholesale_in_the_database_do_not_count() {
+    let app = spawn_app("replaced").await;
+    retired_v1(&app).await;
+    let o = signed(&app, &["keys", "destroy", "pan", "1"], "alice");
+    let id = request_id(&o);
+    // A database writer deletes every registry row and appends a consistent "first
+    // init" of two keys they hold: mallory and dave.
+    let dave = app.dir.join("dave.key");
+    let dave_public = tokenvault::officers::OfficerKey::generate(&dave).unwrap();
+    let mut db = app.db().await;
+    sqlx::query("DELETE FROM officer_keys")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    for (name, key) in [
+        ("mallory", officer_public("mallory")),
+        ("dave", dave_public),
+    ] {
+        let seq = forge_event(
+            &app,
+            "bootstrap",
+            "officer.register",
+            &format!("officer:{name} key:{key}"),
+        )
+        .await;
+        sqlx::query(
+            "INSERT INTO officer_keys (public_key, name, state, registered_at, audit_seq) \
+             VALUES ($1, $2, 'active', $3, $4)",
+        )
+        .bind(base64_decode(&key))
+        .bind(name)
+        .bind(now_ms())
+        .bind(seq)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    }
+    for signer in [officer_key("mallory"), dave] {
+        let o = cli(&app.settings)
+            .args(["keys", "approve", &id, "--key"])
+            .arg(signer)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(
+            text(&o).contains("does not match the audit trail"),
+            "{}",
+            text(&o)
+        );
+    }
+    assert_eq!(state_of(&app, "pan", 1).await, "retired");
 }
