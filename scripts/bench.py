@@ -85,6 +85,50 @@ def soak(pid, url, seconds, state):
         print(f"| {time.time() - start:.0f} | {total:,} | {rss_mb(pid):.1f} |", flush=True)
 
 
+def luhn_pan(rng):
+    """A random Luhn-valid 16-digit Visa-range PAN."""
+    body = [4] + [rng.randrange(10) for _ in range(14)]
+    total = 0
+    for i, d in enumerate(reversed(body)):
+        if i % 2 == 0:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return "".join(map(str, body)) + str((10 - total % 10) % 10)
+
+
+def import_file(n, name):
+    """A CSV of n random PANs with an id column, made once and kept (`name` seeds it)."""
+    path = f"data/bench/{name}-{n}.csv"
+    if not os.path.exists(path):
+        import random
+        rng = random.Random(f"{name}{n}")
+        with open(path + ".tmp", "w") as f:
+            f.write("id,pan\n")
+            for i in range(n):
+                f.write(f"{i},{luhn_pan(rng)}\n")
+        os.replace(path + ".tmp", path)
+    return path
+
+
+def run_import(env, n, tag, name="import"):
+    """`tokenvault import` of n PANs as the app client; returns (seconds, values/s)."""
+    out = f"data/bench/{tag}-{name}-{n}.out.csv"
+    for stale in (out, out + ".import-state"):
+        if os.path.exists(stale):
+            os.remove(stale)
+    t0 = time.time()
+    res = subprocess.run(["target/release/tokenvault", "import", "--as", "app", "--type", "pan",
+                          "--id-column", "id", "--value-column", "pan", "--quiet",
+                          "--input", import_file(n, name), "--output", out],
+                         env=env, check=True, capture_output=True, text=True)
+    secs = time.time() - t0
+    m = re.search(r"\((\d+) records/s\)", res.stdout)
+    os.remove(out)
+    return secs, (float(m.group(1)) if m else n / secs)
+
+
 def hsm_calls(url):
     """HSM calls on the request path: every op except the background ones — `sign`, the
     audit checkpoint signature once per 1,000 events, and `probe`, the HSM health check
@@ -115,6 +159,8 @@ def main():
     ap.add_argument("--postgres", action="store_true")
     ap.add_argument("--preload", default="0")
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--import-rows", type=int, default=1_000_000,
+                    help="rows of the `tokenvault import` scenario (0: skip it)")
     ap.add_argument("--soak", type=float, default=0,
                     help="instead of the table: this many seconds of load with no /metrics scrape, RSS every 10 s")
     a = ap.parse_args()
@@ -155,9 +201,8 @@ def main():
             if a.soak:
                 return soak(server.pid, url, a.soak, state)
             if n:
-                t0 = time.time()
-                run_load(url, "preload-batch", count=max(1, n // 1000), concurrency=4)
-                notes.append(f"preloaded {n:,} tokens through the batch API in {time.time() - t0:.0f} s")
+                secs, _ = run_import(env, n, tag, name="preload")
+                notes.append(f"preloaded {n:,} tokens through `tokenvault import` in {secs:.0f} s")
             for name, scenario, conc, mal in [
                 ("tokenize", "tokenize", 32, 0),
                 ("detokenize", "detokenize", 32, 0),
@@ -178,6 +223,11 @@ def main():
                     "cpu": (c1 - c0) / ops * 10000, "hsm": (h1 - h0) / max(r["requests"], 1) * 10000,
                     "secs": r["seconds"],
                 })
+            if a.import_rows:
+                secs, rate = run_import(env, a.import_rows, tag)
+                rows.append({"stored": n, "name": f"import {a.import_rows:,} values (`tokenvault import`, pan)",
+                             "rate": rate, "unit": "values/s", "p50": None, "p99": None, "errors": 0,
+                             "cpu": None, "hsm": None, "secs": secs})
             rss = peak_rss_mb(server.pid)
             # Correctness: every token produced by the tokenize runs comes back as its value.
             produced = sum(1 for _ in open(state)) if os.path.exists(state) else 0

@@ -231,19 +231,24 @@ async fn tokenize_batch(
 ) -> Result<Response, Error> {
     check_batch(&state, req.items.len())?;
     let now = now_ms();
-    // All items at once: their writes land in the same group commit. Order is kept.
-    let results = futures_util::future::join_all(req.items.into_iter().map(|raw| {
-        let (state, who) = (&state, &who);
-        async move {
-            match serde_json::from_value::<TokenizeRequest>(raw) {
-                Ok(r) => state.services.tokens.tokenize(who, input(r), now).await,
-                Err(_) => Err(Error::InvalidRequest(
-                    "item does not match the tokenize request shape".into(),
-                )),
-            }
-        }
-    }))
-    .await;
+    // All items through the one tokenize path at once: one lookup per type, one insert
+    // and one commit for the batch. Order is kept.
+    let items = req
+        .items
+        .into_iter()
+        .map(|raw| {
+            serde_json::from_value::<TokenizeRequest>(raw)
+                .map(input)
+                .map_err(|_| {
+                    Error::InvalidRequest("item does not match the tokenize request shape".into())
+                })
+        })
+        .collect();
+    let results = state
+        .services
+        .tokens
+        .tokenize_many(&who, items, now, None)
+        .await?;
     let mut items = Vec::with_capacity(results.len());
     for one in results {
         match one {

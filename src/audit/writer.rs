@@ -7,7 +7,7 @@
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AuditEvent, AuditLog, AuditTx, audit_failed};
-use crate::store::{NewToken, Store, StoreError};
+use crate::store::{ImportJournal, NewToken, Store, StoreError};
 
 /// Most writes gathered into one transaction.
 const MAX_BATCH: usize = 512;
@@ -43,6 +43,15 @@ pub enum Write {
         row: Box<TokenInsert>,
         event: AuditEvent,
     },
+    /// Many new tokens, each with its event, in order (a batch tokenize or an import
+    /// chunk): one job, so the batch lands in one transaction with `events` (those of
+    /// the call's items that found their value already stored) and `journal` (an
+    /// import's checkpoint).
+    InsertTokens {
+        rows: Vec<(TokenInsert, AuditEvent)>,
+        events: Vec<(AuditEvent, i64)>,
+        journal: Option<ImportJournal>,
+    },
     /// Deletes a token; the event is written only if a row went away.
     DeleteToken {
         token: String,
@@ -62,6 +71,8 @@ pub enum Written {
     /// A random token collided with an existing one: draw another.
     Collision,
     Deleted(bool),
+    /// One outcome per row of [`Write::InsertTokens`], in order (`Token` or `Collision`).
+    Tokens(Vec<Written>),
 }
 
 type Job = (Write, oneshot::Sender<Result<Written, StoreError>>);
@@ -146,13 +157,16 @@ impl Writer {
 /// conflicts resolved row by row (rare), then every event in one statement (per chunk).
 async fn commit(store: &Store, log: &AuditLog, batch: &[Job]) -> Result<Vec<Written>, StoreError> {
     let mut atx = log.begin().await?;
-    let rows: Vec<NewToken<'_>> = batch
-        .iter()
-        .filter_map(|(w, _)| match w {
-            Write::InsertToken { row, .. } => Some(new_token(row)),
-            _ => None,
-        })
-        .collect();
+    let mut rows: Vec<NewToken<'_>> = Vec::new();
+    for (w, _) in batch {
+        match w {
+            Write::InsertToken { row, .. } => rows.push(new_token(row)),
+            Write::InsertTokens { rows: many, .. } => {
+                rows.extend(many.iter().map(|(row, _)| new_token(row)));
+            }
+            _ => {}
+        }
+    }
     let inserted = if rows.is_empty() {
         Default::default()
     } else {
@@ -169,20 +183,47 @@ async fn commit(store: &Store, log: &AuditLog, batch: &[Job]) -> Result<Vec<Writ
                 outcomes.push(Written::Recorded);
             }
             Write::InsertToken { row, event } => {
-                let at = row.created_at;
-                let result = if inserted.contains(&row.token) && claimed.insert(row.token.as_str())
-                {
-                    Some((row.token.clone(), row.expires_at))
-                } else {
-                    resolve_conflict(store, &mut atx, row).await?
-                };
-                match result {
-                    Some((token, expires_at)) => {
-                        events.push((event.clone().resource(&token), at));
-                        outcomes.push(Written::Token { token, expires_at });
-                    }
-                    None => outcomes.push(Written::Collision),
+                let outcome = settle(
+                    store,
+                    &mut atx,
+                    (row, event),
+                    (&inserted, &mut claimed),
+                    &mut events,
+                )
+                .await?;
+                outcomes.push(outcome);
+            }
+            Write::InsertTokens {
+                rows,
+                events: others,
+                journal,
+            } => {
+                events.extend(others.iter().cloned());
+                let mut each = Vec::with_capacity(rows.len());
+                for (row, event) in rows {
+                    each.push(
+                        settle(
+                            store,
+                            &mut atx,
+                            (row, event),
+                            (&inserted, &mut claimed),
+                            &mut events,
+                        )
+                        .await?,
+                    );
                 }
+                if let Some(j) = journal {
+                    let mut j = j.clone();
+                    for (slot, outcome) in j.slots.iter().zip(&each) {
+                        if let (Some(record), Written::Token { token, .. }) =
+                            (j.records.get_mut(*slot), outcome)
+                        {
+                            record.clone_from(token);
+                        }
+                    }
+                    store.write_import_journal(&mut atx.tx, &j).await?;
+                }
+                outcomes.push(Written::Tokens(each));
             }
             Write::DeleteToken { token, event, at } => {
                 let gone = store.delete_token(&mut atx.tx, token).await?;
@@ -196,6 +237,32 @@ async fn commit(store: &Store, log: &AuditLog, batch: &[Job]) -> Result<Vec<Writ
     atx.append_many(&events).await?;
     atx.commit().await?;
     Ok(outcomes)
+}
+
+/// The outcome of one token row of a commit, its event queued when a token stands for it.
+async fn settle<'a>(
+    store: &Store,
+    atx: &mut AuditTx,
+    (row, event): (&'a TokenInsert, &AuditEvent),
+    (inserted, claimed): (
+        &std::collections::HashSet<String>,
+        &mut std::collections::HashSet<&'a str>,
+    ),
+    events: &mut Vec<(AuditEvent, i64)>,
+) -> Result<Written, StoreError> {
+    // Two rows of one batch may draw the same token: only the first one got it.
+    let result = if inserted.contains(&row.token) && claimed.insert(row.token.as_str()) {
+        Some((row.token.clone(), row.expires_at))
+    } else {
+        resolve_conflict(store, atx, row).await?
+    };
+    Ok(match result {
+        Some((token, expires_at)) => {
+            events.push((event.clone().resource(&token), row.created_at));
+            Written::Token { token, expires_at }
+        }
+        None => Written::Collision,
+    })
 }
 
 fn new_token(row: &TokenInsert) -> NewToken<'_> {

@@ -2,6 +2,7 @@
 
 mod audit;
 mod dev_certs;
+mod import;
 mod init;
 mod keys;
 mod officer;
@@ -48,6 +49,9 @@ pub enum Command {
     /// Officer keys, signing requests, and the officer registry.
     #[command(subcommand)]
     Officer(officer::OfficerCommand),
+    /// Tokenize a CSV or JSON-lines file (or stdin) in bulk for a client, writing
+    /// `id,token,error` to an output file; resumable after a kill.
+    Import(import::ImportArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -71,6 +75,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(cmd) => keys::run(settings, cmd).await,
         Command::Audit(cmd) => audit::run(settings, cmd).await,
         Command::Officer(cmd) => officer::run(settings, cmd).await,
+        Command::Import(args) => {
+            let vault = crate::vault::Vault::open(settings).await?;
+            let result = import::run(&vault, args).await;
+            // Seal the import's events under a signed checkpoint right away.
+            let sealed = vault
+                .checkpointer()
+                .checkpoint(crate::vault::now_ms())
+                .await;
+            vault.store.close().await;
+            result?;
+            sealed?;
+            Ok(())
+        }
         Command::DevCerts(_) => {
             unreachable!("handled above")
         }

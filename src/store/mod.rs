@@ -3,11 +3,13 @@
 //! `ON CONFLICT DO NOTHING`), so both backends run the same text.
 
 mod audit;
+mod import;
 mod keys;
 mod officers;
 mod tokens;
 
 pub use audit::{AuditRow, AuditWitness, CheckpointRow};
+pub use import::{ImportJournal, JournalEntry};
 pub use keys::{DataKeyRow, KekRow, NewDataKey, StateChange};
 pub use officers::{OfficerKeyRow, RequestRow, SignatureRow};
 pub use tokens::{NewToken, TokenRow};

@@ -306,3 +306,35 @@ impl Store {
         Ok(inserted)
     }
 }
+
+impl Store {
+    /// The tokens issued for these fingerprints of a deterministic type, with the
+    /// fingerprint each answers: one statement per chunk instead of one per value.
+    pub async fn tokens_by_fingerprints(
+        &self,
+        token_type: &str,
+        fingerprints: &[&[u8]],
+    ) -> Result<Vec<(Vec<u8>, TokenRow)>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in fingerprints.chunks(500) {
+            let mut sql = format!(
+                "SELECT {COLUMNS}, fingerprint FROM tokens WHERE token_type = $1 AND fingerprint IN ("
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", i + 2));
+            }
+            sql.push(')');
+            let mut q = sqlx::query(&sql).bind(token_type);
+            for fp in chunk {
+                q = q.bind(*fp);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                found.push((row.try_get("fingerprint")?, token_row(&row)?));
+            }
+        }
+        Ok(found)
+    }
+}

@@ -4,28 +4,26 @@
 
 mod encrypt;
 pub mod format;
+mod issue;
 mod rewrap;
 pub mod values;
 
 pub use encrypt::CryptoService;
 pub use format::TokenFormat;
+pub use issue::JournalSpec;
 pub use rewrap::{RewrapOptions, RewrapReport};
 pub use values::{Validator, Value, ValueError};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
-use crate::audit::writer::{TokenInsert, Write, Writer, Written};
-use crate::audit::{Action, AuditEvent, AuditLog, Outcome, Verb};
+use crate::audit::writer::{Write, Writer, Written};
+use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
 use crate::cardscan;
 use crate::crypto::{Aad, Fingerprinter};
 use crate::error::Error;
 use crate::guard::{Guard, Principal, SHARED_NAMESPACE};
 use crate::keys::{KeyManager, KeyVersion};
-use crate::names::TypeName;
 use crate::store::{Store, TokenRow};
 
 impl From<ValueError> for Error {
@@ -220,212 +218,6 @@ impl TokenService {
         }
         self.guard.record(event, now).await?;
         Err(err)
-    }
-
-    /// Tokenizes one value. Deterministic types return the existing token for a value.
-    pub async fn tokenize(
-        &self,
-        who: &Principal,
-        input: TokenizeInput,
-        now: i64,
-    ) -> Result<Tokenized, Error> {
-        // The name first: nothing a caller sends is used (permission, lookup, audit)
-        // before it is known to be a name.
-        let type_name = match TypeName::parse(&input.token_type) {
-            Ok(n) => n,
-            Err(why) => {
-                let e = Error::InvalidRequest(format!("`type`: {why}"));
-                return self.fail(who, Action::Tokenize, None, e, now).await;
-            }
-        };
-        self.guard
-            .check(who, Action::Tokenize, type_name.as_str(), None, now)
-            .await?;
-        match self.tokenize_inner(who, &type_name, input, now).await {
-            Ok(t) => Ok(t),
-            Err(e @ Error::Unavailable(_)) => Err(e),
-            Err(e) => self.fail(who, Action::Tokenize, None, e, now).await,
-        }
-    }
-
-    async fn tokenize_inner(
-        &self,
-        who: &Principal,
-        type_name: &TypeName,
-        input: TokenizeInput,
-        now: i64,
-    ) -> Result<Tokenized, Error> {
-        let type_name = type_name.as_str();
-        let Some(ty) = self.types.get(type_name) else {
-            return Err(Error::InvalidRequest(
-                "unknown token type (the configured types are in the vault's config)".into(),
-            ));
-        };
-        let value = values::validate(ty.validator, &input.value.0, self.limits.max_value_bytes)?;
-        let format = input.format.unwrap_or(ty.format);
-        if ty.deterministic && format != ty.format {
-            return Err(Error::InvalidRequest(format!(
-                "this type is deterministic and always uses format {}",
-                serde_json::to_string(&ty.format).unwrap_or_default()
-            )));
-        }
-        if !ty.allows(format) {
-            return Err(Error::InvalidRequest(
-                "this format is not allowed for this type by the vault's config".into(),
-            ));
-        }
-        let digits_only = matches!(ty.validator, Validator::Pan | Validator::Ssn);
-        if !format::fits(format, digits_only, value.as_str().len()) {
-            return Err(Error::InvalidRequest(
-                "format not applicable to this type and value length".into(),
-            ));
-        }
-        let metadata = match input.metadata {
-            None | Some(serde_json::Value::Null) => None,
-            Some(m @ serde_json::Value::Object(_)) => {
-                let s = m.to_string();
-                // Checks of the content that no schema can state answer 422, like a
-                // value that fails its validator (the OpenAPI contract: a request that
-                // matches the document is never a 400).
-                if s.len() > self.limits.max_metadata_bytes {
-                    return Err(Error::InvalidValue(
-                        "metadata is larger than the configured maximum".into(),
-                    ));
-                }
-                // Metadata is stored in clear: it must not become a place for card data.
-                if cardscan::contains_pan(&s) {
-                    return Err(Error::InvalidValue(
-                        "metadata must not hold card numbers".into(),
-                    ));
-                }
-                Some(s)
-            }
-            Some(_) => {
-                return Err(Error::InvalidRequest(
-                    "metadata must be a JSON object".into(),
-                ));
-            }
-        };
-        let expires_at = match input.ttl_seconds {
-            None => None,
-            Some(t) if (1..=MAX_TTL_SECONDS).contains(&t) => {
-                Some(now + i64::try_from(t * 1000).unwrap_or(i64::MAX))
-            }
-            Some(_) => {
-                return Err(Error::InvalidRequest(
-                    "ttl_seconds must be from 1 to ten years".into(),
-                ));
-            }
-        };
-        let fps = self.fingerprinters(type_name, &who.namespace).await?;
-        let (fp_version, active_fp) = fps
-            .first()
-            .ok_or_else(|| Error::Unavailable("no fingerprint key".into()))?;
-        let bytes = value.as_str().as_bytes();
-        // The public fingerprint only to a client granted it: with it, a dictionary of
-        // SSNs or e-mails could be tested offline against stored fingerprints.
-        let public_fp = who
-            .may(Verb::Fingerprint, type_name)
-            .then(|| URL_SAFE_NO_PAD.encode(active_fp.public.fingerprint(bytes)));
-        let lookup_fp = ty
-            .deterministic
-            .then(|| active_fp.lookup.fingerprint(bytes));
-        let masked = values::mask(ty.validator, &value);
-        let done = |row_token: String, expires_at| Tokenized {
-            token: row_token,
-            token_type: type_name.to_owned(),
-            masked: masked.clone(),
-            fingerprint: public_fp.clone(),
-            expires_at,
-        };
-        // An existing value's expiry may have been set by another client of a shared
-        // namespace: it is shown only in a namespace of one.
-        let existing_expiry = |e: Option<i64>| e.filter(|_| who.namespace_is_private);
-
-        if ty.deterministic {
-            // One unit of the budget of new values is reserved before the lookup, and given
-            // back on a hit: once the budget is spent every answer is refused, hits too, and
-            // concurrent requests cannot all pass a check before any is charged.
-            self.guard.charge_new_value(who, type_name, now).await?;
-            // The value's token in this namespace, under the active fingerprint key or,
-            // during re-indexing, an older one. It is confirmed by opening the record.
-            for (_, f) in &fps {
-                let fp = f.lookup.fingerprint(bytes);
-                if let Some(row) = self
-                    .store
-                    .token_by_fingerprint(None, type_name, &fp)
-                    .await?
-                    && !is_expired(&row, now)
-                {
-                    self.guard.refund_new_value(who, type_name, now);
-                    self.confirm(&row, bytes).await?;
-                    let event = self
-                        .event(who, Action::Tokenize, Outcome::Success)
-                        .resource(&row.token);
-                    self.guard.record(event, now).await?;
-                    return Ok(done(row.token, existing_expiry(row.expires_at)));
-                }
-            }
-        }
-
-        let (version, key) = self.keys.seal_key(&ty.keyring, 1, now).await?;
-        for _ in 0..16 {
-            let token = format::generate(format, value.as_str());
-            let aad = Aad::token_record(
-                &ty.keyring,
-                version.get(),
-                &token,
-                type_name,
-                expires_at,
-                metadata.as_deref(),
-            );
-            let sealed = key.seal(&aad, value.as_str().as_bytes());
-            let row = TokenInsert {
-                token: token.clone(),
-                token_type: type_name.to_owned(),
-                keyring: ty.keyring.clone(),
-                key_version: i64::from(version.get()),
-                ciphertext: sealed,
-                fingerprint: lookup_fp.map(|f| f.to_vec()),
-                fingerprint_version: lookup_fp.map(|_| i64::from(fp_version.get())),
-                masked: masked.clone(),
-                metadata: metadata.clone(),
-                created_at: now,
-                expires_at,
-                aad_version: 2,
-                fingerprint_namespace: (ty.deterministic && who.namespace != SHARED_NAMESPACE)
-                    .then(|| who.namespace.clone()),
-            };
-            let event = self.event(who, Action::Tokenize, Outcome::Success);
-            match self
-                .writer
-                .submit(Write::InsertToken {
-                    row: Box::new(row),
-                    event,
-                })
-                .await?
-            {
-                Written::Token {
-                    token: found,
-                    expires_at,
-                } => {
-                    // Another row answered for this fingerprint: it is handed out only
-                    // if it really holds this value (the index is outside the AAD, so a
-                    // database writer could have moved it).
-                    if found != token {
-                        let row = self.store.token(&found).await?.ok_or(Error::Integrity)?;
-                        self.confirm(&row, bytes).await?;
-                        return Ok(done(found, existing_expiry(expires_at)));
-                    }
-                    return Ok(done(found, expires_at));
-                }
-                // A random token collided with an existing one: draw again.
-                _ => continue,
-            }
-        }
-        Err(Error::Unavailable(
-            "could not draw an unused token; the format's token space is crowded".into(),
-        ))
     }
 
     /// Confirms that `row` holds `value` (of its own type, under its own AAD), comparing in

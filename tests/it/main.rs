@@ -14,6 +14,7 @@ mod guard;
 mod hardening;
 mod hsm_faults;
 mod identity;
+mod import;
 mod lifecycle;
 mod limits;
 mod multinode;
