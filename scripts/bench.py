@@ -14,6 +14,11 @@ TLS = "data/dev/tls"
 CLK = os.sysconf("SC_CLK_TCK")
 
 
+# `--debug` (the CI smoke run) uses the debug build; the numbers then mean nothing.
+PROFILE = "debug" if "--debug" in sys.argv else "release"
+BIN = f"target/{PROFILE}/tokenvault"
+
+
 def bench_officers():
     """`--officer` arguments for a first init: two officer keys kept under data/bench."""
     args = []
@@ -24,7 +29,7 @@ def bench_officers():
             key = f"data/bench/officers/{name}.key"
             if os.path.exists(key):
                 os.remove(key)
-            out = subprocess.run(["target/release/tokenvault", "officer", "keygen", "--out", key],
+            out = subprocess.run([BIN, "officer", "keygen", "--out", key],
                                  check=True, capture_output=True, text=True).stdout
             line = next(l for l in out.splitlines() if l.startswith("public key"))
             with open(pub, "w") as f:
@@ -35,7 +40,7 @@ def bench_officers():
 
 
 def loadgen():
-    bins = sorted(glob.glob("target/release/deps/load-*"), key=os.path.getmtime)
+    bins = sorted(glob.glob(f"target/{PROFILE}/deps/load-*"), key=os.path.getmtime)
     bins = [b for b in bins if os.access(b, os.X_OK) and not b.endswith(".d")]
     if not bins:
         sys.exit("load generator not built: run scripts/bench")
@@ -75,14 +80,26 @@ def rss_mb(pid):
 
 
 def soak(pid, url, seconds, state):
-    """Tokenize and detokenize for `seconds` without ever reading /metrics (a vault nobody
-    scrapes yet) and print the server's RSS after every 10 s: it must level off, not climb."""
+    """Mixed tokenize and detokenize at c=32 for `seconds` without ever reading /metrics (a
+    vault nobody scrapes) and the server's RSS every 30 s: it must level off, not climb.
+    Ends with the growth from the sample at 30 s (pools and caches warm) to the last."""
     print("| elapsed s | requests | RSS MB |\n|---:|---:|---:|", flush=True)
-    start, total = time.time(), 0
+    start, total, next_sample = time.time(), 0, 0.0
+    first, warm = rss_mb(pid), None
+    print(f"| 0 | 0 | {first:.1f} |", flush=True)
     while time.time() - start < seconds:
         for scenario in ("tokenize", "detokenize"):
             total += run_load(url, scenario, seconds=5, concurrency=32, state=state)["requests"]
-        print(f"| {time.time() - start:.0f} | {total:,} | {rss_mb(pid):.1f} |", flush=True)
+        if time.time() - start >= next_sample + 30:
+            next_sample += 30
+            now_rss = rss_mb(pid)
+            warm = now_rss if warm is None else warm
+            print(f"| {time.time() - start:.0f} | {total:,} | {now_rss:.1f} |", flush=True)
+    last = rss_mb(pid)
+    warm = last if warm is None else warm
+    print(f"\n- soak: {total:,} requests in {time.time() - start:.0f} s; RSS {first:.1f} MB idle, "
+          f"{warm:.1f} MB after 30 s, {last:.1f} MB at the end: growth {last - warm:+.1f} MB "
+          f"(target < 5 MB)", flush=True)
 
 
 def luhn_pan(rng):
@@ -119,7 +136,7 @@ def run_import(env, n, tag, name="import"):
         if os.path.exists(stale):
             os.remove(stale)
     t0 = time.time()
-    res = subprocess.run(["target/release/tokenvault", "import", "--as", "app", "--type", "pan",
+    res = subprocess.run([BIN, "import", "--as", "app", "--type", "pan",
                           "--id-column", "id", "--value-column", "pan", "--quiet",
                           "--input", import_file(n, name), "--output", out],
                          env=env, check=True, capture_output=True, text=True)
@@ -159,10 +176,15 @@ def main():
     ap.add_argument("--postgres", action="store_true")
     ap.add_argument("--preload", default="0")
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--debug", action="store_true",
+                    help="a smoke run on the debug build (CI): every scenario runs, no number is meaningful")
+    ap.add_argument("--scenarios", default="",
+                    help="comma-separated scenario keys to run (default: all), e.g. tokenize,batch1000")
+    ap.add_argument("--no-rewrap", action="store_true", help="skip the rotation and rewrap row")
     ap.add_argument("--import-rows", type=int, default=1_000_000,
                     help="rows of the `tokenvault import` scenario (0: skip it)")
     ap.add_argument("--soak", type=float, default=0,
-                    help="instead of the table: this many seconds of load with no /metrics scrape, RSS every 10 s")
+                    help="instead of the table: this many seconds of load with no /metrics scrape, RSS every 30 s")
     a = ap.parse_args()
     env = dict(os.environ)
     env["SOFTHSM2_CONF"] = os.path.join(ROOT, "softhsm/softhsm2.conf")
@@ -185,8 +207,8 @@ def main():
         env["TOKENVAULT_LIMITS__MAX_BATCH"] = "1000"
         env["TOKENVAULT_DEV_MODE"] = "true"  # the development clients drive the load
         state = f"data/bench/{tag}.tokens"
-        subprocess.run(["target/release/tokenvault", "init", *bench_officers()], env=env, check=True, capture_output=True)
-        server = subprocess.Popen(["target/release/tokenvault", "serve"], env={**env, "TOKENVAULT_LOG": "info"},
+        subprocess.run([BIN, "init", *bench_officers()], env=env, check=True, capture_output=True)
+        server = subprocess.Popen([BIN, "serve"], env={**env, "TOKENVAULT_LOG": "info"},
                                   stderr=subprocess.PIPE, text=True)
         for line in server.stderr:
             if "listening" in line:
@@ -212,6 +234,8 @@ def main():
                 ("encrypt 1 KiB", "encrypt", 32, 0),
                 ("decrypt 1 KiB", "decrypt", 32, 0),
             ]:
+                if a.scenarios and scenario not in a.scenarios.split(","):
+                    continue
                 c0, h0 = cpu_seconds(server.pid), hsm_calls(url)
                 r = run_load(url, scenario, seconds=a.seconds, concurrency=conc, state=state, malformed=mal)
                 c1, h1 = cpu_seconds(server.pid), hsm_calls(url)
@@ -231,21 +255,25 @@ def main():
             rss = peak_rss_mb(server.pid)
             # Correctness: every token produced by the tokenize runs comes back as its value.
             produced = sum(1 for _ in open(state)) if os.path.exists(state) else 0
-            v = run_load(url, "verify", concurrency=32, state=state)
+            v = run_load(url, "verify", concurrency=32, state=state) if produced else \
+                {"mismatches": 0, "errors": 0, "requests": 0}
             if v["mismatches"] or v["errors"] or v["requests"] != produced:
                 notes.append(f"CORRECTNESS FAILURE at {n:,} stored: {v}")
             else:
                 notes.append(f"{n:,} stored: all {produced:,} tokens produced detokenized to their values (0 mismatches); peak RSS {rss:.0f} MB")
             # Rewrap: rotate and re-seal everything stored under the old version.
-            subprocess.run(["target/release/tokenvault", "keys", "rotate", "pan"], env=env, check=True, capture_output=True)
-            t0 = time.time()
-            out = subprocess.run(["target/release/tokenvault", "keys", "rewrap", "pan", "--quiet", "--batch", "2000"],
-                                 env=env, check=True, capture_output=True, text=True).stdout
-            m = re.search(r"(\d+) of (\d+) records now under v\d+ in ([\d.]+)s \((\d+) records/s\)", out)
-            if m:
-                rows.append({"stored": n, "name": f"rewrap ({int(m.group(1)):,} records)", "rate": float(m.group(4)),
-                             "unit": "records/s", "p50": None, "p99": None, "errors": 0, "cpu": None, "hsm": None,
-                             "secs": float(m.group(3))})
+            if not a.no_rewrap:
+                subprocess.run([BIN, "keys", "rotate", "pan",
+                                "--key", "data/bench/officers/alice.key"], env=env, check=True,
+                               capture_output=True)
+                out = subprocess.run([BIN, "keys", "rewrap", "pan", "--quiet", "--batch", "2000",
+                                      "--key", "data/bench/officers/alice.key"],
+                                     env=env, check=True, capture_output=True, text=True).stdout
+                m = re.search(r"(\d+) of (\d+) records now under v\d+ in ([\d.]+)s \((\d+) records/s\)", out)
+                if m:
+                    rows.append({"stored": n, "name": f"rewrap ({int(m.group(1)):,} records)",
+                                 "rate": float(m.group(4)), "unit": "records/s", "p50": None, "p99": None,
+                                 "errors": 0, "cpu": None, "hsm": None, "secs": float(m.group(3))})
             rows.append({"stored": n, "name": "peak RSS of the server", "rate": rss, "unit": "MB", "p50": None,
                          "p99": None, "errors": None, "cpu": None, "hsm": None, "secs": None})
         finally:

@@ -39,19 +39,7 @@ impl Store {
             sql.push_str(
                 "INSERT INTO audit_events (seq, at, actor, action, outcome, resource, origin, reason, prev_hash, hash) VALUES ",
             );
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push('(');
-                for c in 0..COLS {
-                    if c > 0 {
-                        sql.push_str(", ");
-                    }
-                    sql.push_str(&format!("${}", i * COLS + c + 1));
-                }
-                sql.push(')');
-            }
+            super::push_rows(&mut sql, self.backend, chunk.len(), COLS, 1);
             let mut q = sqlx::query(&sql);
             for r in chunk {
                 q = q

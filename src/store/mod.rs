@@ -238,6 +238,39 @@ fn create_private(file: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// Appends `rows` groups of `cols` placeholders, `($first, …), (…)`: the VALUES of a
+/// multi-row statement, whose arguments are bound in the order they appear.
+///
+/// SQLite gets anonymous `?`: sqlx looks up the name of every parameter it binds, and
+/// SQLite finds a name by a linear scan of all of them, so `$n` makes a statement with
+/// thousands of parameters quadratic (measured: 46 % of an import's CPU in
+/// `sqlite3_bind_parameter_name` with 2,600 parameters per insert). PostgreSQL gets `$n`.
+fn push_rows(sql: &mut String, backend: Backend, rows: usize, cols: usize, first: usize) {
+    for i in 0..rows {
+        sql.push_str(if i == 0 { "(" } else { ", (" });
+        push_list(sql, backend, cols, first + i * cols);
+        sql.push(')');
+    }
+}
+
+/// Appends `n` placeholders from `$first` (SQLite: `?`), comma-separated, as
+/// [`push_rows`] does.
+fn push_list(sql: &mut String, backend: Backend, n: usize, first: usize) {
+    use std::fmt::Write;
+    for i in 0..n {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        match backend {
+            Backend::Sqlite => sql.push('?'),
+            // Writing to a String cannot fail.
+            Backend::Postgres => {
+                let _ = write!(sql, "${}", first + i);
+            }
+        }
+    }
+}
+
 /// Connection errors may quote the URL, which may hold a password.
 fn redact(e: impl std::fmt::Display, url: &str) -> String {
     let msg = e.to_string();
