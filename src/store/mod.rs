@@ -6,12 +6,14 @@ mod audit;
 mod import;
 mod keys;
 mod officers;
+mod reads;
 mod tokens;
 
 pub use audit::{AuditRow, AuditWitness, CheckpointRow};
 pub use import::{ImportJournal, JournalEntry};
 pub use keys::{DataKeyRow, KekRow, NewDataKey, StateChange};
 pub use officers::{OfficerKeyRow, RequestRow, SignatureRow};
+pub use reads::TokenReader;
 pub use tokens::{NewToken, TokenRow};
 
 use std::path::Path;

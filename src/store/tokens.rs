@@ -40,10 +40,10 @@ pub struct TokenRow {
     pub fingerprint_namespace: Option<String>,
 }
 
-const COLUMNS: &str = "token, token_type, keyring, key_version, ciphertext, masked, metadata, created_at, \
+pub(super) const COLUMNS: &str = "token, token_type, keyring, key_version, ciphertext, masked, metadata, created_at, \
      expires_at, fingerprint_version, aad_version, fingerprint_namespace";
 
-fn token_row(row: &AnyRow) -> Result<TokenRow, sqlx::Error> {
+pub(super) fn token_row(row: &AnyRow) -> Result<TokenRow, sqlx::Error> {
     Ok(TokenRow {
         token: row.try_get("token")?,
         token_type: row.try_get("token_type")?,

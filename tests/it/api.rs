@@ -369,6 +369,16 @@ async fn batches_keep_order_report_errors_per_item_and_respect_the_cap() {
     assert_eq!(d[0]["value"], VISA);
     assert_eq!(d[1]["error"]["code"], "not_found");
     assert_eq!(d[2]["value"], MC);
+    // The same token several times in one batch: its lookups are read together, and each
+    // gets the row.
+    let same = vec![items[0]["token"].clone(); 5];
+    let (status, d) = app
+        .post("app", "/v1/detokenize/batch", json!({"tokens": same}))
+        .await;
+    assert_eq!(status, 200, "{d}");
+    for item in d["items"].as_array().unwrap() {
+        assert_eq!(item["value"], VISA, "{d}");
+    }
 
     let too_many: Vec<Value> = (0..51)
         .map(|_| json!({"type": "card", "value": VISA}))
