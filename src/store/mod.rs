@@ -5,11 +5,16 @@
 mod audit;
 mod keys;
 mod officers;
+mod rewrap;
 mod tokens;
 
 pub use audit::{AuditRow, AuditWitness, CheckpointRow};
 pub use keys::{DataKeyRow, KekRow, NewDataKey, StateChange};
 pub use officers::{OfficerKeyRow, RequestRow, SignatureRow};
+pub use rewrap::{
+    Resealed, UPDATE_CHUNK, reindex_cursor_sql, rewrap_cursor_sql, update_ciphertexts_sql,
+    update_fingerprints_sql,
+};
 pub use tokens::{NewToken, TokenRow};
 
 use std::path::Path;
