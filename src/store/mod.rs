@@ -12,8 +12,8 @@ pub use audit::{AuditRow, AuditWitness, CheckpointRow};
 pub use keys::{DataKeyRow, KekRow, NewDataKey, StateChange};
 pub use officers::{OfficerKeyRow, RequestRow, SignatureRow};
 pub use rewrap::{
-    Resealed, UPDATE_CHUNK, reindex_cursor_sql, rewrap_cursor_sql, update_ciphertexts_sql,
-    update_fingerprints_sql,
+    Resealed, SweepCursor, UPDATE_CHUNK, reindex_cursor_sql, rewrap_cursor_sql,
+    update_ciphertexts_sql, update_fingerprints_sql,
 };
 pub use tokens::{NewToken, TokenRow};
 

@@ -12,7 +12,7 @@ use crate::audit::{Action, AuditEvent, Outcome};
 use crate::crypto::Aad;
 use crate::error::Error;
 use crate::keys::{FINGERPRINT_KEYRING, KeyVersion};
-use crate::store::{Resealed, TokenRow};
+use crate::store::{Resealed, SweepCursor, TokenRow};
 
 #[derive(Debug, Clone, Copy)]
 pub struct RewrapOptions {
@@ -64,7 +64,7 @@ impl TokenService {
             ..RewrapReport::default()
         };
         progress(0, total);
-        let mut cursor = String::new();
+        let mut cursor = SweepCursor::start();
         loop {
             let started = Instant::now();
             let batch = self
@@ -77,7 +77,7 @@ impl TokenService {
                 )
                 .await?;
             let Some(last) = batch.last() else { break };
-            cursor = last.token.clone();
+            cursor = SweepCursor::after(last);
             let n = if reindex {
                 self.reindex_batch(&batch, active, actor, now(), &mut report)
                     .await?
