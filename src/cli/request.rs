@@ -27,9 +27,12 @@ pub struct SignArgs {
     pub expires_in_hours: u32,
 }
 
-/// Records per rewrap transaction unless `--batch` says otherwise.
-/// BATCH-DOC
-pub const DEFAULT_SWEEP_BATCH: usize = 500;
+/// Records per rewrap transaction unless `--batch` says otherwise. Measured (release
+/// build, SQLite, 10⁵ records on a shared 2-core machine): 500 → 32,700 records/s,
+/// 2,000 → 44,200, 5,000 → 36,200. Larger batches pay the fsync and the audit event less
+/// often, but hold SQLite's write lock longer (a batch's writes, tens of ms) and, past
+/// a few thousand, no longer gain; `--rate` spares live traffic further.
+pub const DEFAULT_SWEEP_BATCH: usize = 2000;
 
 /// How a rewrap sweep runs once approved.
 #[derive(Debug, Clone, Copy)]
@@ -167,6 +170,8 @@ async fn rewrap(
         sweep.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()),
         indicatif::ProgressDrawTarget::stderr(),
     );
+    // Log lines go above the bar. sqlx's slow-statement warnings stay on: with the cursor
+    // index no statement of the sweep should take a second, and one that does is news.
     let logs_above = crate::telemetry::show_logs_above(&bar);
     let started = std::time::Instant::now();
     let report = service

@@ -280,6 +280,110 @@ async fn a_set_based_update_changes_only_the_records_still_as_read() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn one_value_twice_in_one_reindex_batch_keeps_the_older_token_in_the_index() {
+    use tokenvault::crypto::Aad;
+    use tokenvault::vault::{Vault, now_ms};
+    let app = helpers::spawn_app("rxdup").await;
+    let value = "4012888888881881";
+    let older = app.tokenize("pan", value).await;
+    let vault = Vault::open(app.settings.clone()).await.unwrap();
+    let namespace: Option<String> =
+        sqlx::query_scalar("SELECT fingerprint_namespace FROM tokens WHERE token = $1")
+            .bind(&older)
+            .fetch_one(&mut app.db().await)
+            .await
+            .unwrap();
+    let label = tokenvault::tokenize::lookup_label(
+        "pan",
+        namespace
+            .as_deref()
+            .unwrap_or(tokenvault::guard::SHARED_NAMESPACE),
+    );
+    // A second record of the value, indexed under fingerprint v2 (a node that did not yet
+    // know v2's records): then v3, so that one re-index batch meets the value twice.
+    vault
+        .keys
+        .rotate("fingerprint", "test", None, now_ms())
+        .await
+        .unwrap();
+    let (v2, fp_key) = vault.keys.fingerprint_keys().await.unwrap()[0].clone();
+    assert_eq!(v2.get(), 2);
+    let fp = fp_key.derived(&label).fingerprint(value.as_bytes());
+    let newer = "tok_second_record_of_the_value";
+    let now = now_ms();
+    let (version, key) = vault.keys.seal_key("pan", 1, now).await.unwrap();
+    let aad = Aad::token_record("pan", version.get(), newer, "pan", None, None);
+    let sealed = key.seal(&aad, value.as_bytes());
+    let mut tx = vault.store.begin().await.unwrap();
+    assert!(
+        vault
+            .store
+            .insert_token(
+                &mut tx,
+                &NewToken {
+                    token: newer,
+                    token_type: "pan",
+                    keyring: "pan",
+                    key_version: i64::from(version.get()),
+                    ciphertext: &sealed,
+                    fingerprint: Some(&fp),
+                    fingerprint_version: Some(2),
+                    masked: "************1881",
+                    metadata: None,
+                    created_at: now + 1,
+                    expires_at: None,
+                    aad_version: 2,
+                    fingerprint_namespace: namespace.as_deref(),
+                },
+            )
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+    vault
+        .keys
+        .rotate("fingerprint", "test", None, now_ms())
+        .await
+        .unwrap();
+
+    let report = vault
+        .services()
+        .tokens
+        .rewrap(
+            "fingerprint",
+            tokenvault::tokenize::RewrapOptions {
+                batch: 10,
+                rate: None,
+            },
+            "test",
+            now_ms,
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!((report.done, report.failed), (1, 0), "{report:?}");
+    let rows: Vec<(String, Option<i64>)> =
+        sqlx::query_as("SELECT token, fingerprint_version FROM tokens ORDER BY created_at")
+            .fetch_all(&mut app.db().await)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        [(older.clone(), Some(3)), (newer.to_owned(), None)],
+        "the older token answers for the value; the newer leaves the index"
+    );
+    let events: Vec<String> =
+        sqlx::query_scalar("SELECT reason FROM audit_events WHERE action = 'key.reindex'")
+            .fetch_all(&mut app.db().await)
+            .await
+            .unwrap();
+    assert_eq!(
+        events,
+        ["1 fingerprints re-computed; 1 duplicate values resolved"]
+    );
+}
+
 /// Stores `n` real sealed records of keyring `pan` (type `pan`, a random lookup
 /// fingerprint each, random tokens) straight through the store, 10,000 per transaction:
 /// what the batch API stores, without its per-request cost. As through the batch API
@@ -345,7 +449,7 @@ async fn fill_sealed(vault: &tokenvault::vault::Vault, n: usize) {
 /// ```
 ///
 /// prints the sweep's records/s at each scale (a fresh vault per scale, filled, rotated,
-/// then one `rewrap` of keyring `pan`).
+/// then one `rewrap` of keyring `pan`; the batch defaults to the CLI's, 2,000).
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a measurement: run it by hand"]
 async fn measure_the_sweep_at_each_scale() {
@@ -356,7 +460,7 @@ async fn measure_the_sweep_at_each_scale() {
         .collect();
     let batch: usize = std::env::var("TOKENVAULT_REWRAP_BATCH")
         .map(|b| b.parse().unwrap())
-        .unwrap_or(500);
+        .unwrap_or(2000);
     for n in scales {
         let dir = helpers::test_dir("rwspeed");
         let settings = helpers::settings(&dir, "rwspeed");
