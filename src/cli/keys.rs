@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use super::request::{self, SignArgs, SweepOptions};
+use super::request::{self, DEFAULT_SWEEP_BATCH, SignArgs, SweepOptions};
 use crate::config::Settings;
 use crate::keys::{Inventory, KeyVersion};
 use crate::officers::{self, OfficerKey, Operation, RequestDocument};
@@ -43,7 +43,7 @@ pub enum KeysCommand {
     Rewrap {
         keyring: String,
         /// Records per transaction.
-        #[arg(long, default_value_t = 500)]
+        #[arg(long, default_value_t = DEFAULT_SWEEP_BATCH)]
         batch: usize,
         /// At most this many records per second (leave room for live traffic).
         #[arg(long)]

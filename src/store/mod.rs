@@ -7,6 +7,7 @@ mod import;
 mod keys;
 mod officers;
 mod reads;
+mod rewrap;
 mod tokens;
 
 pub use audit::{AuditRow, AuditWitness, CheckpointRow};
@@ -14,6 +15,10 @@ pub use import::{ImportJournal, JournalEntry};
 pub use keys::{DataKeyRow, KekRow, NewDataKey, StateChange};
 pub use officers::{OfficerKeyRow, RequestRow, SignatureRow};
 pub use reads::TokenReader;
+pub use rewrap::{
+    Resealed, SweepCursor, UPDATE_CHUNK, reindex_cursor_sql, rewrap_cursor_sql,
+    update_ciphertexts_sql, update_fingerprints_sql,
+};
 pub use tokens::{NewToken, TokenRow};
 
 use std::path::Path;

@@ -124,134 +124,6 @@ impl Store {
 }
 
 impl Store {
-    /// Records of `keyring` not under version `active`, after `after` in token order: a
-    /// resumable cursor. With no keyring: deterministic records whose lookup fingerprint
-    /// was not made by fingerprint key `active`.
-    pub async fn tokens_to_rewrap(
-        &self,
-        keyring: Option<&str>,
-        active: i64,
-        after: &str,
-        limit: i64,
-    ) -> Result<Vec<TokenRow>, StoreError> {
-        let rows = match keyring {
-            Some(k) => {
-                let sql = format!(
-                    "SELECT {COLUMNS} FROM tokens WHERE keyring = $1 \
-                     AND (key_version <> $2 OR aad_version < 2) AND token > $3 \
-                     ORDER BY token LIMIT $4"
-                );
-                sqlx::query(&sql)
-                    .bind(k)
-                    .bind(active)
-                    .bind(after)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-            None => {
-                let sql = format!(
-                    "SELECT {COLUMNS} FROM tokens WHERE fingerprint IS NOT NULL \
-                     AND COALESCE(fingerprint_version, 1) <> $1 AND token > $2 ORDER BY token LIMIT $3"
-                );
-                sqlx::query(&sql)
-                    .bind(active)
-                    .bind(after)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-        };
-        Ok(rows.iter().map(token_row).collect::<Result<_, _>>()?)
-    }
-
-    /// How many records `tokens_to_rewrap` would visit from the start.
-    pub async fn count_to_rewrap(
-        &self,
-        keyring: Option<&str>,
-        active: i64,
-    ) -> Result<i64, StoreError> {
-        let row = match keyring {
-            Some(k) => {
-                sqlx::query(
-                    "SELECT COUNT(*) AS n FROM tokens WHERE keyring = $1 \
-                     AND (key_version <> $2 OR aad_version < 2)",
-                )
-                .bind(k)
-                .bind(active)
-                .fetch_one(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query(
-                    "SELECT COUNT(*) AS n FROM tokens WHERE fingerprint IS NOT NULL \
-                     AND COALESCE(fingerprint_version, 1) <> $1",
-                )
-                .bind(active)
-                .fetch_one(&self.pool)
-                .await?
-            }
-        };
-        Ok(row.try_get("n")?)
-    }
-
-    /// Replaces a record's ciphertext (sealed with AAD version 2) if it is still under
-    /// `old_version` and `old_aad`.
-    pub async fn update_ciphertext(
-        &self,
-        tx: &mut Tx,
-        token: &str,
-        (old_version, old_aad): (i64, i64),
-        new_version: i64,
-        ciphertext: &[u8],
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE tokens SET ciphertext = $1, key_version = $2, aad_version = 2 \
-             WHERE token = $3 AND key_version = $4 AND aad_version = $5",
-        )
-        .bind(ciphertext)
-        .bind(new_version)
-        .bind(token)
-        .bind(old_version)
-        .bind(old_aad)
-        .execute(&mut **tx)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Replaces a record's lookup fingerprint with one made by fingerprint key `version`.
-    pub async fn update_fingerprint(
-        &self,
-        tx: &mut Tx,
-        token: &str,
-        fingerprint: &[u8],
-        version: i64,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE tokens SET fingerprint = $1, fingerprint_version = $2 WHERE token = $3",
-        )
-        .bind(fingerprint)
-        .bind(version)
-        .bind(token)
-        .execute(&mut **tx)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Takes a row out of the deterministic index: it keeps its token and value, but is no
-    /// longer the answer for its value (another row is).
-    pub async fn clear_fingerprint(&self, tx: &mut Tx, token: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE tokens SET fingerprint = NULL, fingerprint_version = NULL WHERE token = $1",
-        )
-        .bind(token)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
-    }
-}
-
-impl Store {
     /// Inserts many tokens with one statement per chunk; returns the tokens that were
     /// inserted (the others met an existing token or fingerprint).
     pub async fn insert_tokens(
@@ -300,6 +172,7 @@ impl Store {
     /// fingerprint each answers: one statement per chunk instead of one per value.
     pub async fn tokens_by_fingerprints(
         &self,
+        mut tx: Option<&mut Tx>,
         token_type: &str,
         fingerprints: &[&[u8]],
     ) -> Result<Vec<(Vec<u8>, TokenRow)>, StoreError> {
@@ -336,7 +209,11 @@ impl Store {
             for fp in chunk {
                 q = q.bind(*fp);
             }
-            for row in q.fetch_all(&self.pool).await? {
+            let rows = match tx.as_deref_mut() {
+                Some(tx) => q.fetch_all(&mut **tx).await?,
+                None => q.fetch_all(&self.pool).await?,
+            };
+            for row in rows {
                 found.push((row.try_get("fingerprint")?, token_row(&row)?));
             }
         }

@@ -304,7 +304,11 @@ impl TokenService {
         }
         let mut found: HashMap<(String, Vec<u8>), TokenRow> = HashMap::new();
         for (type_name, list) in wanted {
-            for (fp, row) in self.store.tokens_by_fingerprints(type_name, &list).await? {
+            for (fp, row) in self
+                .store
+                .tokens_by_fingerprints(None, type_name, &list)
+                .await?
+            {
                 found.insert((type_name.to_owned(), fp), row);
             }
         }

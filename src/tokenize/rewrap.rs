@@ -1,16 +1,20 @@
 //! `keys rewrap`: re-seals every record of a keyring under its active version, or (for
 //! the fingerprint keyring) re-computes every lookup fingerprint under the active
 //! fingerprint key. Batches are transactions, and the records themselves are the
-//! checkpoint: a killed run loses nothing and a re-run picks up what is left.
+//! checkpoint: a killed run loses nothing and a re-run picks up what is left. Why a
+//! batch costs the same at any table size (an index cursor in creation order, set-based
+//! updates) is told in `store::rewrap`.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::{TokenService, is_expired, lookup_label, record_aad};
+use crate::audit::AuditTx;
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::crypto::Aad;
 use crate::error::Error;
 use crate::keys::{FINGERPRINT_KEYRING, KeyVersion};
-use crate::store::TokenRow;
+use crate::store::{Resealed, SweepCursor, TokenRow};
 
 #[derive(Debug, Clone, Copy)]
 pub struct RewrapOptions {
@@ -62,28 +66,31 @@ impl TokenService {
             ..RewrapReport::default()
         };
         progress(0, total);
-        let mut cursor = String::new();
-        loop {
+        let (version, limit) = (
+            i64::from(active.get()),
+            i64::try_from(opts.batch.max(1)).unwrap_or(500),
+        );
+        let mut batch = self
+            .store
+            .tokens_to_rewrap(filter, version, &SweepCursor::start(), limit)
+            .await?;
+        while let Some(last) = batch.last() {
             let started = Instant::now();
-            let batch = self
-                .store
-                .tokens_to_rewrap(
-                    filter,
-                    i64::from(active.get()),
-                    &cursor,
-                    i64::try_from(opts.batch.max(1)).unwrap_or(500),
-                )
-                .await?;
-            let Some(last) = batch.last() else { break };
-            cursor = last.token.clone();
-            let n = if reindex {
-                self.reindex_batch(&batch, active, actor, now(), &mut report)
-                    .await?
-            } else {
-                self.rewrap_batch(keyring, &batch, actor, now(), &mut report)
-                    .await?
+            let cursor = SweepCursor::after(last);
+            // The next batch is read (on another connection) while this one is re-sealed
+            // and written: the two hold different records, on either side of the cursor.
+            let next = self.store.tokens_to_rewrap(filter, version, &cursor, limit);
+            let work = async {
+                if reindex {
+                    self.reindex_batch(&batch, active, actor, now(), &mut report)
+                        .await
+                } else {
+                    self.rewrap_batch(keyring, &batch, actor, now(), &mut report)
+                        .await
+                }
             };
-            report.done += n;
+            let (next, n) = tokio::join!(next, work);
+            report.done += n?;
             progress(report.done + report.failed, total);
             if let Some(rate) = opts.rate.filter(|r| *r > 0) {
                 let budget = Duration::from_secs_f64(batch.len() as f64 / f64::from(rate));
@@ -91,6 +98,7 @@ impl TokenService {
                     tokio::time::sleep(rest).await;
                 }
             }
+            batch = next?;
         }
         Ok(report)
     }
@@ -156,24 +164,21 @@ impl TokenService {
                 sealed.push((row, key.seal(&aad, &plain)));
             }
         }
+        let updates: Vec<Resealed> = sealed
+            .iter()
+            .map(|(row, ct)| Resealed {
+                token: &row.token,
+                ciphertext: ct,
+                old_version: row.key_version,
+                old_aad: row.aad_version,
+            })
+            .collect();
         let mut atx = self.audit.begin().await?;
-        let mut n = 0;
-        for (row, ct) in &sealed {
-            // Only if the record is still as read (a concurrent delete or rewrap wins).
-            if self
-                .store
-                .update_ciphertext(
-                    &mut atx.tx,
-                    &row.token,
-                    (row.key_version, row.aad_version),
-                    i64::from(version.get()),
-                    ct,
-                )
-                .await?
-            {
-                n += 1;
-            }
-        }
+        // Only the records still as read change (a concurrent delete or rewrap wins).
+        let n = self
+            .store
+            .update_ciphertexts(&mut atx.tx, i64::from(version.get()), &updates)
+            .await?;
         let event = AuditEvent::new(actor, Action::KeyRewrap, Outcome::Success)
             .resource(format!("{keyring}/{version}"))
             .reason(Some(format!("{n} records re-sealed")));
@@ -211,39 +216,20 @@ impl TokenService {
             }
         }
         let mut atx = self.audit.begin().await?;
-        let (mut n, mut duplicates) = (0, 0);
-        for (row, fp) in &updates {
-            // Two rows can hold one value under two fingerprint versions (a value whose
-            // token expired, tokenized again after a rotation; a node with a stale key
-            // list). The unique index allows one answer per value: the live row keeps the
-            // fingerprint — of two live rows, the older token — and the other keeps its
-            // token and value but leaves the index. Re-indexing never stops at a duplicate.
-            if let Some(other) = self
-                .store
-                .token_by_fingerprint(Some(&mut atx.tx), &row.token_type, fp)
-                .await?
-                && other.token != row.token
-            {
-                duplicates += 1;
-                let row_wins = match (is_expired(row, now), is_expired(&other, now)) {
-                    (false, true) => true,
-                    (true, false) => false,
-                    _ => row.created_at < other.created_at,
-                };
-                let loser = if row_wins { &other.token } else { &row.token };
-                self.store.clear_fingerprint(&mut atx.tx, loser).await?;
-                if !row_wins {
-                    continue;
-                }
-            }
-            if self
-                .store
-                .update_fingerprint(&mut atx.tx, &row.token, fp, i64::from(active.get()))
-                .await?
-            {
-                n += 1;
-            }
+        let (clear, keep, duplicates) = self.resolve_duplicates(&mut atx, &updates, now).await?;
+        for loser in &clear {
+            self.store.clear_fingerprint(&mut atx.tx, loser).await?;
         }
+        let winners: Vec<(&str, &[u8])> = updates
+            .iter()
+            .zip(&keep)
+            .filter(|(_, keep)| **keep)
+            .map(|((row, fp), _)| (row.token.as_str(), fp.as_slice()))
+            .collect();
+        let n = self
+            .store
+            .update_fingerprints(&mut atx.tx, i64::from(active.get()), &winners)
+            .await?;
         let event = AuditEvent::new(actor, Action::KeyReindex, Outcome::Success)
             .resource(format!("{FINGERPRINT_KEYRING}/{active}"))
             .reason(Some(format!(
@@ -253,4 +239,75 @@ impl TokenService {
         atx.commit().await?;
         Ok(n)
     }
+
+    /// Two rows can hold one value under two fingerprint versions (a value whose token
+    /// expired, tokenized again after a rotation; a node with a stale key list). The
+    /// unique index allows one answer per value: the live row keeps the fingerprint — of
+    /// two live rows, the older token — and the other keeps its token and value but leaves
+    /// the index. Re-indexing never stops at a duplicate.
+    ///
+    /// Returns the tokens to take out of the index, which of `updates` to apply, and how
+    /// many duplicates were resolved. The rows already answering for the new fingerprints
+    /// are read with one query per type; the batch's own rows are then decided in order,
+    /// as if updated one by one (an earlier row of the batch may hold the same value).
+    async fn resolve_duplicates(
+        &self,
+        atx: &mut AuditTx,
+        updates: &[(&TokenRow, [u8; 32])],
+        now: i64,
+    ) -> Result<(Vec<String>, Vec<bool>, u64), Error> {
+        let mut by_type: HashMap<&str, Vec<&[u8]>> = HashMap::new();
+        for (row, fp) in updates {
+            by_type.entry(&row.token_type).or_default().push(fp);
+        }
+        let mut stored: HashMap<(&str, Vec<u8>), TokenRow> = HashMap::new();
+        for (token_type, fps) in by_type {
+            let found = self
+                .store
+                .tokens_by_fingerprints(Some(&mut atx.tx), token_type, &fps)
+                .await?;
+            stored.extend(found.into_iter().map(|(fp, row)| ((token_type, fp), row)));
+        }
+        // Which row answers for (type, fingerprint) so far.
+        let mut holder: HashMap<(&str, &[u8]), Holder> = stored
+            .iter()
+            .map(|((t, fp), row)| ((*t, fp.as_slice()), Holder::Stored(row)))
+            .collect();
+        let (mut clear, mut keep, mut duplicates) = (Vec::new(), vec![true; updates.len()], 0);
+        for (i, (row, fp)) in updates.iter().enumerate() {
+            let key = (row.token_type.as_str(), fp.as_slice());
+            if let Some(held) = holder.get(&key) {
+                let other = match held {
+                    Holder::Stored(stored) => *stored,
+                    Holder::Batch(j) => updates[*j].0,
+                };
+                if other.token != row.token {
+                    duplicates += 1;
+                    let row_wins = match (is_expired(row, now), is_expired(other, now)) {
+                        (false, true) => true,
+                        (true, false) => false,
+                        _ => row.created_at < other.created_at,
+                    };
+                    let loser = if row_wins { other } else { row };
+                    clear.push(loser.token.clone());
+                    if !row_wins {
+                        keep[i] = false;
+                        continue;
+                    }
+                    if let Holder::Batch(j) = held {
+                        keep[*j] = false;
+                    }
+                }
+            }
+            holder.insert(key, Holder::Batch(i));
+        }
+        Ok((clear, keep, duplicates))
+    }
+}
+
+/// The row that answers for a fingerprint while a re-index batch is decided: one already
+/// stored, or the batch's row at this index.
+enum Holder<'a> {
+    Stored(&'a TokenRow),
+    Batch(usize),
 }

@@ -23,6 +23,7 @@ mod permissions;
 mod process;
 mod properties;
 mod report;
+mod rewrap;
 mod store;
 mod tampering;
 mod tls;
