@@ -157,16 +157,27 @@ impl Writer {
 /// conflicts resolved row by row (rare), then every event in one statement (per chunk).
 async fn commit(store: &Store, log: &AuditLog, batch: &[Job]) -> Result<Vec<Written>, StoreError> {
     let mut atx = log.begin().await?;
+    // Each token drawn once in the commit: a later row that drew a token an earlier one
+    // did is not inserted and redraws. "The token was inserted" then means "this row
+    // was": a row skipped for its fingerprint can never take a token another row drew.
     let mut rows: Vec<NewToken<'_>> = Vec::new();
+    let mut drawn = std::collections::HashSet::new();
+    let mut redraw = Vec::new();
     for (w, _) in batch {
-        match w {
-            Write::InsertToken { row, .. } => rows.push(new_token(row)),
-            Write::InsertTokens { rows: many, .. } => {
-                rows.extend(many.iter().map(|(row, _)| new_token(row)));
+        let drawn_here: Box<dyn Iterator<Item = &TokenInsert>> = match w {
+            Write::InsertToken { row, .. } => Box::new(std::iter::once(row.as_ref())),
+            Write::InsertTokens { rows: many, .. } => Box::new(many.iter().map(|(row, _)| row)),
+            _ => continue,
+        };
+        for row in drawn_here {
+            let again = !drawn.insert(row.token.as_str());
+            if !again {
+                rows.push(new_token(row));
             }
-            _ => {}
+            redraw.push(again);
         }
     }
+    let mut redraw = redraw.into_iter();
     let inserted = if rows.is_empty() {
         Default::default()
     } else {
@@ -174,8 +185,6 @@ async fn commit(store: &Store, log: &AuditLog, batch: &[Job]) -> Result<Vec<Writ
     };
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut events: Vec<(AuditEvent, i64)> = Vec::with_capacity(batch.len());
-    // Two rows of one batch may draw the same token: only the first one got it.
-    let mut claimed = std::collections::HashSet::with_capacity(rows.len());
     for (write, _) in batch {
         match write {
             Write::Event { event, at } => {
@@ -183,11 +192,12 @@ async fn commit(store: &Store, log: &AuditLog, batch: &[Job]) -> Result<Vec<Writ
                 outcomes.push(Written::Recorded);
             }
             Write::InsertToken { row, event } => {
+                let again = redraw.next().unwrap_or(true);
                 let outcome = settle(
                     store,
                     &mut atx,
                     (row, event),
-                    (&inserted, &mut claimed),
+                    (&inserted, again),
                     &mut events,
                 )
                 .await?;
@@ -201,12 +211,13 @@ async fn commit(store: &Store, log: &AuditLog, batch: &[Job]) -> Result<Vec<Writ
                 events.extend(others.iter().cloned());
                 let mut each = Vec::with_capacity(rows.len());
                 for (row, event) in rows {
+                    let again = redraw.next().unwrap_or(true);
                     each.push(
                         settle(
                             store,
                             &mut atx,
                             (row, event),
-                            (&inserted, &mut claimed),
+                            (&inserted, again),
                             &mut events,
                         )
                         .await?,
@@ -240,18 +251,17 @@ async fn commit(store: &Store, log: &AuditLog, batch: &[Job]) -> Result<Vec<Writ
 }
 
 /// The outcome of one token row of a commit, its event queued when a token stands for it.
-async fn settle<'a>(
+/// `again`: an earlier row of the commit drew the same token, so this one redraws.
+async fn settle(
     store: &Store,
     atx: &mut AuditTx,
-    (row, event): (&'a TokenInsert, &AuditEvent),
-    (inserted, claimed): (
-        &std::collections::HashSet<String>,
-        &mut std::collections::HashSet<&'a str>,
-    ),
+    (row, event): (&TokenInsert, &AuditEvent),
+    (inserted, again): (&std::collections::HashSet<String>, bool),
     events: &mut Vec<(AuditEvent, i64)>,
 ) -> Result<Written, StoreError> {
-    // Two rows of one batch may draw the same token: only the first one got it.
-    let result = if inserted.contains(&row.token) && claimed.insert(row.token.as_str()) {
+    let result = if again {
+        None
+    } else if inserted.contains(&row.token) {
         Some((row.token.clone(), row.expires_at))
     } else {
         resolve_conflict(store, atx, row).await?

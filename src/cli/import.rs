@@ -119,8 +119,10 @@ pub async fn run(vault: &Vault, args: ImportArgs) -> anyhow::Result<()> {
         value_column: args.value_column.clone(),
         id_column: args.id_column.clone(),
     };
-    let (state, output, resumed) = open_run(&args.output, &state_path, wanted)?;
+    let (run_lock, output, resumed) = open_run(&args.output, &state_path, wanted)?;
+    let state = &run_lock.state;
     let journal = vault.store.import_journal(&state.run).await?;
+    let journaled = !journal.is_empty();
     let mut from_journal: HashMap<i64, String> = HashMap::new();
     let mut next_batch = 0;
     // Until every record of the old entries is in the output and synced, none is pruned.
@@ -135,6 +137,15 @@ pub async fn run(vault: &Vault, args: ImportArgs) -> anyhow::Result<()> {
     }
     let mut out = Output::open(output, &args.output)?;
     let skip = out.records;
+    // After its first commit, a run always has a journal entry until it ends: an output
+    // with records whose run the vault has no record of was not written by an import.
+    if resumed && skip > 0 && !journaled {
+        bail!(
+            "{} holds records but the vault has no journal of its run; it was not written by \
+             an unfinished import — choose another output",
+            args.output.display()
+        );
+    }
     if resumed {
         eprintln!(
             "resuming: {skip} records already in {}, {} more committed before the stop",
@@ -230,7 +241,9 @@ pub async fn run(vault: &Vault, args: ImportArgs) -> anyhow::Result<()> {
             let answer = match committed.strip_prefix('!') {
                 Some(code) => Err(code.to_owned()),
                 None if committed.is_empty() => run.one(record).await?.1,
-                None => Ok(committed.clone()),
+                // The journal is a database table like any other: its token is handed out
+                // only once its record is seen to hold this value.
+                None => run.confirm(committed, record).await?,
             };
             match answer {
                 Ok(t) => {
@@ -251,9 +264,11 @@ pub async fn run(vault: &Vault, args: ImportArgs) -> anyhow::Result<()> {
     }
     out.sync()?;
     bar.finish_and_clear();
-    vault.store.delete_import_journal(&state.run).await?;
+    // The state file first: a stop between the two leaves a journal of no run (harmless)
+    // rather than a run whose journal is gone.
     std::fs::remove_file(&state_path)
         .with_context(|| format!("cannot remove {}", state_path.display()))?;
+    vault.store.delete_import_journal(&state.run).await?;
     let secs = started.elapsed().as_secs_f64().max(0.001);
     println!(
         "{} records tokenized as {} ({} failed) in {secs:.1}s ({} records/s); output in {}",
@@ -324,6 +339,23 @@ impl Importer<'_> {
         Ok((ids.pop().unwrap_or_default(), answer(result)))
     }
 
+    async fn confirm(&self, token: &str, record: Record) -> anyhow::Result<Result<String, String>> {
+        let Ok(value) = record.value else {
+            return Ok(Err(Error::InvalidRequest(String::new())
+                .code()
+                .as_str()
+                .to_owned()));
+        };
+        match self.tokens.confirm_token(token, value.as_bytes()).await {
+            Ok(()) => Ok(Ok(token.to_owned())),
+            Err(e @ Error::Unavailable(_)) => Err(fatal(e)),
+            Err(e) => {
+                tracing::error!("a token of the import journal does not hold its record's value");
+                Ok(Err(e.code().as_str().to_owned()))
+            }
+        }
+    }
+
     fn items(&self, records: Vec<Record>) -> (Vec<String>, Vec<Result<TokenizeInput, Error>>) {
         records
             .into_iter()
@@ -368,30 +400,72 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Opens a file a run left (its state or its output): never through a symbolic link, and
+/// only a regular file of this user that nobody else may read or write — a planted state
+/// file or a link to another file must not make an import resume into it.
+fn open_own(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o077 != 0
+    {
+        return Err(std::io::Error::other(format!(
+            "{} is not a private regular file of this user (mode 0600, no link)",
+            path.display()
+        )));
+    }
+    Ok(file)
+}
+
+/// The run of an output, held for as long as the import runs: its state file, locked so
+/// that a second import on the same output is refused instead of writing over this one.
+struct RunLock {
+    state: RunState,
+    _lock: nix::fcntl::Flock<File>,
+}
+
+fn lock_state(file: File, path: &Path) -> anyhow::Result<nix::fcntl::Flock<File>> {
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
+        anyhow::anyhow!(
+            "another import is running on this output ({} is locked)",
+            path.display()
+        )
+    })
+}
+
 /// Starts a run, or finds the one an existing output belongs to.
 fn open_run(
     output: &Path,
     state_path: &Path,
     mut wanted: RunState,
-) -> anyhow::Result<(RunState, File, bool)> {
-    if let Ok(text) = std::fs::read_to_string(state_path) {
-        let state: RunState = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not an import state file", state_path.display()))?;
-        wanted.run.clone_from(&state.run);
-        if state != wanted {
-            bail!(
-                "{} belongs to an import with other arguments (client, type, input or columns); \
-                 resume it with the same arguments or choose another output",
-                output.display()
-            );
+) -> anyhow::Result<(RunLock, File, bool)> {
+    match open_own(state_path) {
+        Ok(file) => {
+            let mut lock = lock_state(file, state_path)?;
+            let mut text = String::new();
+            lock.read_to_string(&mut text)?;
+            let state: RunState = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not an import state file", state_path.display()))?;
+            wanted.run.clone_from(&state.run);
+            if state != wanted {
+                bail!(
+                    "{} belongs to an import with other arguments (client, type, input or \
+                     columns); resume it with the same arguments or choose another output",
+                    output.display()
+                );
+            }
+            let file =
+                open_own(output).with_context(|| format!("cannot open {}", output.display()))?;
+            return Ok((RunLock { state, _lock: lock }, file, true));
         }
-        let file = crate::secret_file::private_options()
-            .read(true)
-            .write(true)
-            .open(output)
-            .with_context(|| format!("cannot open {}", output.display()))?;
-        return Ok((state, file, true));
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(anyhow::anyhow!("cannot open {}: {e}", state_path.display())),
     }
+    // create_new never follows a link: an existing file or link is refused.
     let file = crate::secret_file::private_options()
         .read(true)
         .write(true)
@@ -408,13 +482,27 @@ fn open_run(
     crate::crypto::random_bytes(&mut id);
     wanted.run = hex::encode(id);
     let mut f = crate::secret_file::private_options()
+        .read(true)
         .write(true)
         .create_new(true)
         .open(state_path)
         .with_context(|| format!("cannot create {}", state_path.display()))?;
     f.write_all(serde_json::to_string(&wanted)?.as_bytes())?;
     f.sync_all()?;
-    Ok((wanted, file, false))
+    // The new names reach the disk too (a power loss must not lose the output whose
+    // journal entries are pruned as it is synced).
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)?.sync_all()?;
+    }
+    let lock = lock_state(f, state_path)?;
+    Ok((
+        RunLock {
+            state: wanted,
+            _lock: lock,
+        },
+        file,
+        false,
+    ))
 }
 
 /// The output file: complete records only (a torn last line from a kill is cut off).

@@ -459,8 +459,9 @@ impl TokenService {
         ))
     }
 
-    /// Confirms that the stored token `token` holds `value`.
-    async fn confirm_token(&self, token: &str, value: &[u8]) -> Result<(), Error> {
+    /// Confirms that the stored token `token` holds `value` (an import's resume checks the
+    /// tokens its journal holds with it before writing them out).
+    pub(crate) async fn confirm_token(&self, token: &str, value: &[u8]) -> Result<(), Error> {
         let row = self.store.token(token).await?.ok_or(Error::Integrity)?;
         self.confirm(&row, value).await
     }

@@ -251,6 +251,14 @@ async fn an_import_killed_mid_run_resumes_without_a_record_twice_or_lost() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A second import on the same output while the first runs is refused.
+    let second = import().output().unwrap();
+    assert!(!second.status.success());
+    assert!(
+        output_text(&second).contains("another import is running"),
+        "{}",
+        output_text(&second)
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     // Power lost as well: the output falls back to the oldest record the journal still
@@ -269,6 +277,24 @@ async fn an_import_killed_mid_run_resumes_without_a_record_twice_or_lost() {
         .take(1 + first as usize)
         .collect();
     std::fs::write(&out, format!("{keep}17,tv_torn")).unwrap();
+    // And a database writer swapped two tokens of that journal entry: the resumed run
+    // must not hand them out (each is confirmed against its record's value).
+    let (batch, records): (i64, String) = {
+        let row = sqlx::query("SELECT batch, records FROM import_journal WHERE first_record = $1")
+            .bind(first)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        (row.try_get(0).unwrap(), row.try_get(1).unwrap())
+    };
+    let mut lines: Vec<&str> = records.split('\n').collect();
+    lines.swap(0, 1);
+    sqlx::query("UPDATE import_journal SET records = $1 WHERE batch = $2")
+        .bind(lines.join("\n"))
+        .bind(batch)
+        .execute(&mut db)
+        .await
+        .unwrap();
     let o = import().output().unwrap();
     assert!(o.status.success(), "{}", output_text(&o));
     // Some records were committed but missing from the output: written from the journal.
@@ -284,7 +310,15 @@ async fn an_import_killed_mid_run_resumes_without_a_record_twice_or_lost() {
     assert_eq!(rows.len(), n);
     for (i, (id, token, error)) in rows.iter().enumerate() {
         assert_eq!(id, &i.to_string());
-        assert!(error.is_empty() && !token.is_empty(), "{id}: {error}");
+        if i == first as usize || i == first as usize + 1 {
+            assert_eq!(
+                (token.as_str(), error.as_str()),
+                ("", "integrity_error"),
+                "{id}"
+            );
+        } else {
+            assert!(error.is_empty() && !token.is_empty(), "{id}: {error}");
+        }
     }
     // One stored row and one success event per record: nothing tokenized twice.
     assert_eq!(
@@ -305,8 +339,79 @@ async fn an_import_killed_mid_run_resumes_without_a_record_twice_or_lost() {
     );
     let pairs: Vec<(String, String)> = rows
         .iter()
+        .filter(|(_, t, _)| !t.is_empty())
         .step_by(97)
         .map(|(id, t, _)| (t.clone(), format!("note number {id} for the file")))
         .collect();
     assert_reveals(&app, &pairs).await;
+}
+
+/// Pentest of issue 15 (finding 2): a state file and an output someone else planted (a link
+/// to another file, or made-up records) must not make an import resume into them.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_never_resumes_into_a_planted_output() {
+    let app = spawn_app("importplant").await;
+    let input = app.dir.join("v.csv");
+    std::fs::write(&input, "value\nalpha\nbeta\ngamma\n").unwrap();
+    let import = |out: &Path| {
+        cli(&app.settings)
+            .args(["import", "--as", "app", "--type", "text", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let state = |out: &Path| {
+        let mut name = out.file_name().unwrap().to_os_string();
+        name.push(".import-state");
+        out.with_file_name(name)
+    };
+    let planted = json!({
+        "run": "00112233445566778899aabbccddeeff", "client": "app", "token_type": "text",
+        "input": input, "input_format": "csv", "value_column": "value", "id_column": null,
+    })
+    .to_string();
+    let private = |p: &Path, text: &str| {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(p)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    // A link to a file the operator may write: left as it was.
+    let victim = app.dir.join("victim.bin");
+    std::fs::write(&victim, b"\x00\x01binary without a newline").unwrap();
+    let linked = app.dir.join("linked.csv");
+    std::os::unix::fs::symlink(&victim, &linked).unwrap();
+    private(&state(&linked), &planted);
+    let o = import(&linked);
+    assert!(!o.status.success(), "{}", output_text(&o));
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"\x00\x01binary without a newline"
+    );
+    // Made-up records under a made-up run: refused, not skipped over.
+    let forged = app.dir.join("forged.csv");
+    private(&forged, "id,token,error\n1,tok_fake,\n2,tok_fake2,\n");
+    private(&state(&forged), &planted);
+    let o = import(&forged);
+    assert!(!o.status.success(), "{}", output_text(&o));
+    assert!(
+        output_text(&o).contains("no journal of its run"),
+        "{}",
+        output_text(&o)
+    );
+    // A state file others may read or write is not trusted either.
+    let loose = app.dir.join("loose.csv");
+    private(&loose, "id,token,error\n");
+    std::fs::write(state(&loose), &planted).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(state(&loose), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let o = import(&loose);
+    assert!(!o.status.success(), "{}", output_text(&o));
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM tokens").await, 0);
 }

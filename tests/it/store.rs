@@ -156,3 +156,58 @@ async fn a_wrong_database_url_gets_a_clear_error_that_hides_the_password() {
     assert!(!err.to_string().contains("s3cret-pw"), "{err}");
     assert!(err.to_string().contains("TOKENVAULT_DATABASE__URL"));
 }
+
+/// Pentest of issue 15 (finding 1): in one commit, a row skipped for its fingerprint (the
+/// same value twice in a batch) drew the same random token as a later row of another
+/// value. The writer took "the token was inserted" to mean "this row was", so the
+/// duplicate was answered with the other value's token.
+#[tokio::test]
+async fn a_row_is_never_answered_with_a_token_another_row_of_its_commit_drew() {
+    use tokenvault::audit::writer::{TokenInsert, Write, Writer, Written};
+    let store = store("drawn").await;
+    let row = |token: &str, value: &[u8], fp: &[u8]| TokenInsert {
+        token: token.to_owned(),
+        token_type: "ssn".into(),
+        keyring: "pii".into(),
+        key_version: 1,
+        ciphertext: value.to_vec(),
+        fingerprint: Some(fp.to_vec()),
+        fingerprint_version: Some(1),
+        masked: "***".into(),
+        metadata: None,
+        created_at: 1,
+        expires_at: None,
+        aad_version: 2,
+        fingerprint_namespace: None,
+    };
+    let event = || AuditEvent::new("app", Action::Tokenize, Outcome::Success);
+    let writer = Writer::spawn(store.clone());
+    let written = writer
+        .submit(Write::InsertTokens {
+            rows: vec![
+                (row("tok_one", b"X", b"fp-x"), event()),
+                (row("tok_two", b"X", b"fp-x"), event()),
+                (row("tok_two", b"Y", b"fp-y"), event()),
+            ],
+            events: Vec::new(),
+            journal: None,
+        })
+        .await
+        .unwrap();
+    let Written::Tokens(out) = written else {
+        panic!("{written:?}")
+    };
+    // The second X row: the first X row's token, or a redraw; never Y's.
+    assert!(
+        matches!(&out[1], Written::Collision)
+            || matches!(&out[1], Written::Token { token, .. } if token == "tok_one"),
+        "{out:?}"
+    );
+    // Every token handed out holds the value of the row it answers.
+    for (i, value) in [(0usize, b"X"), (1, b"X"), (2, b"Y")] {
+        if let Written::Token { token, .. } = &out[i] {
+            let stored = store.token(token).await.unwrap().unwrap();
+            assert_eq!(stored.ciphertext, value.to_vec(), "row {i}: {out:?}");
+        }
+    }
+}
