@@ -16,7 +16,7 @@ CLK = os.sysconf("SC_CLK_TCK")
 
 # `--debug` (the CI smoke run) uses the debug build; the numbers then mean nothing.
 PROFILE = "debug" if "--debug" in sys.argv else "release"
-BIN = f"target/{PROFILE}/tokenvault"
+BIN = os.environ.get("TOKENVAULT_BENCH_BIN", f"target/{PROFILE}/tokenvault")
 
 
 def bench_officers():

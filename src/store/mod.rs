@@ -6,7 +6,6 @@ mod audit;
 mod import;
 mod keys;
 mod officers;
-mod reads;
 mod rewrap;
 mod tokens;
 
@@ -14,7 +13,6 @@ pub use audit::{AuditRow, AuditWitness, CheckpointRow};
 pub use import::{ImportJournal, JournalEntry};
 pub use keys::{DataKeyRow, KekRow, NewDataKey, StateChange};
 pub use officers::{OfficerKeyRow, RequestRow, SignatureRow};
-pub use reads::TokenReader;
 pub use rewrap::{
     Resealed, SweepCursor, UPDATE_CHUNK, reindex_cursor_sql, rewrap_cursor_sql,
     update_ciphertexts_sql, update_fingerprints_sql,

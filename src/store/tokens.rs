@@ -204,8 +204,12 @@ impl Store {
                     sql
                 }
             };
-            // Planned for its values each time (the text varies with the chunk anyway).
-            let mut q = sqlx::query(&sql).persistent(false).bind(token_type);
+            // A short list (a single tokenize: one or two fingerprints) keeps its prepared
+            // statement; a long one is prepared for its call (the text varies with its
+            // length, and would churn the statement cache).
+            let mut q = sqlx::query(&sql)
+                .persistent(chunk.len() <= 4)
+                .bind(token_type);
             for fp in chunk {
                 q = q.bind(*fp);
             }

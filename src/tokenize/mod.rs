@@ -24,7 +24,7 @@ use crate::crypto::{Aad, Fingerprinter};
 use crate::error::Error;
 use crate::guard::{Guard, Principal, SHARED_NAMESPACE};
 use crate::keys::{KeyManager, KeyVersion};
-use crate::store::{Store, TokenReader, TokenRow};
+use crate::store::{Store, TokenRow};
 
 impl From<ValueError> for Error {
     fn from(e: ValueError) -> Self {
@@ -133,8 +133,6 @@ pub struct TokenService {
     guard: Arc<Guard>,
     keys: Arc<KeyManager>,
     store: Store,
-    /// Concurrent reveals' lookups, batched into one statement.
-    reads: TokenReader,
     audit: AuditLog,
     types: BTreeMap<String, TypeSettings>,
     limits: ValueLimits,
@@ -170,7 +168,6 @@ impl TokenService {
             writer,
             guard,
             audit: AuditLog::new(store.clone()),
-            reads: TokenReader::spawn(store.clone()),
             keys,
             store,
             types,
@@ -250,7 +247,7 @@ impl TokenService {
     ) -> Result<TokenRow, Error> {
         let plausible = format::plausible_token(token);
         let row = if plausible {
-            self.reads.token(token).await?
+            self.store.token(token).await?
         } else {
             None
         };
