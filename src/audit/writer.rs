@@ -37,16 +37,11 @@ pub struct TokenInsert {
 pub enum Write {
     /// An event on its own (reads, denials, failures).
     Event { event: AuditEvent, at: i64 },
-    /// A new token. For deterministic types (with a fingerprint) an existing token for the
-    /// same value wins; an expired one gives way. The event's resource is the token.
-    InsertToken {
-        row: Box<TokenInsert>,
-        event: AuditEvent,
-    },
-    /// Many new tokens, each with its event, in order (a batch tokenize or an import
-    /// chunk): one job, so the batch lands in one transaction with `events` (those of
-    /// the call's items that found their value already stored) and `journal` (an
-    /// import's checkpoint).
+    /// New tokens, each with its event, in order (one tokenize, a batch or an import
+    /// chunk): one job, so they land in one transaction with `events` (those of the
+    /// call's items that found their value already stored) and `journal` (an import's
+    /// checkpoint). For deterministic types (with a fingerprint) an existing token for
+    /// the same value wins; an expired one gives way. Each event's resource is its token.
     InsertTokens {
         rows: Vec<(TokenInsert, AuditEvent)>,
         events: Vec<(AuditEvent, i64)>,
@@ -164,12 +159,10 @@ async fn commit(store: &Store, log: &AuditLog, batch: &[Job]) -> Result<Vec<Writ
     let mut drawn = std::collections::HashSet::new();
     let mut redraw = Vec::new();
     for (w, _) in batch {
-        let drawn_here: Box<dyn Iterator<Item = &TokenInsert>> = match w {
-            Write::InsertToken { row, .. } => Box::new(std::iter::once(row.as_ref())),
-            Write::InsertTokens { rows: many, .. } => Box::new(many.iter().map(|(row, _)| row)),
-            _ => continue,
+        let Write::InsertTokens { rows: many, .. } = w else {
+            continue;
         };
-        for row in drawn_here {
+        for (row, _) in many {
             let again = !drawn.insert(row.token.as_str());
             if !again {
                 rows.push(new_token(row));
@@ -190,18 +183,6 @@ async fn commit(store: &Store, log: &AuditLog, batch: &[Job]) -> Result<Vec<Writ
             Write::Event { event, at } => {
                 events.push((event.clone(), *at));
                 outcomes.push(Written::Recorded);
-            }
-            Write::InsertToken { row, event } => {
-                let again = redraw.next().unwrap_or(true);
-                let outcome = settle(
-                    store,
-                    &mut atx,
-                    (row, event),
-                    (&inserted, again),
-                    &mut events,
-                )
-                .await?;
-                outcomes.push(outcome);
             }
             Write::InsertTokens {
                 rows,

@@ -30,10 +30,8 @@ pub async fn create(
     if let Some(reason) = reason {
         super::request::check_reason(reason)?;
     }
-    let mut id_bytes = [0u8; 8];
-    crate::crypto::random_bytes(&mut id_bytes);
     let doc = RequestDocument::new(
-        format!("req-{}", hex::encode(id_bytes)),
+        super::request::new_request_id(),
         op,
         reason.map(str::to_owned),
         now,

@@ -504,3 +504,51 @@ async fn measure_the_sweep_at_each_scale() {
         vault.store.close().await;
     }
 }
+
+/// A measurement, not a timed test (it asserts only that every data key moved):
+///
+/// ```text
+/// TOKENVAULT_KEK_VERSIONS=10000 \
+///   cargo test --release --test it -- rewrap::measure_kek --ignored --nocapture
+/// ```
+///
+/// creates that many data-key versions (keyring `pan` rotated again and again), then
+/// times one `rotate_kek`: every version unwrapped and wrapped again in the HSM, and the
+/// new wrappings committed in one audited transaction.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement: run it by hand"]
+async fn measure_kek_rotation_over_many_data_key_versions() {
+    let versions: usize = std::env::var("TOKENVAULT_KEK_VERSIONS")
+        .map(|n| n.parse().unwrap())
+        .unwrap_or(10_000);
+    let dir = helpers::test_dir("kekspeed");
+    let settings = helpers::settings(&dir, "kekspeed");
+    helpers::init_vault(&settings).await;
+    let vault = tokenvault::vault::Vault::open(settings).await.unwrap();
+    let made = std::time::Instant::now();
+    let before = vault.store.data_keys().await.unwrap().len();
+    for _ in before..versions {
+        let now = tokenvault::vault::now_ms();
+        vault.keys.rotate("pan", "test", None, now).await.unwrap();
+    }
+    let make_secs = made.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
+    let r = vault
+        .keys
+        .rotate_kek("test", None, tokenvault::vault::now_ms())
+        .await
+        .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    let keys = vault.store.data_keys().await.unwrap();
+    assert_eq!(r.rewrapped, keys.len());
+    assert!(
+        keys.iter().all(|k| k.kek_label == r.new),
+        "a data key stayed under the old KEK"
+    );
+    println!(
+        "KEK rotation over {} data-key versions: {secs:.2} s, {:.0} versions/s (made in {make_secs:.1} s)",
+        keys.len(),
+        keys.len() as f64 / secs
+    );
+    vault.store.close().await;
+}

@@ -154,9 +154,10 @@ async fn records_sealed_before_the_binding_still_open_and_rewrap_upgrades_them()
     let event = AuditEvent::new("test", Action::Tokenize, Outcome::Success);
     services
         .writer
-        .submit(Write::InsertToken {
-            row: Box::new(row),
-            event,
+        .submit(Write::InsertTokens {
+            rows: vec![(row, event)],
+            events: Vec::new(),
+            journal: None,
         })
         .await
         .unwrap();
