@@ -60,6 +60,9 @@ pub struct Settings {
     pub audit: AuditSettings,
     #[serde(default)]
     pub retention: RetentionSettings,
+    /// The Vault-compatible API (`/v1/auth`, `/v1/sys`, the Transit and Transform mounts).
+    #[serde(default)]
+    pub vault_api: crate::session::VaultApiSettings,
     /// No longer read: officers are registered in the vault (`init --officer`, then
     /// `officer add` under dual control). Kept only so that a config or environment that
     /// still names officers is refused instead of silently believed.
@@ -538,6 +541,7 @@ impl Settings {
             ));
         }
         self.server.validate(&self.clients)?;
+        self.vault_api.validate().map_err(ConfigError::Invalid)?;
         if self.hsm.sessions == 0 {
             return Err(ConfigError::Invalid(
                 "hsm.sessions must be at least 1".into(),

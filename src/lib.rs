@@ -33,6 +33,8 @@ pub mod names;
 pub mod officers;
 /// Reads secrets from files only their owner may read (PIN files, officer keys).
 pub mod secret_file;
+/// Sessions of the Vault-compatible API: certificate login, certificate-bound tokens.
+pub mod session;
 /// All SQL, for SQLite and PostgreSQL.
 pub mod store;
 /// Logging set-up; never logs values or keys.

@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::guard::{Guard, Principal, RateLimit};
 use crate::hsm::{Hsm, HsmError, Pin};
 use crate::keys::{Inventory, KeyLabels, KeyManager};
+use crate::session::SessionService;
 use crate::store::{Store, StoreError};
 use crate::tokenize::{CryptoService, TokenService, ValueLimits};
 
@@ -39,6 +40,8 @@ pub struct Services {
     keys: Arc<KeyManager>,
     pub tokens: Arc<TokenService>,
     pub crypto: Arc<CryptoService>,
+    /// Sessions of the Vault-compatible API.
+    pub sessions: Arc<SessionService>,
 }
 
 impl Services {
@@ -97,12 +100,19 @@ impl Vault {
             },
         );
         let crypto = CryptoService::new(self.keys.clone(), guard.clone());
+        let sessions = SessionService::new(
+            self.store.clone(),
+            writer.clone(),
+            guard.clone(),
+            s.vault_api.clone(),
+        );
         Services {
             writer,
             guard,
             keys: self.keys.clone(),
             tokens: Arc::new(tokens),
             crypto: Arc::new(crypto),
+            sessions: Arc::new(sessions),
         }
     }
 

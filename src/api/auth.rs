@@ -24,6 +24,9 @@ pub struct ConnInfo {
     /// The client's address, the audit origin: the TCP peer, or the source address in
     /// the PROXY header of a trusted load balancer.
     pub peer: SocketAddr,
+    /// SHA-256 of the client certificate's DER (RFC 8705 `x5t#S256`): what a session
+    /// token of the Vault-compatible API is bound to.
+    pub thumbprint: Option<[u8; 32]>,
 }
 
 /// Why a verified certificate names no identity (logged; the client gets 401).

@@ -25,7 +25,7 @@ pub struct ErrorDetail {
 }
 
 /// The only place that decides an HTTP status.
-fn status(code: Code) -> StatusCode {
+pub(crate) fn status(code: Code) -> StatusCode {
     match code {
         Code::InvalidRequest => StatusCode::BAD_REQUEST,
         Code::Unauthenticated => StatusCode::UNAUTHORIZED,

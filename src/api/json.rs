@@ -77,7 +77,7 @@ const DRAIN_MAX_BYTES: usize = 16 << 20;
 /// before reading (Python's http.client, Java's HttpURLConnection), and an HTTP/2 client
 /// whose stream would otherwise be reset (curl: "stream error in the HTTP/2 framing
 /// layer"), then read a 413 with its JSON body instead of a dropped connection.
-async fn read_body(body: axum::body::Body, limit: usize) -> Result<Vec<u8>, Error> {
+pub(crate) async fn read_body(body: axum::body::Body, limit: usize) -> Result<Vec<u8>, Error> {
     use futures_util::StreamExt;
     let too_large = || Error::PayloadTooLarge(format!("the request body exceeds {limit} bytes"));
     let mut stream = body.into_data_stream();

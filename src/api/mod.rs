@@ -14,6 +14,7 @@ mod proxy;
 pub mod server;
 mod tls;
 pub mod tokens;
+pub mod vault;
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -93,6 +94,7 @@ pub fn app(state: AppState) -> Router {
         .merge(keys::router())
         .merge(health::router())
         .merge(openapi::router())
+        .merge(vault::router(&state.vault.settings.vault_api))
         .fallback(|| async { Error::NoRoute })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(
@@ -212,6 +214,7 @@ impl Server {
         // Retention: expired tokens are deleted, and deletions made final in the files.
         let purge = {
             let tokens = self.state.services.tokens.clone();
+            let sessions = self.state.services.sessions.clone();
             let every = self.state.vault.settings.retention.purge_interval_secs;
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(every));
@@ -222,6 +225,10 @@ impl Server {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(purged = n, "expired tokens purged"),
                         Err(e) => tracing::warn!(error = %e, "could not purge expired tokens"),
+                    }
+                    // Sessions of the Vault-compatible API a day past their hard end.
+                    if let Err(e) = sessions.purge(now_ms()).await {
+                        tracing::warn!(error = %e, "could not purge ended sessions");
                     }
                 }
             })

@@ -128,7 +128,13 @@ async fn open(
             return None;
         }
     };
-    let identity = match stream.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+    let leaf = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first());
+    let thumbprint = leaf.map(|cert| crate::session::thumbprint(cert));
+    let identity = match leaf {
         Some(cert) => identity_of(cert, server)
             .inspect_err(|e| {
                 tracing::warn!(%origin, reason = %e, "client certificate names no identity; requests answer 401");
@@ -141,6 +147,7 @@ async fn open(
         ConnInfo {
             identity,
             peer: origin,
+            thumbprint,
         },
     ))
 }

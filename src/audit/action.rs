@@ -48,6 +48,13 @@ pub enum Action {
     OfficerRegister,
     /// An officer removed under dual control.
     OfficerRemove,
+    // Sessions of the Vault-compatible API (certificate login, bound tokens).
+    AuthLogin,
+    AuthRenew,
+    AuthRevoke,
+    /// A presented session token refused: unknown, ended, or shown with another
+    /// certificate than the one that logged in.
+    AuthRefused,
 }
 
 /// The permission verb an action needs (`<verb>:<object>` in the config).
@@ -130,7 +137,7 @@ pub enum ObjectKind {
 }
 
 impl Action {
-    pub const ALL: [Action; 27] = [
+    pub const ALL: [Action; 31] = [
         Action::Tokenize,
         Action::Detokenize,
         Action::Read,
@@ -158,6 +165,10 @@ impl Action {
         Action::OfficerApprove,
         Action::OfficerRegister,
         Action::OfficerRemove,
+        Action::AuthLogin,
+        Action::AuthRenew,
+        Action::AuthRevoke,
+        Action::AuthRefused,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -189,6 +200,10 @@ impl Action {
             Action::OfficerApprove => "officer.approve",
             Action::OfficerRegister => "officer.register",
             Action::OfficerRemove => "officer.remove",
+            Action::AuthLogin => "auth.login",
+            Action::AuthRenew => "auth.renew",
+            Action::AuthRevoke => "auth.revoke",
+            Action::AuthRefused => "auth.refused",
         }
     }
 
@@ -227,7 +242,11 @@ impl Action {
             | Action::OfficerRequest
             | Action::OfficerApprove
             | Action::OfficerRegister
-            | Action::OfficerRemove => false,
+            | Action::OfficerRemove
+            | Action::AuthLogin
+            | Action::AuthRenew
+            | Action::AuthRevoke
+            | Action::AuthRefused => false,
         }
     }
 
@@ -261,7 +280,11 @@ impl Action {
             | Action::RateLimit
             | Action::ServiceStart
             | Action::HsmUnavailable
-            | Action::HsmRecovered => false,
+            | Action::HsmRecovered
+            | Action::AuthLogin
+            | Action::AuthRenew
+            | Action::AuthRevoke
+            | Action::AuthRefused => false,
         }
     }
 
@@ -295,7 +318,12 @@ impl Action {
             | Action::OfficerRequest
             | Action::OfficerApprove
             | Action::OfficerRegister
-            | Action::OfficerRemove => None,
+            | Action::OfficerRemove
+            // Any configured client may log in; its session carries its own grants.
+            | Action::AuthLogin
+            | Action::AuthRenew
+            | Action::AuthRevoke
+            | Action::AuthRefused => None,
         }
     }
 

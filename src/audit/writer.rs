@@ -7,7 +7,7 @@
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AuditEvent, AuditLog, AuditTx, audit_failed};
-use crate::store::{ImportJournal, NewToken, Store, StoreError};
+use crate::store::{ImportJournal, NewToken, SessionRow, Store, StoreError};
 
 /// Most writes gathered into one transaction.
 const MAX_BATCH: usize = 512;
@@ -53,6 +53,27 @@ pub enum Write {
         event: AuditEvent,
         at: i64,
     },
+    /// A session of the Vault-compatible API issued, renewed or revoked; the event is
+    /// written only if the change applied (`Written::Applied`).
+    Session {
+        change: SessionChange,
+        event: AuditEvent,
+        at: i64,
+    },
+}
+
+/// What a [`Write::Session`] does to the stored session.
+#[derive(Debug)]
+pub enum SessionChange {
+    Issue(SessionRow),
+    /// A new expiry for the live session with this token digest.
+    Renew {
+        digest: Vec<u8>,
+        expires_at: i64,
+    },
+    Revoke {
+        digest: Vec<u8>,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -66,6 +87,8 @@ pub enum Written {
     /// A random token collided with an existing one: draw another.
     Collision,
     Deleted(bool),
+    /// Whether a session change applied (the session was still live).
+    Applied(bool),
     /// One outcome per row of [`Write::InsertTokens`], in order (`Token` or `Collision`).
     Tokens(Vec<Written>),
 }
@@ -223,6 +246,26 @@ async fn commit(store: &Store, log: &AuditLog, batch: &[Job]) -> Result<Vec<Writ
                     events.push((event.clone(), *at));
                 }
                 outcomes.push(Written::Deleted(gone));
+            }
+            Write::Session { change, event, at } => {
+                let applied = match change {
+                    SessionChange::Issue(row) => {
+                        store.insert_session(&mut atx.tx, row).await?;
+                        true
+                    }
+                    SessionChange::Renew { digest, expires_at } => {
+                        store
+                            .renew_session(&mut atx.tx, digest, *expires_at, *at)
+                            .await?
+                    }
+                    SessionChange::Revoke { digest } => {
+                        store.revoke_session(&mut atx.tx, digest, *at).await?
+                    }
+                };
+                if applied {
+                    events.push((event.clone(), *at));
+                }
+                outcomes.push(Written::Applied(applied));
             }
         }
     }

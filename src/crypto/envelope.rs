@@ -34,6 +34,18 @@ impl FromStr for Ciphertext {
         let keyring = KeyringName::parse(keyring).map_err(|_| CiphertextError)?;
         let version = version.parse::<KeyVersion>().map_err(|_| CiphertextError)?;
         let sealed = URL_SAFE_NO_PAD.decode(body).map_err(|_| CiphertextError)?;
+        Ciphertext::new(keyring, version, sealed)
+    }
+}
+
+impl Ciphertext {
+    /// A ciphertext from its parts, however another surface spelled them; refused when
+    /// `sealed` is too short to hold a nonce and a tag.
+    pub fn new(
+        keyring: KeyringName,
+        version: KeyVersion,
+        sealed: Vec<u8>,
+    ) -> Result<Self, CiphertextError> {
         if sealed.len() < NONCE_LEN + TAG_LEN {
             return Err(CiphertextError);
         }

@@ -54,6 +54,10 @@ pub struct ClientPolicy {
     /// of every value tokenized before namespaces existed.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// The lifetime of this identity's Vault-compatible session tokens (default
+    /// `vault_api.token_ttl_secs`; never above `vault_api.token_max_ttl_secs`).
+    #[serde(default)]
+    pub vault_token_ttl_secs: Option<u64>,
 }
 
 /// What the guard decided about one action.
@@ -134,6 +138,12 @@ impl Guard {
         };
         let private = !self.shared_namespaces.contains(namespace);
         Principal::new(identity, origin, (namespace, private), grants)
+    }
+
+    /// The config entry of a client identity; `None` for an identity the config does not
+    /// name (it holds no permission).
+    pub fn client_policy(&self, identity: &str) -> Option<&ClientPolicy> {
+        self.policy(identity)
     }
 
     fn policy(&self, identity: &str) -> Option<&ClientPolicy> {

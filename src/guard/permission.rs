@@ -151,6 +151,11 @@ impl Principal {
         )
     }
 
+    /// The grants this principal holds (as configured).
+    pub fn grants(&self) -> &[Grant] {
+        &self.grants
+    }
+
     pub fn may(&self, verb: Verb, object: &str) -> bool {
         self.grants.iter().any(|g| g.allows(verb, object))
     }

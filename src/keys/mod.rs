@@ -116,6 +116,9 @@ pub struct KeyInfo {
     pub state: String,
     pub algorithm: String,
     pub created_at: String,
+    /// `created_at` in Unix milliseconds (for the Vault-compatible key description).
+    #[serde(skip)]
+    pub created_ms: i64,
     pub age_days: i64,
     pub activated_at: Option<String>,
     pub cryptoperiod_ends_at: String,
@@ -704,6 +707,7 @@ impl KeyManager {
                     r.algorithm
                 },
                 created_at: rfc3339(r.created_at),
+                created_ms: r.created_at,
                 age_days: (now - r.created_at).max(0) / DAY_MS,
                 activated_at: r.activated_at.map(rfc3339),
                 cryptoperiod_ends_at: rfc3339(r.cryptoperiod_ends_at),

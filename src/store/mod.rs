@@ -7,6 +7,7 @@ mod import;
 mod keys;
 mod officers;
 mod rewrap;
+mod sessions;
 mod tokens;
 
 pub use audit::{AuditRow, AuditWitness, CheckpointRow};
@@ -17,6 +18,7 @@ pub use rewrap::{
     Resealed, SweepCursor, UPDATE_CHUNK, reindex_cursor_sql, rewrap_cursor_sql,
     update_ciphertexts_sql, update_fingerprints_sql,
 };
+pub use sessions::SessionRow;
 pub use tokens::{NewToken, TokenRow};
 
 use std::path::Path;

@@ -55,6 +55,21 @@ impl CryptoService {
         context: &[u8],
         now: i64,
     ) -> Result<String, Error> {
+        self.seal(who, keyring, plaintext, context, now)
+            .await
+            .map(|ct| ct.to_string())
+    }
+
+    /// [`Self::encrypt`], answering the parsed ciphertext (other surfaces render it in
+    /// their own envelope).
+    pub async fn seal(
+        &self,
+        who: &Principal,
+        keyring: &str,
+        plaintext: &[u8],
+        context: &[u8],
+        now: i64,
+    ) -> Result<Ciphertext, Error> {
         // The name first: nothing a caller sends is used (permission, audit) unchecked.
         let name = KeyringName::parse(keyring)
             .map_err(|why| Error::InvalidRequest(format!("`keyring`: {why}")))?;
@@ -71,8 +86,7 @@ impl CryptoService {
             keyring: name,
             version,
             sealed,
-        }
-        .to_string())
+        })
     }
 
     fn parse(ciphertext: &str) -> Result<Ciphertext, Error> {
@@ -108,7 +122,18 @@ impl CryptoService {
         context: &[u8],
         now: i64,
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
-        let ct = Self::parse(ciphertext)?;
+        self.open_for(who, &Self::parse(ciphertext)?, context, now)
+            .await
+    }
+
+    /// [`Self::decrypt`] of a parsed ciphertext.
+    pub async fn open_for(
+        &self,
+        who: &Principal,
+        ct: &Ciphertext,
+        context: &[u8],
+        now: i64,
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
         let keyring = ct.keyring.as_str();
         self.guard
             .check(who, Action::Decrypt, keyring, Some(keyring), now)
@@ -116,7 +141,7 @@ impl CryptoService {
         self.guard.charge(who, Action::Decrypt, 1, now).await?;
         self.known(keyring)?;
         let resource = format!("{keyring}/{}", ct.version);
-        let outcome = self.open(&ct, context).await;
+        let outcome = self.open(ct, context).await;
         let event = AuditEvent::new(
             &who.identity,
             Action::Decrypt,
@@ -141,7 +166,19 @@ impl CryptoService {
         context: &[u8],
         now: i64,
     ) -> Result<String, Error> {
-        let ct = Self::parse(ciphertext)?;
+        self.reseal(who, Self::parse(ciphertext)?, context, now)
+            .await
+            .map(|ct| ct.to_string())
+    }
+
+    /// [`Self::rewrap`] of a parsed ciphertext.
+    pub async fn reseal(
+        &self,
+        who: &Principal,
+        ct: Ciphertext,
+        context: &[u8],
+        now: i64,
+    ) -> Result<Ciphertext, Error> {
         let keyring = ct.keyring.as_str();
         self.guard
             .check(who, Action::Rewrap, keyring, Some(keyring), now)
@@ -169,7 +206,6 @@ impl CryptoService {
             keyring: ct.keyring,
             version,
             sealed,
-        }
-        .to_string())
+        })
     }
 }

@@ -28,3 +28,4 @@ mod store;
 mod tampering;
 mod tls;
 mod untrusted_input;
+mod vault_api;

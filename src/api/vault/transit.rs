@@ -1,0 +1,638 @@
+//! The Transit engine over tokenvault keyrings: `keys` (list, read, create of a
+//! configured keyring), `encrypt`, `decrypt`, `rewrap`, single and `batch_input`.
+//!
+//! Translation only: every operation goes through the one encrypt path
+//! (`CryptoService`: permission, reveal budget, audit), every key listing through the
+//! one inventory (`keys:read`, audited).
+//!
+//! - Ciphertexts are `vault:v<N>:<standard base64 of nonce ‖ ciphertext ‖ tag>`: the
+//!   same sealed bytes as the native `tv1:<keyring>:<N>:…`, under the keyring the path
+//!   names, so either form opens the other's data.
+//! - `associated_data` is the AAD, as the native `context` is. A Vault `context` (key
+//!   derivation) is bound too, length-prefixed in front of it, so a ciphertext opens
+//!   only with the same context — what a derived key gives a Vault client.
+//! - Keys live in the HSM hierarchy: export and plaintext backup are refused; keys are
+//!   created, rotated and destroyed by officers under dual control, not over this API.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use axum::routing::{any, get, post};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use super::{
+    AppState, VaultCaller, VaultError, VaultJson, bad_request, data, envelope_of, is_list,
+    no_content, weak,
+};
+use crate::api::json::{Revealed, SecretField};
+use crate::crypto::Ciphertext;
+use crate::error::{Code, Error};
+use crate::keys::{FINGERPRINT_KEYRING, KeyVersion, KeyringName};
+use crate::vault::now_ms;
+
+pub fn router(mount: &str) -> Router<AppState> {
+    let m = |tail: &str| format!("/v1/{mount}/{tail}");
+    Router::new()
+        .route(&m("keys"), any(list_keys))
+        .route(
+            &m("keys/{name}"),
+            get(read_key)
+                .post(create_key)
+                .put(create_key)
+                .delete(refused_key_change),
+        )
+        .route(
+            &m("keys/{name}/rotate"),
+            post(refused_key_change).put(refused_key_change),
+        )
+        .route(
+            &m("keys/{name}/config"),
+            post(refused_key_change).put(refused_key_change),
+        )
+        .route(
+            &m("keys/{name}/trim"),
+            post(refused_key_change).put(refused_key_change),
+        )
+        .route(&m("export/{*rest}"), get(refused_export))
+        .route(&m("backup/{name}"), get(refused_export))
+        .route(
+            &m("restore/{*rest}"),
+            post(refused_export).put(refused_export),
+        )
+        .route(&m("encrypt/{name}"), post(encrypt).put(encrypt))
+        .route(&m("decrypt/{name}"), post(decrypt).put(decrypt))
+        .route(&m("rewrap/{name}"), post(rewrap).put(rewrap))
+        .route(&m("datakey/{kind}/{name}"), post(datakey).put(datakey))
+}
+
+async fn refused_export(_caller: VaultCaller) -> VaultError {
+    bad_request(
+        "keys never leave the HSM key hierarchy: export and plaintext backup are not available",
+    )
+}
+
+async fn refused_key_change(_caller: VaultCaller) -> VaultError {
+    bad_request(
+        "transit keys are tokenvault keyrings: security officers rotate, retire and destroy \
+         them under dual control (`tokenvault keys`), not over this API",
+    )
+}
+
+/// The keyring a path names, checked before it is used anywhere.
+fn keyring(name: &str) -> Result<KeyringName, VaultError> {
+    KeyringName::parse(name)
+        .ok()
+        .filter(|k| k.as_str() != FINGERPRINT_KEYRING)
+        .ok_or_else(|| bad_request("the key name is not a tokenvault keyring name"))
+}
+
+/// `LIST …/keys` or `GET …/keys?list=true`: the keyrings (needs `keys:read`); none is 404.
+async fn list_keys(
+    State(state): State<AppState>,
+    method: Method,
+    uri: axum::http::Uri,
+    caller: VaultCaller,
+) -> Result<Response, VaultError> {
+    if !(method == Method::GET || method.as_str() == "LIST") || !is_list(&method, uri.query()) {
+        return Err(VaultError(Error::MethodNotAllowed));
+    }
+    let inventory = state.services.key_inventory(&caller.who, now_ms()).await?;
+    let mut names: Vec<&str> = inventory
+        .keys
+        .iter()
+        .map(|k| k.keyring.as_str())
+        .filter(|k| *k != FINGERPRINT_KEYRING)
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.is_empty() {
+        return Err(VaultError(Error::NotFound));
+    }
+    Ok(data(json!({ "keys": names })))
+}
+
+/// The Vault description of a keyring (needs `keys:read`).
+async fn read_key(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    caller: VaultCaller,
+) -> Result<Response, VaultError> {
+    let name = keyring(&name)?;
+    let inventory = state.services.key_inventory(&caller.who, now_ms()).await?;
+    let versions: Vec<_> = inventory
+        .keys
+        .iter()
+        .filter(|k| k.keyring == name.as_str())
+        .collect();
+    if versions.is_empty() {
+        return Err(VaultError(Error::NotFound));
+    }
+    let usable = |k: &&crate::keys::KeyInfo| !matches!(k.state.as_str(), "destroyed" | "pending");
+    let keys: serde_json::Map<String, Value> = versions
+        .iter()
+        .filter(|k| usable(k))
+        .map(|k| (k.version.to_string(), json!(k.created_ms / 1000)))
+        .collect();
+    let latest = versions.iter().map(|k| k.version).max().unwrap_or(0);
+    let min_decryption = versions
+        .iter()
+        .filter(|k| usable(k))
+        .map(|k| k.version)
+        .min()
+        .unwrap_or(latest);
+    Ok(data(json!({
+        "name": name.as_str(),
+        "type": "aes256-gcm96",
+        "derived": false,
+        "convergent_encryption": false,
+        "deletion_allowed": false,
+        "exportable": false,
+        "allow_plaintext_backup": false,
+        "imported_key": false,
+        "auto_rotate_period": 0,
+        "keys": keys,
+        "latest_version": latest,
+        "min_available_version": 0,
+        "min_decryption_version": min_decryption,
+        "min_encryption_version": 0,
+        "supports_encryption": true,
+        "supports_decryption": true,
+        "supports_derivation": true,
+        "supports_signing": false,
+    })))
+}
+
+/// Creating a key that exists is a no-op (204), as in Vault; keyrings themselves are
+/// made in the vault's configuration. Needs `encrypt` on the keyring, so the answer
+/// tells nothing to a caller that may not use it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct CreateKeyRequest {
+    #[serde(rename = "type", deserialize_with = "weak::opt_string")]
+    kind: Option<String>,
+    #[serde(deserialize_with = "weak::opt_bool")]
+    derived: Option<bool>,
+    #[serde(deserialize_with = "weak::opt_bool")]
+    convergent_encryption: Option<bool>,
+    #[serde(deserialize_with = "weak::opt_bool")]
+    exportable: Option<bool>,
+    #[serde(deserialize_with = "weak::opt_bool")]
+    allow_plaintext_backup: Option<bool>,
+}
+
+async fn create_key(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    caller: VaultCaller,
+    VaultJson(req): VaultJson<CreateKeyRequest>,
+) -> Result<Response, VaultError> {
+    let name = keyring(&name)?;
+    if req.exportable == Some(true) || req.allow_plaintext_backup == Some(true) {
+        return Err(bad_request(
+            "keys never leave the HSM key hierarchy: exportable and allow_plaintext_backup \
+             cannot be set",
+        ));
+    }
+    if req.kind.as_deref().is_some_and(|k| k != "aes256-gcm96") {
+        return Err(bad_request("tokenvault keyrings are aes256-gcm96"));
+    }
+    if req.derived == Some(true) || req.convergent_encryption == Some(true) {
+        return Err(bad_request(
+            "derived and convergent keys are not available yet (a context is bound as \
+             associated data instead)",
+        ));
+    }
+    let guard = &state.services.guard;
+    guard
+        .check(
+            &caller.who,
+            crate::audit::Action::Encrypt,
+            name.as_str(),
+            Some(name.as_str()),
+            now_ms(),
+        )
+        .await?;
+    if !state.vault.keys.has_keyring(name.as_str()) {
+        return Err(bad_request(
+            "no such keyring: transit keys are tokenvault keyrings, made in the vault's \
+             configuration (`keyrings`) and `tokenvault init`, not over this API",
+        ));
+    }
+    Ok(no_content())
+}
+
+/// One item of a request, or the request itself when it has no `batch_input`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Item {
+    plaintext: Option<SecretField>,
+    #[serde(deserialize_with = "weak::opt_string")]
+    ciphertext: Option<String>,
+    #[serde(deserialize_with = "weak::opt_string")]
+    context: Option<String>,
+    #[serde(deserialize_with = "weak::opt_string")]
+    associated_data: Option<String>,
+    #[serde(deserialize_with = "weak::opt_i64")]
+    key_version: Option<i64>,
+    /// Echoed in the item's result, whatever it holds.
+    reference: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Request {
+    plaintext: Option<SecretField>,
+    #[serde(deserialize_with = "weak::opt_string")]
+    ciphertext: Option<String>,
+    #[serde(deserialize_with = "weak::opt_string")]
+    context: Option<String>,
+    #[serde(deserialize_with = "weak::opt_string")]
+    associated_data: Option<String>,
+    #[serde(deserialize_with = "weak::opt_i64")]
+    key_version: Option<i64>,
+    reference: Option<Value>,
+    batch_input: Option<Vec<Item>>,
+    #[serde(deserialize_with = "weak::opt_i64")]
+    partial_failure_response_code: Option<i64>,
+}
+
+impl Request {
+    /// The items, and whether they came as a batch.
+    fn items(self, max_batch: usize) -> Result<(Vec<Item>, bool), VaultError> {
+        let Some(batch) = self.batch_input else {
+            let single = Item {
+                plaintext: self.plaintext,
+                ciphertext: self.ciphertext,
+                context: self.context,
+                associated_data: self.associated_data,
+                key_version: self.key_version,
+                reference: self.reference,
+            };
+            return Ok((vec![single], false));
+        };
+        if batch.is_empty() {
+            return Err(bad_request("missing batch input to process"));
+        }
+        if batch.len() > max_batch {
+            return Err(bad_request(format!(
+                "batch_input holds more than {max_batch} items (limits.max_batch)"
+            )));
+        }
+        let with_context = batch.iter().filter(|i| i.context.is_some()).count();
+        if with_context != 0 && with_context != batch.len() {
+            return Err(bad_request("context must be set in all items or none"));
+        }
+        Ok((batch, true))
+    }
+}
+
+fn b64(field: &str, s: Option<&str>) -> Result<Vec<u8>, Error> {
+    s.map_or(Ok(Vec::new()), |s| {
+        STANDARD
+            .decode(s.trim())
+            .map_err(|_| Error::InvalidRequest(format!("`{field}` is not valid base64")))
+    })
+}
+
+/// The AAD of an item: `associated_data`, with a derivation `context` bound in front of
+/// it by length, so no two (context, data) pairs give the same bytes.
+fn aad(item: &Item) -> Result<Vec<u8>, Error> {
+    let ad = b64("associated_data", item.associated_data.as_deref())?;
+    let Some(context) = item.context.as_deref().filter(|c| !c.is_empty()) else {
+        return Ok(ad);
+    };
+    let ctx = b64("context", Some(context))?;
+    let len = u32::try_from(ctx.len())
+        .map_err(|_| Error::InvalidRequest("`context` is too long".into()))?;
+    let mut out = Vec::with_capacity(18 + ctx.len() + ad.len());
+    out.extend_from_slice(b"vault-context\0");
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&ctx);
+    out.extend_from_slice(&ad);
+    Ok(out)
+}
+
+/// `vault:v<N>:<base64>`.
+fn to_vault(ct: &Ciphertext) -> String {
+    format!("vault:v{}:{}", ct.version, STANDARD.encode(&ct.sealed))
+}
+
+/// A Vault ciphertext of the keyring the path names.
+fn from_vault(keyring: &KeyringName, s: &str) -> Result<Ciphertext, Error> {
+    let malformed =
+        || Error::InvalidRequest("malformed ciphertext: expected vault:v<N>:<base64>".into());
+    let rest = s.trim().strip_prefix("vault:v").ok_or_else(malformed)?;
+    let (version, body) = rest.split_once(':').ok_or_else(malformed)?;
+    let version: KeyVersion = version.parse().map_err(|_| malformed())?;
+    let sealed = STANDARD.decode(body).map_err(|_| malformed())?;
+    Ciphertext::new(keyring.clone(), version, sealed).map_err(|_| malformed())
+}
+
+/// Errors that belong to one item of a batch; any other (forbidden, unavailable,
+/// internal, rate limited) ends the whole request, failing closed.
+fn item_error(e: &Error) -> bool {
+    matches!(
+        e.code(),
+        Code::InvalidRequest | Code::InvalidValue | Code::KeyDestroyed
+    )
+}
+
+#[derive(Serialize)]
+struct Outcome<T> {
+    #[serde(flatten)]
+    ok: Option<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    reference: Value,
+}
+
+#[derive(Serialize)]
+struct Sealed {
+    ciphertext: String,
+    key_version: u32,
+}
+
+#[derive(Serialize)]
+struct Opened {
+    plaintext: Revealed,
+}
+
+/// How the items of a request fared, rendered as Vault renders them.
+fn answer<T: Serialize>(
+    outcomes: Vec<Outcome<T>>,
+    batch: bool,
+    partial_failure_code: Option<i64>,
+    always_ok: bool,
+) -> Result<Response, VaultError> {
+    if !batch {
+        let one = outcomes.into_iter().next();
+        return match one {
+            Some(Outcome { ok: Some(ok), .. }) => Ok(data(ok)),
+            Some(Outcome { error: Some(e), .. }) => Err(bad_request(e)),
+            _ => Err(VaultError(Error::Internal(
+                "an item gave no outcome".into(),
+            ))),
+        };
+    }
+    let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
+    let status = if failed == 0 || always_ok {
+        StatusCode::OK
+    } else if failed < outcomes.len()
+        && let Some(code) = partial_failure_code
+    {
+        u16::try_from(code)
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .filter(|s| s.is_success() || s.is_client_error() || s.is_server_error())
+            .ok_or_else(|| bad_request("partial_failure_response_code is not an HTTP status"))?
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    Ok(envelope_of(
+        status,
+        &Value::Null,
+        &BatchData {
+            batch_results: outcomes,
+        },
+    ))
+}
+
+#[derive(Serialize)]
+struct BatchData<T> {
+    batch_results: Vec<Outcome<T>>,
+}
+
+fn outcome<T>(
+    result: Result<T, Error>,
+    reference: Option<Value>,
+) -> Result<Outcome<T>, VaultError> {
+    let reference = reference.unwrap_or_else(|| Value::String(String::new()));
+    match result {
+        Ok(ok) => Ok(Outcome {
+            ok: Some(ok),
+            error: None,
+            reference,
+        }),
+        Err(e) if item_error(&e) => Ok(Outcome {
+            ok: None,
+            error: Some(e.body().error.message),
+            reference,
+        }),
+        Err(e) => Err(VaultError(e)),
+    }
+}
+
+async fn encrypt(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    caller: VaultCaller,
+    VaultJson(req): VaultJson<Request>,
+) -> Result<Response, VaultError> {
+    let name = keyring(&name)?;
+    let partial = req.partial_failure_response_code;
+    let (items, batch) = req.items(state.vault.settings.limits.max_batch)?;
+    let crypto = &state.services.crypto;
+    let mut outcomes = Vec::with_capacity(items.len());
+    for item in items {
+        let result = async {
+            let plaintext = item
+                .plaintext
+                .as_ref()
+                .ok_or_else(|| Error::InvalidRequest("missing plaintext to encrypt".into()))?;
+            let plaintext = Zeroizing::new(b64("plaintext", Some(plaintext.0.as_str()))?);
+            let aad = aad(&item)?;
+            if let Some(v) = item.key_version.filter(|v| *v > 0) {
+                let active = state.vault.keys.active(name.as_str()).await?.0;
+                if i64::from(active.get()) != v {
+                    return Err(Error::InvalidRequest(
+                        "key_version: tokenvault encrypts with the keyring's active version only"
+                            .into(),
+                    ));
+                }
+            }
+            let ct = crypto
+                .seal(&caller.who, name.as_str(), &plaintext, &aad, now_ms())
+                .await?;
+            Ok::<_, Error>(Sealed {
+                ciphertext: to_vault(&ct),
+                key_version: ct.version.get(),
+            })
+        }
+        .await;
+        outcomes.push(outcome(result, item.reference)?);
+    }
+    answer(outcomes, batch, partial, false)
+}
+
+async fn decrypt(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    caller: VaultCaller,
+    VaultJson(req): VaultJson<Request>,
+) -> Result<Response, VaultError> {
+    let name = keyring(&name)?;
+    let partial = req.partial_failure_response_code;
+    let (items, batch) = req.items(state.vault.settings.limits.max_batch)?;
+    let crypto = &state.services.crypto;
+    let mut outcomes = Vec::with_capacity(items.len());
+    for item in items {
+        let result = async {
+            let ct = item
+                .ciphertext
+                .as_deref()
+                .ok_or_else(|| Error::InvalidRequest("missing ciphertext to decrypt".into()))?;
+            let ct = from_vault(&name, ct)?;
+            let plain = crypto
+                .open_for(&caller.who, &ct, &aad(&item)?, now_ms())
+                .await?;
+            Ok::<_, Error>(Opened {
+                plaintext: Revealed::from(STANDARD.encode(&plain[..]).as_str()),
+            })
+        }
+        .await;
+        outcomes.push(outcome(result, item.reference)?);
+    }
+    answer(outcomes, batch, partial, false)
+}
+
+async fn rewrap(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    caller: VaultCaller,
+    VaultJson(req): VaultJson<Request>,
+) -> Result<Response, VaultError> {
+    let name = keyring(&name)?;
+    let (items, batch) = req.items(state.vault.settings.limits.max_batch)?;
+    let crypto = &state.services.crypto;
+    let mut outcomes = Vec::with_capacity(items.len());
+    for item in items {
+        let result = async {
+            let ct = item
+                .ciphertext
+                .as_deref()
+                .ok_or_else(|| Error::InvalidRequest("missing ciphertext to rewrap".into()))?;
+            let ct = from_vault(&name, ct)?;
+            let new = crypto
+                .reseal(&caller.who, ct, &aad(&item)?, now_ms())
+                .await?;
+            Ok::<_, Error>(Sealed {
+                ciphertext: to_vault(&new),
+                key_version: new.version.get(),
+            })
+        }
+        .await;
+        outcomes.push(outcome(result, item.reference)?);
+    }
+    // Vault answers a rewrap batch 200 whatever its items did.
+    answer(outcomes, batch, None, true)
+}
+
+/// `datakey/plaintext|wrapped/:name`: a fresh random key sealed under the keyring (an
+/// encryption like any other: permission `encrypt:<keyring>`, audited), with its
+/// plaintext only on the `plaintext` path.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct DataKeyRequest {
+    #[serde(deserialize_with = "weak::opt_string")]
+    context: Option<String>,
+    #[serde(deserialize_with = "weak::opt_i64")]
+    bits: Option<i64>,
+    #[serde(deserialize_with = "weak::opt_string")]
+    nonce: Option<String>,
+}
+
+#[derive(Serialize)]
+struct DataKey {
+    ciphertext: String,
+    key_version: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plaintext: Option<Revealed>,
+}
+
+async fn datakey(
+    State(state): State<AppState>,
+    Path((kind, name)): Path<(String, String)>,
+    caller: VaultCaller,
+    VaultJson(req): VaultJson<DataKeyRequest>,
+) -> Result<Response, VaultError> {
+    let with_plaintext = match kind.as_str() {
+        "plaintext" => true,
+        "wrapped" => false,
+        _ => return Err(bad_request("a data key is `plaintext` or `wrapped`")),
+    };
+    let name = keyring(&name)?;
+    if req.nonce.as_deref().is_some_and(|n| !n.is_empty()) {
+        return Err(bad_request("nonce: tokenvault draws every nonce itself"));
+    }
+    let bytes = match req.bits.unwrap_or(256) {
+        128 => 16,
+        256 => 32,
+        512 => 64,
+        _ => return Err(bad_request("bits must be 128, 256 or 512")),
+    };
+    let mut key = Zeroizing::new(vec![0u8; bytes]);
+    crate::crypto::random_bytes(&mut key);
+    let item = Item {
+        context: req.context,
+        ..Item::default()
+    };
+    let ct = state
+        .services
+        .crypto
+        .seal(&caller.who, name.as_str(), &key, &aad(&item)?, now_ms())
+        .await?;
+    Ok(data(DataKey {
+        ciphertext: to_vault(&ct),
+        key_version: ct.version.get(),
+        plaintext: with_plaintext.then(|| Revealed::from(STANDARD.encode(&key[..]))),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(context: Option<&str>, ad: Option<&str>) -> Item {
+        Item {
+            context: context.map(str::to_owned),
+            associated_data: ad.map(str::to_owned),
+            ..Item::default()
+        }
+    }
+
+    #[test]
+    fn vault_ciphertexts_carry_the_sealed_bytes_of_the_native_ones() {
+        let keyring = KeyringName::parse("pii").unwrap();
+        let ct =
+            Ciphertext::new(keyring.clone(), KeyVersion::new(3).unwrap(), vec![7; 40]).unwrap();
+        let v = to_vault(&ct);
+        assert!(v.starts_with("vault:v3:"), "{v}");
+        assert_eq!(from_vault(&keyring, &v).unwrap(), ct);
+        for bad in [
+            "vault:v0:AAAA",
+            "vault:3:AAAA",
+            "tv1:pii:3:AAAA",
+            "vault:v3:!!",
+            "vault:v3:AAAA",
+        ] {
+            assert!(from_vault(&keyring, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_context_is_bound_apart_from_the_associated_data() {
+        // "ab" as data alone, and "a" as context with "b" as data, must differ.
+        let plain = aad(&item(None, Some("YWI="))).unwrap();
+        assert_eq!(plain, b"ab");
+        let split = aad(&item(Some("YQ=="), Some("Yg=="))).unwrap();
+        let joined = aad(&item(Some("YWI="), None)).unwrap();
+        assert_ne!(split, plain);
+        assert_ne!(split, joined);
+        assert!(aad(&item(Some("%%"), None)).is_err());
+    }
+}

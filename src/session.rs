@@ -1,0 +1,437 @@
+//! Sessions of the Vault-compatible API: `auth/cert/login` turns a verified client
+//! certificate into a short-lived token that Vault clients send as `X-Vault-Token`.
+//!
+//! Design (written down because Vault's own tokens work differently):
+//! - A token is 32 random bytes (`hvs.` + base64url, so secret scanners that know Vault
+//!   tokens also find leaked ones). The vault stores only its SHA-256: a database reader
+//!   learns no usable token, and 256 random bits need no keyed digest. No signing or MAC
+//!   key exists at all, so none can leak from config.
+//! - A token is bound to the certificate that logged in (RFC 8705): the session records
+//!   the SHA-256 thumbprint of its DER, and a token shown on a connection with any other
+//!   certificate — another client, or the same identity with a re-issued certificate — is
+//!   refused with 403 and audited. The caller's identity still comes only from the
+//!   certificate of the connection; the token adds proof, never grants: a session row
+//!   forged by a database writer cannot lend one identity's permissions to another.
+//! - Sessions live `vault_api.token_ttl_secs` (per identity: `vault_token_ttl_secs`),
+//!   are renewable by that TTL up to `vault_api.token_max_ttl_secs` after login, and are
+//!   revocable. Every node reads the same rows: a revocation holds at once on the node
+//!   that made it, and on the others within [`CACHE_FOR`] (each node keeps the sessions
+//!   it read for that long, so a request needs no database read).
+//! - Only configured clients may log in. Logins, renewals, revocations and refused
+//!   tokens are audited (`auth.login`, `auth.renew`, `auth.revoke`, `auth.refused`) with
+//!   the session's accessor, never the token.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use secrecy::SecretString;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::audit::writer::{SessionChange, Write, Writer, Written};
+use crate::audit::{Action, AuditEvent, Outcome};
+use crate::error::Error;
+use crate::guard::{Guard, Principal};
+use crate::store::{SessionRow, Store};
+
+/// `[vault_api]`: the Vault-compatible routes under `/v1/` and their sessions.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VaultApiSettings {
+    /// Whether `/v1/auth/…`, `/v1/sys/…` and the two mounts answer.
+    pub enabled: bool,
+    /// The mount of the Transit engine (`/v1/<mount>/encrypt/<key>`).
+    pub transit_mount: String,
+    /// The mount of the Transform engine.
+    pub transform_mount: String,
+    /// How long a session token lives after login or a renewal.
+    pub token_ttl_secs: u64,
+    /// No renewal takes a session past this long after its login.
+    pub token_max_ttl_secs: u64,
+}
+
+impl Default for VaultApiSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            transit_mount: "transit".into(),
+            transform_mount: "transform".into(),
+            token_ttl_secs: 15 * 60,
+            token_max_ttl_secs: 8 * 3600,
+        }
+    }
+}
+
+/// First path segments of the native API, `auth` and `sys`: no mount may take one.
+const RESERVED: &[&str] = &[
+    "auth",
+    "sys",
+    "tokenize",
+    "detokenize",
+    "tokens",
+    "encrypt",
+    "decrypt",
+    "rewrap",
+    "keys",
+    "health",
+    "metrics",
+    "openapi.json",
+];
+
+/// Why a configured mount name cannot be used.
+fn check_mount(name: &str) -> Result<(), String> {
+    let ok = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !ok {
+        return Err(format!(
+            "vault_api mount `{name}`: lowercase letters, digits, - and _, starting with a letter"
+        ));
+    }
+    if RESERVED.contains(&name) {
+        return Err(format!(
+            "vault_api mount `{name}` is a path of the native API or of Vault's auth and sys"
+        ));
+    }
+    Ok(())
+}
+
+impl VaultApiSettings {
+    /// Refuses mounts that would shadow other routes, and lifetimes that make no sense.
+    pub fn validate(&self) -> Result<(), String> {
+        check_mount(&self.transit_mount)?;
+        check_mount(&self.transform_mount)?;
+        if self.transit_mount == self.transform_mount {
+            return Err("vault_api: the transit and transform mounts must differ".into());
+        }
+        if self.token_ttl_secs == 0 || self.token_max_ttl_secs < self.token_ttl_secs {
+            return Err(
+                "vault_api: token_ttl_secs must be at least 1 and at most token_max_ttl_secs"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The token prefix; clients treat tokens as opaque.
+const PREFIX: &str = "hvs.";
+
+/// Audit reasons of refused tokens (stable: tests and reports read them).
+pub const REASON_UNKNOWN: &str = "token_unknown";
+pub const REASON_ENDED: &str = "token_ended";
+pub const REASON_OTHER_CERTIFICATE: &str = "certificate_mismatch";
+
+/// What Vault answers for every missing, bad or foreign token (clients match on it).
+pub const PERMISSION_DENIED: &str = "permission denied";
+
+/// A freshly issued session: the token, shown once, and its record.
+pub struct Issued {
+    pub token: SecretString,
+    pub session: SessionRow,
+}
+
+/// SHA-256 of a token: the only form in which the vault keeps it.
+pub fn digest(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// SHA-256 of a certificate's DER (RFC 8705 `x5t#S256`).
+pub fn thumbprint(cert_der: &[u8]) -> [u8; 32] {
+    Sha256::digest(cert_der).into()
+}
+
+fn random_b64(n: usize) -> String {
+    let mut buf = zeroize::Zeroizing::new(vec![0u8; n]);
+    crate::crypto::random_bytes(&mut buf);
+    URL_SAFE_NO_PAD.encode(&*buf)
+}
+
+/// How long a node answers from a session it read, before it reads it again.
+pub const CACHE_FOR: Duration = Duration::from_secs(1);
+/// Most sessions a node keeps read; past it the cache starts over.
+const CACHE_MAX: usize = 10_000;
+
+pub struct SessionService {
+    store: Store,
+    writer: Writer,
+    guard: Arc<Guard>,
+    settings: VaultApiSettings,
+    /// Live sessions read in the last [`CACHE_FOR`], by token digest.
+    cache: Mutex<HashMap<Vec<u8>, (SessionRow, Instant)>>,
+}
+
+fn live(s: &SessionRow, now: i64) -> bool {
+    s.revoked_at.is_none() && s.expires_at > now
+}
+
+impl SessionService {
+    pub fn new(
+        store: Store,
+        writer: Writer,
+        guard: Arc<Guard>,
+        settings: VaultApiSettings,
+    ) -> Self {
+        Self {
+            store,
+            writer,
+            guard,
+            settings,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A live session read less than [`CACHE_FOR`] ago.
+    fn cached(&self, digest: &[u8], now: i64) -> Option<SessionRow> {
+        let cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache
+            .get(digest)
+            .filter(|(s, at)| at.elapsed() < CACHE_FOR && live(s, now))
+            .map(|(s, _)| s.clone())
+    }
+
+    /// Keeps a live session, forgets an ended or unknown one.
+    fn remember(&self, digest: &[u8], session: Option<&SessionRow>, now: i64) {
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match session.filter(|s| live(s, now)) {
+            Some(s) => {
+                if cache.len() >= CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(digest.to_vec(), (s.clone(), Instant::now()));
+            }
+            None => {
+                cache.remove(digest);
+            }
+        }
+    }
+
+    pub fn settings(&self) -> &VaultApiSettings {
+        &self.settings
+    }
+
+    /// The TTL of `identity`'s sessions, in milliseconds.
+    fn ttl_ms(&self, identity: &str) -> i64 {
+        let secs = self
+            .guard
+            .client_policy(identity)
+            .and_then(|p| p.vault_token_ttl_secs)
+            .unwrap_or(self.settings.token_ttl_secs)
+            .min(self.settings.token_max_ttl_secs);
+        i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+
+    async fn write(
+        &self,
+        change: SessionChange,
+        event: AuditEvent,
+        now: i64,
+    ) -> Result<bool, Error> {
+        match self
+            .writer
+            .submit(Write::Session {
+                change,
+                event,
+                at: now,
+            })
+            .await
+        {
+            Ok(Written::Applied(applied)) => Ok(applied),
+            Ok(other) => Err(Error::Internal(format!(
+                "a session write answered {other:?}"
+            ))),
+            Err(e) => Err(Error::Unavailable(format!("audit trail unavailable: {e}"))),
+        }
+    }
+
+    /// Issues a session to the certificate `thumbprint` of a configured client.
+    pub async fn login(
+        &self,
+        who: &Principal,
+        thumbprint: &[u8; 32],
+        now: i64,
+    ) -> Result<Issued, Error> {
+        if self.guard.client_policy(&who.identity).is_none() {
+            let event = AuditEvent::new(&who.identity, Action::AuthLogin, Outcome::Denied)
+                .origin(&who.origin)
+                .reason(Some("not_a_client".into()));
+            self.guard.record(event, now).await?;
+            return Err(Error::Forbidden(PERMISSION_DENIED.into()));
+        }
+        let token = format!("{PREFIX}{}", random_b64(32));
+        let ttl_ms = self.ttl_ms(&who.identity);
+        let max_ms = i64::try_from(self.settings.token_max_ttl_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX);
+        let session = SessionRow {
+            token_digest: digest(&token),
+            accessor: random_b64(18),
+            identity: who.identity.clone(),
+            thumbprint: thumbprint.to_vec(),
+            issued_at: now,
+            ttl_ms,
+            expires_at: now.saturating_add(ttl_ms),
+            max_expires_at: now.saturating_add(max_ms),
+            revoked_at: None,
+        };
+        let event = AuditEvent::new(&who.identity, Action::AuthLogin, Outcome::Success)
+            .origin(&who.origin)
+            .resource(format!("session/{}", session.accessor));
+        self.write(SessionChange::Issue(session.clone()), event, now)
+            .await?;
+        Ok(Issued {
+            token: SecretString::from(token),
+            session,
+        })
+    }
+
+    /// The live session `token` names, if it was issued to the certificate of this
+    /// connection; anything else is refused (audited) as Vault refuses: 403
+    /// "permission denied".
+    pub async fn authenticate(
+        &self,
+        who: &Principal,
+        token: &str,
+        thumbprint: &[u8; 32],
+        now: i64,
+    ) -> Result<SessionRow, Error> {
+        let key = digest(token);
+        let found = match self.cached(&key, now) {
+            Some(s) => Some(s),
+            None => {
+                let read = self.store.session(&key).await?;
+                self.remember(&key, read.as_ref(), now);
+                read
+            }
+        };
+        let refusal = match &found {
+            None => Some(REASON_UNKNOWN),
+            Some(s) if !live(s, now) => Some(REASON_ENDED),
+            // Constant time: the thumbprint is not secret, but a comparison that stops at
+            // the first difference is a habit we do not keep.
+            Some(s) if !bool::from(s.thumbprint.as_slice().ct_eq(thumbprint.as_slice())) => {
+                Some(REASON_OTHER_CERTIFICATE)
+            }
+            Some(s) if s.identity != who.identity => Some(REASON_OTHER_CERTIFICATE),
+            Some(_) => None,
+        };
+        match (refusal, found) {
+            (None, Some(session)) => Ok(session),
+            (reason, found) => {
+                let mut event =
+                    AuditEvent::new(&who.identity, Action::AuthRefused, Outcome::Denied)
+                        .origin(&who.origin)
+                        .reason(reason.map(str::to_owned));
+                if let Some(s) = found {
+                    event = event.resource(format!("session/{}", s.accessor));
+                }
+                self.guard.record(event, now).await?;
+                Err(Error::Forbidden(PERMISSION_DENIED.into()))
+            }
+        }
+    }
+
+    /// Extends a live session by `increment` (at most its TTL; default its TTL), never
+    /// past its hard end. Returns the renewed session.
+    pub async fn renew(
+        &self,
+        who: &Principal,
+        session: &SessionRow,
+        increment_ms: Option<i64>,
+        now: i64,
+    ) -> Result<SessionRow, Error> {
+        let grant = increment_ms
+            .filter(|i| *i > 0)
+            .map_or(session.ttl_ms, |i| i.min(session.ttl_ms));
+        let expires_at = now
+            .saturating_add(grant)
+            .min(session.max_expires_at)
+            .max(session.expires_at);
+        let event = AuditEvent::new(&who.identity, Action::AuthRenew, Outcome::Success)
+            .origin(&who.origin)
+            .resource(format!("session/{}", session.accessor));
+        let change = SessionChange::Renew {
+            digest: session.token_digest.clone(),
+            expires_at,
+        };
+        if !self.write(change, event, now).await? {
+            self.remember(&session.token_digest, None, now);
+            return Err(Error::Forbidden(PERMISSION_DENIED.into()));
+        }
+        let renewed = SessionRow {
+            expires_at,
+            ..session.clone()
+        };
+        self.remember(&renewed.token_digest, Some(&renewed), now);
+        Ok(renewed)
+    }
+
+    /// Ends a session at once, on every node.
+    pub async fn revoke(
+        &self,
+        who: &Principal,
+        session: &SessionRow,
+        now: i64,
+    ) -> Result<(), Error> {
+        let event = AuditEvent::new(&who.identity, Action::AuthRevoke, Outcome::Success)
+            .origin(&who.origin)
+            .resource(format!("session/{}", session.accessor));
+        let change = SessionChange::Revoke {
+            digest: session.token_digest.clone(),
+        };
+        self.remember(&session.token_digest, None, now);
+        let result = self.write(change, event, now).await.map(drop);
+        // Forgotten again: a request that read the row while the revocation committed
+        // must not keep it.
+        self.remember(&session.token_digest, None, now);
+        result
+    }
+
+    /// Deletes sessions whose hard end passed a day ago (their rows serve no lookup).
+    pub async fn purge(&self, now: i64) -> Result<u64, Error> {
+        Ok(self.store.purge_sessions(now - 86_400_000).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_cannot_shadow_native_routes_or_hold_odd_characters() {
+        assert!(check_mount("transit").is_ok());
+        assert!(check_mount("transit-eu_2").is_ok());
+        for bad in [
+            "keys", "sys", "auth", "encrypt", "Transit", "", "a/b", "1x", "a.b",
+        ] {
+            assert!(check_mount(bad).is_err(), "{bad}");
+        }
+        let same = VaultApiSettings {
+            transform_mount: "transit".into(),
+            ..VaultApiSettings::default()
+        };
+        assert!(same.validate().is_err());
+        assert!(VaultApiSettings::default().validate().is_ok());
+    }
+
+    #[test]
+    fn tokens_are_random_prefixed_and_stored_only_as_a_digest() {
+        let a = format!("{PREFIX}{}", random_b64(32));
+        let b = format!("{PREFIX}{}", random_b64(32));
+        assert_ne!(a, b);
+        assert!(a.starts_with("hvs.") && a.len() == 4 + 43, "{a}");
+        assert_eq!(digest(&a).len(), 32);
+        assert_ne!(digest(&a), digest(&b));
+        assert_ne!(digest(&a), a.as_bytes());
+    }
+}

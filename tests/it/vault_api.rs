@@ -1,0 +1,501 @@
+//! The Vault-compatible API (issue 16) as a Vault client sees it: certificate login,
+//! tokens bound to the certificate, Transit over tokenvault keyrings, Vault's envelopes,
+//! status codes and error bodies; and what the native API guarantees (permissions, the
+//! audit trail) on these routes. hvac drives the same server in tests/vault/.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value, json};
+
+use super::helpers::*;
+
+/// One Vault client: an HTTPS client with a certificate, and its session token.
+struct VaultClient {
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl VaultClient {
+    fn new(cert: &tokenvault::devpki::Issued) -> Self {
+        Self {
+            http: http_client(Some(cert)),
+            token: None,
+        }
+    }
+
+    fn of(name: &str) -> Self {
+        Self::new(&pki().clients[name])
+    }
+
+    async fn call(
+        &self,
+        app: &TestApp,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value, String) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(method, app.url(path));
+        if let Some(t) = &self.token {
+            req = req.header("X-Vault-Token", t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let text = resp.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, body, content_type)
+    }
+
+    async fn login(&mut self, app: &TestApp) -> Value {
+        let (status, body, _) = self
+            .call(app, "POST", "/v1/auth/cert/login", Some(json!({})))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        self.token = Some(body["auth"]["client_token"].as_str().unwrap().to_owned());
+        body
+    }
+}
+
+fn b64(s: &str) -> String {
+    STANDARD.encode(s)
+}
+
+async fn spawn(tag: &str) -> TestApp {
+    spawn_with(tag, |s, _| {
+        s.vault_api.token_ttl_secs = 2;
+        s.vault_api.token_max_ttl_secs = 5;
+    })
+    .await
+}
+
+/// (action, outcome, reason) of every event of these actions, in order.
+async fn events(app: &TestApp, prefix: &str) -> Vec<(String, String, Option<String>)> {
+    let mut db = app.db().await;
+    sqlx::query_as(
+        "SELECT action, outcome, reason FROM audit_events WHERE action LIKE $1 ORDER BY seq",
+    )
+    .bind(format!("{prefix}%"))
+    .fetch_all(&mut db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_token_works_only_with_the_certificate_that_logged_in() {
+    let app = spawn("vault-bind").await;
+    let mut app_client = VaultClient::of("app");
+    let login = app_client.login(&app).await;
+    let token = app_client.token.clone().unwrap();
+    assert!(token.starts_with("hvs."), "{token}");
+    assert_eq!(login["auth"]["metadata"]["cert_name"], "app");
+    assert!(login["auth"]["lease_duration"].as_i64().unwrap() > 0);
+
+    let (status, body, _) = app_client
+        .call(&app, "GET", "/v1/auth/token/lookup-self", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["display_name"], "cert-app");
+    assert_eq!(
+        body["data"]["id"], "",
+        "a lookup never hands the token out again"
+    );
+
+    // The same token replayed by another client, and by the same identity holding
+    // another certificate (a re-issued or stolen-and-reissued one): refused as Vault does.
+    let mut other = VaultClient::of("tokenizer");
+    other.token = Some(token.clone());
+    let mut same_name = VaultClient::new(&pki().ca.client("app").unwrap());
+    same_name.token = Some(token.clone());
+    for thief in [&other, &same_name] {
+        let (status, body, content_type) = thief
+            .call(&app, "GET", "/v1/auth/token/lookup-self", None)
+            .await;
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(body, json!({"errors": ["permission denied"]}));
+        assert_eq!(content_type, "application/json");
+        let (status, _, _) = thief
+            .call(
+                &app,
+                "POST",
+                "/v1/transit/encrypt/pii",
+                Some(json!({"plaintext": b64("x")})),
+            )
+            .await;
+        assert_eq!(status, 403);
+    }
+    // No token, a made-up one, a Bearer one.
+    let mut none = VaultClient::of("app");
+    let (status, _, _) = none
+        .call(&app, "GET", "/v1/auth/token/lookup-self", None)
+        .await;
+    assert_eq!(status, 403);
+    none.token = Some("hvs.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into());
+    let (status, _, _) = none
+        .call(&app, "GET", "/v1/auth/token/lookup-self", None)
+        .await;
+    assert_eq!(status, 403);
+    let resp = app_client
+        .http
+        .get(app.url("/v1/auth/token/lookup-self"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let refused = events(&app, "auth.").await;
+    let reasons: Vec<_> = refused
+        .iter()
+        .filter(|(a, ..)| a == "auth.refused")
+        .map(|(_, o, r)| (o.as_str(), r.as_deref().unwrap_or("")))
+        .collect();
+    assert!(
+        reasons.contains(&("denied", "certificate_mismatch")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&("denied", "token_unknown")),
+        "{reasons:?}"
+    );
+    assert!(
+        refused.contains(&("auth.login".into(), "success".into(), None)),
+        "{refused:?}"
+    );
+    let mut db = app.db().await;
+    let trail: Vec<(Option<String>,)> = sqlx::query_as("SELECT resource FROM audit_events")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert!(
+        !format!("{trail:?}").contains(token.trim_start_matches("hvs.")),
+        "the token reached the audit trail"
+    );
+}
+
+#[tokio::test]
+async fn only_configured_clients_log_in() {
+    let app = spawn("vault-stranger").await;
+    let (status, body, _) = VaultClient::of("stranger")
+        .call(&app, "POST", "/v1/auth/cert/login", None)
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        events(&app, "auth.login").await,
+        [(
+            String::from("auth.login"),
+            String::from("denied"),
+            Some(String::from("not_a_client"))
+        )]
+    );
+}
+
+#[tokio::test]
+async fn sessions_expire_renew_within_their_maximum_and_revoke() {
+    let app = spawn("vault-ttl").await;
+    let mut c = VaultClient::of("app");
+    c.login(&app).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let (status, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/auth/token/renew-self",
+            Some(json!({"increment": "2s"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["auth"]["client_token"], "",
+        "a renewal does not repeat the token"
+    );
+    // Renewed at ~1.2 s for 2 s: alive at ~2.4 s, past the login's first 2 s.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let (status, _, _) = c
+        .call(&app, "GET", "/v1/auth/token/lookup-self", None)
+        .await;
+    assert_eq!(status, 200, "a renewed token works past its first expiry");
+    // Left alone, it expires.
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    let (status, _, _) = c
+        .call(&app, "GET", "/v1/auth/token/lookup-self", None)
+        .await;
+    assert_eq!(status, 403, "an expired token is refused");
+    let (status, _, _) = c
+        .call(&app, "POST", "/v1/auth/token/renew-self", None)
+        .await;
+    assert_eq!(status, 403, "an expired token cannot be renewed");
+
+    c.login(&app).await;
+    let (status, _, _) = c
+        .call(&app, "POST", "/v1/auth/token/revoke-self", None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, _, _) = c
+        .call(&app, "GET", "/v1/auth/token/lookup-self", None)
+        .await;
+    assert_eq!(status, 403, "a revoked token is refused");
+    let actions: Vec<_> = events(&app, "auth.")
+        .await
+        .into_iter()
+        .map(|e| (e.0, e.2))
+        .collect();
+    assert!(
+        actions.contains(&("auth.renew".into(), None)),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&("auth.revoke".into(), None)),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&("auth.refused".into(), Some("token_ended".into()))),
+        "{actions:?}"
+    );
+}
+
+#[tokio::test]
+async fn transit_encrypts_decrypts_and_rewraps_through_the_one_encrypt_path() {
+    let app = spawn("vault-transit").await;
+    let mut c = VaultClient::of("app");
+    c.login(&app).await;
+    let (status, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/encrypt/pii",
+            Some(json!({"plaintext": b64("hello"), "associated_data": b64("row-7")})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ct = body["data"]["ciphertext"].as_str().unwrap().to_owned();
+    assert!(ct.starts_with("vault:v1:"), "{ct}");
+    assert_eq!(body["data"]["key_version"], 1);
+    assert_eq!(body["lease_id"], "");
+
+    let (status, body, _) = c
+        .call(
+            &app,
+            "PUT",
+            "/v1/transit/decrypt/pii",
+            Some(json!({"ciphertext": ct, "associated_data": b64("row-7"), "context": null})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["plaintext"], b64("hello"));
+    // Bound to its place: other data, another keyring, a flipped byte.
+    let (status, body, content_type) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/decrypt/pii",
+            Some(json!({"ciphertext": ct, "associated_data": b64("row-8")})),
+        )
+        .await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (400, "application/json"),
+        "{body}"
+    );
+    assert!(
+        body["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("does not open"),
+        "{body}"
+    );
+    let (status, _, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/decrypt/pan",
+            Some(json!({"ciphertext": ct, "associated_data": b64("row-7")})),
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    // Batches: references echoed; one bad item makes encrypt/decrypt answer 400 unless a
+    // partial failure code is asked for; rewrap answers 200.
+    let (status, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/encrypt/pii",
+            Some(json!({
+            "plaintext": null,
+            "batch_input": [
+                {"plaintext": b64("one"), "reference": "r1"},
+                {"plaintext": b64("two"), "reference": "r2"},
+            ]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["data"]["batch_results"].as_array().unwrap().clone();
+    assert_eq!(results[1]["reference"], "r2");
+    let good = results[0]["ciphertext"].as_str().unwrap().to_owned();
+    let batch = json!({"batch_input": [
+        {"ciphertext": good, "reference": "a"},
+        {"ciphertext": "vault:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "reference": "b"},
+    ]});
+    let (status, body, _) = c
+        .call(&app, "POST", "/v1/transit/decrypt/pii", Some(batch.clone()))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["data"]["batch_results"][0]["plaintext"], b64("one"));
+    assert_eq!(body["data"]["batch_results"][1]["reference"], "b");
+    assert!(
+        body["data"]["batch_results"][1]["error"].is_string(),
+        "{body}"
+    );
+    let mut partial = batch.clone();
+    partial["partial_failure_response_code"] = json!("207");
+    let (status, _, _) = c
+        .call(&app, "POST", "/v1/transit/decrypt/pii", Some(partial))
+        .await;
+    assert_eq!(status, 207);
+    let (status, body, _) = c
+        .call(&app, "POST", "/v1/transit/rewrap/pii", Some(batch))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["data"]["batch_results"][0]["ciphertext"]
+            .as_str()
+            .unwrap()
+            .starts_with("vault:v")
+    );
+    let (status, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/encrypt/pii",
+            Some(json!({"batch_input": [
+            {"plaintext": b64("a"), "context": b64("c")}, {"plaintext": b64("b")}]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+
+    // Permissions are the identity's: tokenizer may not encrypt.
+    let mut t = VaultClient::of("tokenizer");
+    t.login(&app).await;
+    let (status, _, _) = t
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/encrypt/pii",
+            Some(json!({"plaintext": b64("x")})),
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    // Every operation is in the trail, and the trail verifies.
+    let encrypts = events(&app, "encrypt").await;
+    assert_eq!(
+        encrypts.iter().filter(|e| e.1 == "success").count(),
+        3,
+        "{encrypts:?}"
+    );
+    assert_eq!(
+        encrypts.iter().filter(|e| e.1 == "denied").count(),
+        1,
+        "{encrypts:?}"
+    );
+    let store = tokenvault::store::Store::connect(&app.settings.database.url, 2)
+        .await
+        .unwrap();
+    let keys = tokenvault::audit::verify::trusted_keys(&store, None)
+        .await
+        .unwrap();
+    let v = tokenvault::audit::verify::verify(&store, &keys, &[])
+        .await
+        .unwrap();
+    assert!(v.ok(), "{:?}", v.first_bad);
+}
+
+#[tokio::test]
+async fn keys_list_both_ways_read_and_refuse_export() {
+    let app = spawn("vault-keys").await;
+    let mut auditor = VaultClient::of("auditor");
+    auditor.login(&app).await;
+    for (method, path) in [
+        ("LIST", "/v1/transit/keys"),
+        ("GET", "/v1/transit/keys?list=true"),
+    ] {
+        let (status, body, _) = auditor.call(&app, method, path, None).await;
+        assert_eq!(status, 200, "{method} {body}");
+        let keys: Vec<&str> = body["data"]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        assert!(keys.contains(&"pii") && keys.contains(&"pan"), "{keys:?}");
+        assert!(!keys.iter().any(|k| k.contains("fingerprint")), "{keys:?}");
+    }
+    let (status, body, _) = auditor
+        .call(&app, "GET", "/v1/transit/keys/pii", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["type"], "aes256-gcm96");
+    assert_eq!(body["data"]["latest_version"], 1);
+    assert!(body["data"]["keys"]["1"].as_i64().unwrap() > 1_600_000_000);
+    let (status, _, _) = auditor
+        .call(&app, "GET", "/v1/transit/keys/nokey", None)
+        .await;
+    assert_eq!(status, 404);
+    for path in [
+        "/v1/transit/export/encryption-key/pii",
+        "/v1/transit/backup/pii",
+    ] {
+        let (status, body, _) = auditor.call(&app, "GET", path, None).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["errors"][0].as_str().unwrap().contains("never leave"),
+            "{body}"
+        );
+    }
+    // The app has no keys:read.
+    let mut c = VaultClient::of("app");
+    c.login(&app).await;
+    let (status, _, _) = c.call(&app, "LIST", "/v1/transit/keys", None).await;
+    assert_eq!(status, 403);
+    let (status, _, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/keys/pii",
+            Some(json!({"type": "aes256-gcm96"})),
+        )
+        .await;
+    assert_eq!(status, 204, "creating a key that exists is a no-op");
+    let (status, _, _) = c
+        .call(&app, "POST", "/v1/transit/keys/pii/rotate", None)
+        .await;
+    assert_eq!(status, 400, "officers rotate keys under dual control");
+
+    let (status, body, content_type) = VaultClient::of("app")
+        .call(&app, "GET", "/v1/sys/health", None)
+        .await;
+    assert_eq!((status, content_type.as_str()), (200, "application/json"));
+    assert_eq!(
+        (body["initialized"].clone(), body["sealed"].clone()),
+        (json!(true), json!(false))
+    );
+    let (status, body, _) = VaultClient::of("app")
+        .call(&app, "HEAD", "/v1/sys/health", None)
+        .await;
+    assert_eq!((status, body), (200, Value::Null));
+    let (status, body, _) = c.call(&app, "GET", "/v1/sys/mounts", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["transit/"]["type"], "transit");
+}
