@@ -155,9 +155,44 @@ async fn run(a: &Args) -> Value {
                 .push(r["ciphertext"].as_str().unwrap().to_owned());
         }
     }
+    // The Vault-compatible scenarios log in once and send the session token.
+    let vault_token = if a.scenario.starts_with("vault-") {
+        let r: Value = client
+            .post(format!("{}/v1/auth/cert/login", a.url))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        r["auth"]["client_token"].as_str().unwrap().to_owned()
+    } else {
+        String::new()
+    };
+    if a.scenario == "vault-decrypt" {
+        let body = base64::engine::general_purpose::STANDARD.encode(vec![7u8; 1024]);
+        for _ in 0..256 {
+            let r: Value = client
+                .post(format!("{}/v1/transit/encrypt/pii", a.url))
+                .header("X-Vault-Token", &vault_token)
+                .json(&json!({"plaintext": body}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            ciphertexts
+                .lock()
+                .unwrap()
+                .push(r["data"]["ciphertext"].as_str().unwrap().to_owned());
+        }
+    }
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..a.concurrency {
+        let vault_token = vault_token.clone();
         let (client, stop, sent, tokens, ciphertexts) = (
             client.clone(),
             stop.clone(),
@@ -235,10 +270,32 @@ async fn run(a: &Args) -> Value {
                             };
                             ("/v1/decrypt", json!({"ciphertext": ct}), 1, None)
                         }
+                        "vault-encrypt" => (
+                            "/v1/transit/encrypt/pii",
+                            json!({"plaintext": kib}),
+                            1,
+                            None,
+                        ),
+                        "vault-decrypt" => {
+                            let ct = {
+                                let c = ciphertexts.lock().unwrap();
+                                c[(rng_next(&mut rng) % c.len() as u64) as usize].clone()
+                            };
+                            (
+                                "/v1/transit/decrypt/pii",
+                                json!({"ciphertext": ct}),
+                                1,
+                                None,
+                            )
+                        }
                         other => panic!("unknown scenario {other}"),
                     };
                 let t0 = Instant::now();
-                let resp = client.post(format!("{url}{path}")).json(&body).send().await;
+                let mut req = client.post(format!("{url}{path}")).json(&body);
+                if !vault_token.is_empty() {
+                    req = req.header("X-Vault-Token", &vault_token);
+                }
+                let resp = req.send().await;
                 let (status, json) = match resp {
                     Ok(r) => {
                         let s = r.status().as_u16();

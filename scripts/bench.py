@@ -235,6 +235,8 @@ def main():
                 ("batch tokenize, 1,000 per request", "batch1000", 4, 0),
                 ("encrypt 1 KiB", "encrypt", 32, 0),
                 ("decrypt 1 KiB", "decrypt", 32, 0),
+                ("Vault transit encrypt 1 KiB", "vault-encrypt", 32, 0),
+                ("Vault transit decrypt 1 KiB", "vault-decrypt", 32, 0),
             ]:
                 if a.scenarios and scenario not in a.scenarios.split(","):
                     continue
