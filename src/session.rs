@@ -51,6 +51,8 @@ pub struct VaultApiSettings {
     pub token_ttl_secs: u64,
     /// No renewal takes a session past this long after its login.
     pub token_max_ttl_secs: u64,
+    /// Live sessions one identity may hold at once; a login past it is refused (429).
+    pub max_sessions_per_identity: u64,
 }
 
 impl Default for VaultApiSettings {
@@ -61,6 +63,7 @@ impl Default for VaultApiSettings {
             transform_mount: "transform".into(),
             token_ttl_secs: 15 * 60,
             token_max_ttl_secs: 8 * 3600,
+            max_sessions_per_identity: 1000,
         }
     }
 }
@@ -126,6 +129,8 @@ const PREFIX: &str = "hvs.";
 pub const REASON_UNKNOWN: &str = "token_unknown";
 pub const REASON_ENDED: &str = "token_ended";
 pub const REASON_OTHER_CERTIFICATE: &str = "certificate_mismatch";
+pub const REASON_MISSING: &str = "token_missing";
+pub const REASON_SESSION_LIMIT: &str = "session_limit";
 
 /// What Vault answers for every missing, bad or foreign token (clients match on it).
 pub const PERMISSION_DENIED: &str = "permission denied";
@@ -162,12 +167,86 @@ pub struct SessionService {
     writer: Writer,
     guard: Arc<Guard>,
     settings: VaultApiSettings,
-    /// Live sessions read in the last [`CACHE_FOR`], by token digest.
-    cache: Mutex<HashMap<Vec<u8>, (SessionRow, Instant)>>,
+    cache: SessionCache,
 }
 
 fn live(s: &SessionRow, now: i64) -> bool {
     s.revoked_at.is_none() && s.expires_at > now
+}
+
+/// Live sessions this node read in the last [`CACHE_FOR`], by token digest, and the ones
+/// it revoked lately (so a request that read one just before cannot bring it back).
+#[derive(Default)]
+struct SessionCache {
+    live: Mutex<HashMap<Vec<u8>, (SessionRow, Instant)>>,
+    ended: Mutex<HashMap<Vec<u8>, Instant>>,
+}
+
+/// How long a revocation is remembered against late readers (well past any read).
+const ENDED_FOR: Duration = Duration::from_secs(10);
+
+impl SessionCache {
+    /// A live session read less than [`CACHE_FOR`] ago.
+    fn get(&self, digest: &[u8], now: i64) -> Option<SessionRow> {
+        if self.ended_lately(digest) {
+            return None;
+        }
+        let live_map = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        live_map
+            .get(digest)
+            .filter(|(s, at)| at.elapsed() < CACHE_FOR && live(s, now))
+            .map(|(s, _)| s.clone())
+    }
+
+    /// Keeps a session just read (if live), or forgets it.
+    fn keep(&self, digest: &[u8], session: Option<&SessionRow>, now: i64) {
+        let mut live_map = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match session.filter(|s| live(s, now) && !self.ended_lately(digest)) {
+            Some(s) => {
+                if live_map.len() >= CACHE_MAX {
+                    live_map.clear();
+                }
+                live_map.insert(digest.to_vec(), (s.clone(), Instant::now()));
+            }
+            None => {
+                live_map.remove(digest);
+            }
+        }
+    }
+
+    /// Forgets a session this node revoked, and keeps it from coming back.
+    fn end(&self, digest: &[u8]) {
+        {
+            let mut ended = self
+                .ended
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            ended.retain(|_, at| at.elapsed() < ENDED_FOR);
+            if ended.len() >= CACHE_MAX {
+                ended.clear();
+            }
+            ended.insert(digest.to_vec(), Instant::now());
+        }
+        let mut live_map = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        live_map.remove(digest);
+    }
+
+    fn ended_lately(&self, digest: &[u8]) -> bool {
+        let ended = self
+            .ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        ended.get(digest).is_some_and(|at| at.elapsed() < ENDED_FOR)
+    }
 }
 
 impl SessionService {
@@ -182,38 +261,7 @@ impl SessionService {
             writer,
             guard,
             settings,
-            cache: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// A live session read less than [`CACHE_FOR`] ago.
-    fn cached(&self, digest: &[u8], now: i64) -> Option<SessionRow> {
-        let cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        cache
-            .get(digest)
-            .filter(|(s, at)| at.elapsed() < CACHE_FOR && live(s, now))
-            .map(|(s, _)| s.clone())
-    }
-
-    /// Keeps a live session, forgets an ended or unknown one.
-    fn remember(&self, digest: &[u8], session: Option<&SessionRow>, now: i64) {
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match session.filter(|s| live(s, now)) {
-            Some(s) => {
-                if cache.len() >= CACHE_MAX {
-                    cache.clear();
-                }
-                cache.insert(digest.to_vec(), (s.clone(), Instant::now()));
-            }
-            None => {
-                cache.remove(digest);
-            }
+            cache: SessionCache::default(),
         }
     }
 
@@ -269,6 +317,21 @@ impl SessionService {
             self.guard.record(event, now).await?;
             return Err(Error::Forbidden(PERMISSION_DENIED.into()));
         }
+        // A soft cap (concurrent logins may pass it by a few): a client looping logins
+        // cannot grow the session table without bound.
+        let held = self.store.live_sessions(&who.identity, now).await?;
+        if held >= self.settings.max_sessions_per_identity {
+            let event = AuditEvent::new(&who.identity, Action::AuthLogin, Outcome::Denied)
+                .origin(&who.origin)
+                .reason(Some(REASON_SESSION_LIMIT.into()));
+            self.guard.record(event, now).await?;
+            return Err(Error::RateLimited {
+                message: "this identity holds as many live sessions as it may \
+                          (vault_api.max_sessions_per_identity): revoke one or let one end"
+                    .into(),
+                retry_after: Duration::from_secs(60),
+            });
+        }
         let token = format!("{PREFIX}{}", random_b64(32));
         let ttl_ms = self.ttl_ms(&who.identity);
         let max_ms = i64::try_from(self.settings.token_max_ttl_secs.saturating_mul(1000))
@@ -306,11 +369,11 @@ impl SessionService {
         now: i64,
     ) -> Result<SessionRow, Error> {
         let key = digest(token);
-        let found = match self.cached(&key, now) {
+        let found = match self.cache.get(&key, now) {
             Some(s) => Some(s),
             None => {
                 let read = self.store.session(&key).await?;
-                self.remember(&key, read.as_ref(), now);
+                self.cache.keep(&key, read.as_ref(), now);
                 read
             }
         };
@@ -327,17 +390,30 @@ impl SessionService {
         };
         match (refusal, found) {
             (None, Some(session)) => Ok(session),
-            (reason, found) => {
-                let mut event =
-                    AuditEvent::new(&who.identity, Action::AuthRefused, Outcome::Denied)
-                        .origin(&who.origin)
-                        .reason(reason.map(str::to_owned));
-                if let Some(s) = found {
-                    event = event.resource(format!("session/{}", s.accessor));
-                }
-                self.guard.record(event, now).await?;
-                Err(Error::Forbidden(PERMISSION_DENIED.into()))
-            }
+            (reason, found) => Err(self
+                .refuse(who, reason.unwrap_or(REASON_UNKNOWN), found.as_ref(), now)
+                .await),
+        }
+    }
+
+    /// Audits a refused request (no token, or one that does not hold) and answers what
+    /// Vault answers: 403 "permission denied" (or 503 if the refusal cannot be recorded).
+    pub async fn refuse(
+        &self,
+        who: &Principal,
+        reason: &'static str,
+        session: Option<&SessionRow>,
+        now: i64,
+    ) -> Error {
+        let mut event = AuditEvent::new(&who.identity, Action::AuthRefused, Outcome::Denied)
+            .origin(&who.origin)
+            .reason(Some(reason.to_owned()));
+        if let Some(s) = session {
+            event = event.resource(format!("session/{}", s.accessor));
+        }
+        match self.guard.record(event, now).await {
+            Ok(()) => Error::Forbidden(PERMISSION_DENIED.into()),
+            Err(e) => e,
         }
     }
 
@@ -365,14 +441,14 @@ impl SessionService {
             expires_at,
         };
         if !self.write(change, event, now).await? {
-            self.remember(&session.token_digest, None, now);
+            self.cache.end(&session.token_digest);
             return Err(Error::Forbidden(PERMISSION_DENIED.into()));
         }
         let renewed = SessionRow {
             expires_at,
             ..session.clone()
         };
-        self.remember(&renewed.token_digest, Some(&renewed), now);
+        self.cache.keep(&renewed.token_digest, Some(&renewed), now);
         Ok(renewed)
     }
 
@@ -389,11 +465,9 @@ impl SessionService {
         let change = SessionChange::Revoke {
             digest: session.token_digest.clone(),
         };
-        self.remember(&session.token_digest, None, now);
+        self.cache.end(&session.token_digest);
         let result = self.write(change, event, now).await.map(drop);
-        // Forgotten again: a request that read the row while the revocation committed
-        // must not keep it.
-        self.remember(&session.token_digest, None, now);
+        self.cache.end(&session.token_digest);
         result
     }
 
@@ -422,6 +496,42 @@ mod tests {
         };
         assert!(same.validate().is_err());
         assert!(VaultApiSettings::default().validate().is_ok());
+    }
+
+    fn row(digest: &[u8]) -> SessionRow {
+        SessionRow {
+            token_digest: digest.to_vec(),
+            accessor: "a".into(),
+            identity: "app".into(),
+            thumbprint: vec![1; 32],
+            issued_at: 0,
+            ttl_ms: 1000,
+            expires_at: 10_000,
+            max_expires_at: 20_000,
+            revoked_at: None,
+        }
+    }
+
+    /// Review of issue 16 (finding 2): a request that read a session before this node
+    /// revoked it, and stores what it read after, must not bring it back.
+    #[test]
+    fn a_session_this_node_revoked_is_not_cached_again_by_a_late_reader() {
+        let cache = SessionCache::default();
+        let d = [7u8; 32];
+        let read_before_revocation = row(&d);
+        cache.keep(&d, Some(&read_before_revocation), 5_000);
+        assert!(cache.get(&d, 5_000).is_some());
+        cache.end(&d);
+        cache.keep(&d, Some(&read_before_revocation), 5_000);
+        assert!(
+            cache.get(&d, 5_000).is_none(),
+            "a revoked session came back"
+        );
+        // Another session is unaffected, and an ended one is never served.
+        let e = [8u8; 32];
+        cache.keep(&e, Some(&row(&e)), 5_000);
+        assert!(cache.get(&e, 5_000).is_some());
+        assert!(cache.get(&e, 10_000).is_none());
     }
 
     #[test]

@@ -17,5 +17,7 @@ CREATE TABLE auth_sessions (
     max_expires_at INTEGER NOT NULL,
     revoked_at     INTEGER
 );
+-- The per-identity cap counts an identity's live sessions at login.
+CREATE INDEX auth_sessions_by_identity ON auth_sessions (identity, expires_at);
 -- Housekeeping deletes what has ended.
 CREATE INDEX auth_sessions_by_end ON auth_sessions (max_expires_at);

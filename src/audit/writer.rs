@@ -37,6 +37,8 @@ pub struct TokenInsert {
 pub enum Write {
     /// An event on its own (reads, denials, failures).
     Event { event: AuditEvent, at: i64 },
+    /// Events of one call, together (a decrypt batch).
+    Events { events: Vec<(AuditEvent, i64)> },
     /// New tokens, each with its event, in order (one tokenize, a batch or an import
     /// chunk): one job, so they land in one transaction with `events` (those of the
     /// call's items that found their value already stored) and `journal` (an import's
@@ -205,6 +207,10 @@ async fn commit(store: &Store, log: &AuditLog, batch: &[Job]) -> Result<Vec<Writ
         match write {
             Write::Event { event, at } => {
                 events.push((event.clone(), *at));
+                outcomes.push(Written::Recorded);
+            }
+            Write::Events { events: all } => {
+                events.extend(all.iter().cloned());
                 outcomes.push(Written::Recorded);
             }
             Write::InsertTokens {

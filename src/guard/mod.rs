@@ -310,6 +310,18 @@ impl Guard {
         }
     }
 
+    /// Records events together (one job of the group commit; returns once durable).
+    pub async fn record_all(&self, events: Vec<(AuditEvent, i64)>) -> Result<(), Error> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.writer
+            .submit(Write::Events { events })
+            .await
+            .map(drop)
+            .map_err(|e| Error::Unavailable(format!("audit trail unavailable: {e}")))
+    }
+
     /// Records an event on its own (group-committed; returns once durable).
     pub async fn record(&self, event: AuditEvent, now: i64) -> Result<(), Error> {
         self.writer

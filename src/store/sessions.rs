@@ -106,6 +106,19 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// How many live sessions `identity` holds.
+    pub async fn live_sessions(&self, identity: &str, now: i64) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM auth_sessions \
+             WHERE identity = $1 AND revoked_at IS NULL AND expires_at > $2",
+        )
+        .bind(identity)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Deletes sessions whose hard end passed before `before`; how many went.
     pub async fn purge_sessions(&self, before: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM auth_sessions WHERE max_expires_at < $1")

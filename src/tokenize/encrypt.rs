@@ -70,6 +70,21 @@ impl CryptoService {
         context: &[u8],
         now: i64,
     ) -> Result<Ciphertext, Error> {
+        self.seal_version(who, keyring, None, plaintext, context, now)
+            .await
+    }
+
+    /// [`Self::seal`] that first requires `version`, when given, to be the active one
+    /// (checked after the permission, so a caller without it learns nothing of it).
+    pub async fn seal_version(
+        &self,
+        who: &Principal,
+        keyring: &str,
+        version: Option<u32>,
+        plaintext: &[u8],
+        context: &[u8],
+        now: i64,
+    ) -> Result<Ciphertext, Error> {
         // The name first: nothing a caller sends is used (permission, audit) unchecked.
         let name = KeyringName::parse(keyring)
             .map_err(|why| Error::InvalidRequest(format!("`keyring`: {why}")))?;
@@ -78,6 +93,14 @@ impl CryptoService {
             .check(who, Action::Encrypt, keyring, Some(keyring), now)
             .await?;
         self.known(keyring)?;
+        if let Some(want) = version {
+            let (active, _) = self.keys.active(keyring).await?;
+            if active.get() != want {
+                return Err(Error::InvalidRequest(
+                    "key_version: only the keyring's active version encrypts".into(),
+                ));
+            }
+        }
         let (version, key) = self.keys.seal_key(keyring, 1, now).await?;
         let sealed = key.seal(&Aad::encrypt(keyring, version.get(), context), plaintext);
         self.succeeded(who, Action::Encrypt, format!("{keyring}/{version}"), now)
@@ -134,28 +157,61 @@ impl CryptoService {
         context: &[u8],
         now: i64,
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
-        let keyring = ct.keyring.as_str();
-        self.guard
-            .check(who, Action::Decrypt, keyring, Some(keyring), now)
+        let mut one = self
+            .open_batch(who, &ct.keyring, &[(ct, context)], now)
             .await?;
-        self.guard.charge(who, Action::Decrypt, 1, now).await?;
-        self.known(keyring)?;
-        let resource = format!("{keyring}/{}", ct.version);
-        let outcome = self.open(ct, context).await;
-        let event = AuditEvent::new(
-            &who.identity,
-            Action::Decrypt,
-            if outcome.is_ok() {
-                Outcome::Success
+        one.pop()
+            .unwrap_or_else(|| Err(Error::Internal("a decrypt gave no outcome".into())))
+    }
+
+    /// Decrypts many ciphertexts of one keyring: one permission check, the reveal budget
+    /// charged for all of them before any opens (a batch past it reveals nothing), one
+    /// audit event per item committed together, and only then the plaintexts. An item
+    /// that does not open fails alone; an outage fails the whole call.
+    pub async fn open_batch(
+        &self,
+        who: &Principal,
+        keyring: &KeyringName,
+        items: &[(&Ciphertext, &[u8])],
+        now: i64,
+    ) -> Result<Vec<Result<Zeroizing<Vec<u8>>, Error>>, Error> {
+        let name = keyring.as_str();
+        self.guard
+            .check(who, Action::Decrypt, name, Some(name), now)
+            .await?;
+        let count = u64::try_from(items.len()).unwrap_or(u64::MAX);
+        self.guard.charge(who, Action::Decrypt, count, now).await?;
+        self.known(name)?;
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut events = Vec::with_capacity(items.len());
+        for (ct, context) in items {
+            let outcome = if ct.keyring == *keyring {
+                self.open(ct, context).await
             } else {
-                Outcome::Failure
-            },
-        )
-        .origin(&who.origin)
-        .resource(resource)
-        .reason(outcome.as_ref().err().map(|e| e.code().as_str().to_owned()));
-        self.guard.record(event, now).await?;
-        outcome
+                Err(Error::InvalidValue(
+                    "the ciphertext does not open under its keyring and this context".into(),
+                ))
+            };
+            if let Err(Error::Unavailable(detail)) = &outcome {
+                return Err(Error::Unavailable(detail.clone()));
+            }
+            let event = AuditEvent::new(
+                &who.identity,
+                Action::Decrypt,
+                if outcome.is_ok() {
+                    Outcome::Success
+                } else {
+                    Outcome::Failure
+                },
+            )
+            .origin(&who.origin)
+            .resource(format!("{name}/{}", ct.version))
+            .reason(outcome.as_ref().err().map(|e| e.code().as_str().to_owned()));
+            events.push((event, now));
+            outcomes.push(outcome);
+        }
+        self.guard.record_all(events).await?;
+        Ok(outcomes)
     }
 
     /// Re-seals under the active version; the plaintext never leaves this function.

@@ -499,3 +499,227 @@ async fn keys_list_both_ways_read_and_refuse_export() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["transit/"]["type"], "transit");
 }
+
+/// `vaultrs` (crates.io, unmodified), a client written apart from hvac: cert login, then
+/// Transit encrypt, decrypt, rewrap and a data key through its own request types.
+#[tokio::test]
+async fn the_vaultrs_client_logs_in_and_uses_transit() {
+    use vaultrs::client::{Client, VaultClient, VaultClientSettingsBuilder};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let app = spawn("vault-vaultrs").await;
+    let cert = &pki().clients["app"];
+    let identity =
+        reqwest::Identity::from_pem(format!("{}{}", cert.cert_pem, cert.key_pem).as_bytes())
+            .unwrap();
+    let settings = VaultClientSettingsBuilder::default()
+        .address(app.url(""))
+        .ca_certs(vec![app.dir.join("ca.pem").display().to_string()])
+        .identity(Some(identity))
+        .token("")
+        .build()
+        .unwrap();
+    let mut client = VaultClient::new(settings).unwrap();
+    let auth = vaultrs::auth::cert::login(&client, "cert", "")
+        .await
+        .unwrap();
+    assert!(auth.client_token.starts_with("hvs."));
+    client.set_token(&auth.client_token);
+
+    let plaintext = b64("from vaultrs");
+    let sealed = vaultrs::transit::data::encrypt(&client, "transit", "pii", &plaintext, None)
+        .await
+        .unwrap();
+    assert!(
+        sealed.ciphertext.starts_with("vault:v1:"),
+        "{}",
+        sealed.ciphertext
+    );
+    let opened =
+        vaultrs::transit::data::decrypt(&client, "transit", "pii", &sealed.ciphertext, None)
+            .await
+            .unwrap();
+    assert_eq!(opened.plaintext, plaintext);
+    let rewrapped =
+        vaultrs::transit::data::rewrap(&client, "transit", "pii", &sealed.ciphertext, None)
+            .await
+            .unwrap();
+    let again =
+        vaultrs::transit::data::decrypt(&client, "transit", "pii", &rewrapped.ciphertext, None)
+            .await
+            .unwrap();
+    assert_eq!(again.plaintext, plaintext);
+    let key = vaultrs::transit::generate::data_key(
+        &client,
+        "transit",
+        "pii",
+        vaultrs::api::transit::requests::DataKeyType::Plaintext,
+        None,
+    )
+    .await
+    .unwrap();
+    let key_plain = key.plaintext.unwrap();
+    assert_eq!(STANDARD.decode(&key_plain).unwrap().len(), 32);
+    let opened = vaultrs::transit::data::decrypt(&client, "transit", "pii", &key.ciphertext, None)
+        .await
+        .unwrap();
+    assert_eq!(opened.plaintext, key_plain);
+    // A wrong ciphertext is an API error, as against Vault.
+    let err = vaultrs::transit::data::decrypt(
+        &client,
+        "transit",
+        "pii",
+        "vault:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, vaultrs::error::ClientError::APIError { code: 400, .. }),
+        "{err:?}"
+    );
+}
+
+/// Review of issue 16 (finding 1): a `key_version` is looked at only after the permission
+/// check, so a caller without the grant learns neither that the keyring exists nor its
+/// version, and its refusal is audited; an unknown keyring is a 400, not a 503.
+#[tokio::test]
+async fn key_version_is_checked_after_the_permission() {
+    let app = spawn("vault-version").await;
+    let mut t = VaultClient::of("tokenizer");
+    t.login(&app).await;
+    for v in [99, 1] {
+        let body = json!({"plaintext": b64("x"), "key_version": v});
+        let (status, body, _) = t
+            .call(&app, "POST", "/v1/transit/encrypt/pii", Some(body))
+            .await;
+        assert_eq!(status, 403, "key_version {v}: {body}");
+    }
+    let denied = events(&app, "encrypt").await;
+    assert_eq!(
+        denied.iter().filter(|e| e.1 == "denied").count(),
+        2,
+        "{denied:?}"
+    );
+    let mut c = VaultClient::of("app");
+    c.login(&app).await;
+    let enc = |v: i64| Some(json!({"plaintext": b64("x"), "key_version": v}));
+    assert_eq!(
+        c.call(&app, "POST", "/v1/transit/encrypt/pii", enc(2))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        c.call(&app, "POST", "/v1/transit/encrypt/pii", enc(1))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        c.call(&app, "POST", "/v1/transit/encrypt/nosuch", enc(1))
+            .await
+            .0,
+        400
+    );
+}
+
+/// Review of issue 16 (finding 5): live sessions per identity are capped, so a client
+/// looping logins cannot grow the session table without bound.
+#[tokio::test]
+async fn live_sessions_per_identity_are_capped() {
+    let app = spawn_with("vault-cap", |s, _| {
+        s.vault_api.max_sessions_per_identity = 2
+    })
+    .await;
+    let mut c = VaultClient::of("app");
+    c.login(&app).await;
+    c.login(&app).await;
+    let (status, body, _) = c.call(&app, "POST", "/v1/auth/cert/login", None).await;
+    assert_eq!(status, 429, "{body}");
+    let (status, _, _) = c
+        .call(&app, "POST", "/v1/auth/token/revoke-self", None)
+        .await;
+    assert_eq!(status, 204);
+    c.login(&app).await;
+    let logins = events(&app, "auth.login").await;
+    assert!(
+        logins.contains(&(
+            "auth.login".into(),
+            "denied".into(),
+            Some("session_limit".into())
+        )),
+        "{logins:?}"
+    );
+}
+
+/// Review of issue 16 (finding 6): a decrypt batch is charged to the reveal budget as a
+/// whole before anything opens, as a detokenize batch is: a batch past the budget reveals
+/// nothing and records no reveal.
+#[tokio::test]
+async fn a_decrypt_batch_past_the_budget_reveals_nothing() {
+    let app = spawn_with("vault-budget", |s, _| {
+        s.clients.get_mut("app").unwrap().decrypt_per_hour = Some(3);
+    })
+    .await;
+    let mut c = VaultClient::of("app");
+    c.login(&app).await;
+    let items: Vec<Value> = (0..5)
+        .map(|i| json!({"plaintext": b64(&format!("v{i}"))}))
+        .collect();
+    let (status, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/encrypt/pii",
+            Some(json!({"batch_input": items})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let cts: Vec<Value> = body["data"]["batch_results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| json!({"ciphertext": r["ciphertext"]}))
+        .collect();
+    let (status, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/decrypt/pii",
+            Some(json!({"batch_input": cts})),
+        )
+        .await;
+    assert_eq!(status, 429, "{body}");
+    let reveals = events(&app, "decrypt").await;
+    assert!(!reveals.iter().any(|e| e.1 == "success"), "{reveals:?}");
+    // Within the budget, a batch opens in one go.
+    let (status, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/decrypt/pii",
+            Some(json!({"batch_input": cts[..3]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["batch_results"][2]["plaintext"], b64("v2"));
+}
+
+/// Review of issue 16 (finding 9): a request with no token at all is refused and audited
+/// like one with a bad token.
+#[tokio::test]
+async fn a_missing_token_is_audited() {
+    let app = spawn("vault-missing").await;
+    let (status, _, _) = VaultClient::of("app")
+        .call(&app, "GET", "/v1/auth/token/lookup-self", None)
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        events(&app, "auth.refused").await,
+        [(
+            String::from("auth.refused"),
+            String::from("denied"),
+            Some(String::from("token_missing"))
+        )]
+    );
+}

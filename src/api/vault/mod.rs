@@ -30,7 +30,7 @@ use super::AppState;
 use super::auth::ConnInfo;
 use crate::error::Error;
 use crate::guard::Principal;
-use crate::session::{PERMISSION_DENIED, VaultApiSettings};
+use crate::session::{PERMISSION_DENIED, REASON_MISSING, VaultApiSettings};
 use crate::store::SessionRow;
 use crate::vault::now_ms;
 
@@ -214,7 +214,10 @@ impl FromRequestParts<AppState> for VaultCaller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, VaultError> {
         let (who, thumbprint) = connection(parts, state)?;
         let Some(token) = presented_token(&parts.headers).filter(|t| !t.is_empty()) else {
-            return Err(VaultError(Error::Forbidden(PERMISSION_DENIED.into())));
+            let sessions = &state.services.sessions;
+            return Err(VaultError(
+                sessions.refuse(&who, REASON_MISSING, None, now_ms()).await,
+            ));
         };
         let session = state
             .services

@@ -283,7 +283,10 @@ impl Request {
                 "batch_input holds more than {max_batch} items (limits.max_batch)"
             )));
         }
-        let with_context = batch.iter().filter(|i| i.context.is_some()).count();
+        let with_context = batch
+            .iter()
+            .filter(|i| i.context.as_deref().is_some_and(|c| !c.is_empty()))
+            .count();
         if with_context != 0 && with_context != batch.len() {
             return Err(bad_request("context must be set in all items or none"));
         }
@@ -299,18 +302,26 @@ fn b64(field: &str, s: Option<&str>) -> Result<Vec<u8>, Error> {
     })
 }
 
+/// What a context's AAD starts with (and plain associated data never does).
+const CONTEXT_FRAME: &[u8] = b"vault-context\0";
+
 /// The AAD of an item: `associated_data`, with a derivation `context` bound in front of
 /// it by length, so no two (context, data) pairs give the same bytes.
 fn aad(item: &Item) -> Result<Vec<u8>, Error> {
     let ad = b64("associated_data", item.associated_data.as_deref())?;
     let Some(context) = item.context.as_deref().filter(|c| !c.is_empty()) else {
+        if ad.starts_with(CONTEXT_FRAME) {
+            return Err(Error::InvalidRequest(
+                "associated_data may not begin with the bytes that frame a context".into(),
+            ));
+        }
         return Ok(ad);
     };
     let ctx = b64("context", Some(context))?;
     let len = u32::try_from(ctx.len())
         .map_err(|_| Error::InvalidRequest("`context` is too long".into()))?;
     let mut out = Vec::with_capacity(18 + ctx.len() + ad.len());
-    out.extend_from_slice(b"vault-context\0");
+    out.extend_from_slice(CONTEXT_FRAME);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(&ctx);
     out.extend_from_slice(&ad);
@@ -446,17 +457,21 @@ async fn encrypt(
                 .ok_or_else(|| Error::InvalidRequest("missing plaintext to encrypt".into()))?;
             let plaintext = Zeroizing::new(b64("plaintext", Some(plaintext.0.as_str()))?);
             let aad = aad(&item)?;
-            if let Some(v) = item.key_version.filter(|v| *v > 0) {
-                let active = state.vault.keys.active(name.as_str()).await?.0;
-                if i64::from(active.get()) != v {
-                    return Err(Error::InvalidRequest(
-                        "key_version: tokenvault encrypts with the keyring's active version only"
-                            .into(),
-                    ));
-                }
-            }
+            let version = match item.key_version.filter(|v| *v > 0) {
+                None => None,
+                Some(v) => Some(u32::try_from(v).map_err(|_| {
+                    Error::InvalidRequest("key_version is not a key version".into())
+                })?),
+            };
             let ct = crypto
-                .seal(&caller.who, name.as_str(), &plaintext, &aad, now_ms())
+                .seal_version(
+                    &caller.who,
+                    name.as_str(),
+                    version,
+                    &plaintext,
+                    &aad,
+                    now_ms(),
+                )
                 .await?;
             Ok::<_, Error>(Sealed {
                 ciphertext: to_vault(&ct),
@@ -478,23 +493,44 @@ async fn decrypt(
     let name = keyring(&name)?;
     let partial = req.partial_failure_response_code;
     let (items, batch) = req.items(state.vault.settings.limits.max_batch)?;
-    let crypto = &state.services.crypto;
-    let mut outcomes = Vec::with_capacity(items.len());
-    for item in items {
-        let result = async {
+    // Each item read first; the ones that parse are opened together (one permission
+    // check, the reveal budget charged for all of them, their events in one commit).
+    let parsed: Vec<Result<(Ciphertext, Vec<u8>), Error>> = items
+        .iter()
+        .map(|item| {
             let ct = item
                 .ciphertext
                 .as_deref()
                 .ok_or_else(|| Error::InvalidRequest("missing ciphertext to decrypt".into()))?;
-            let ct = from_vault(&name, ct)?;
-            let plain = crypto
-                .open_for(&caller.who, &ct, &aad(&item)?, now_ms())
-                .await?;
-            Ok::<_, Error>(Opened {
-                plaintext: Revealed::from(STANDARD.encode(&plain[..]).as_str()),
-            })
-        }
-        .await;
+            Ok((from_vault(&name, ct)?, aad(item)?))
+        })
+        .collect();
+    let to_open: Vec<(&Ciphertext, &[u8])> = parsed
+        .iter()
+        .filter_map(|p| p.as_ref().ok())
+        .map(|(ct, aad)| (ct, aad.as_slice()))
+        .collect();
+    let mut opened = if to_open.is_empty() {
+        Vec::new()
+    } else {
+        state
+            .services
+            .crypto
+            .open_batch(&caller.who, &name, &to_open, now_ms())
+            .await?
+    }
+    .into_iter();
+    let mut outcomes = Vec::with_capacity(items.len());
+    for (item, parsed) in items.into_iter().zip(parsed) {
+        let result = match parsed {
+            Err(e) => Err(e),
+            Ok(_) => opened
+                .next()
+                .unwrap_or_else(|| Err(Error::Internal("a decrypt gave no outcome".into())))
+                .map(|plain| Opened {
+                    plaintext: Revealed::from(STANDARD.encode(&plain[..])),
+                }),
+        };
         outcomes.push(outcome(result, item.reference)?);
     }
     answer(outcomes, batch, partial, false)
@@ -622,6 +658,29 @@ mod tests {
         ] {
             assert!(from_vault(&keyring, bad).is_err(), "{bad}");
         }
+    }
+
+    /// Review of issue 16 (finding 3): associated data that spells the framing of a
+    /// context would give the same AAD as that context; it is refused.
+    #[test]
+    fn associated_data_cannot_pose_as_a_framed_context() {
+        let framed = aad(&item(Some("YQ=="), None)).unwrap();
+        let posing = STANDARD.encode(&framed);
+        assert!(aad(&item(None, Some(&posing))).is_err());
+    }
+
+    /// An empty context counts as none, in the batch rule as in the AAD.
+    #[test]
+    fn an_empty_context_is_no_context() {
+        let batch = Request {
+            batch_input: Some(vec![item(Some(""), None), item(None, None)]),
+            ..Request::default()
+        };
+        assert!(batch.items(10).is_ok());
+        assert_eq!(
+            aad(&item(Some(""), None)).unwrap(),
+            aad(&item(None, None)).unwrap()
+        );
     }
 
     #[test]
