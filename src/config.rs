@@ -542,6 +542,10 @@ impl Settings {
         }
         self.server.validate(&self.clients)?;
         self.vault_api.validate().map_err(ConfigError::Invalid)?;
+        self.vault_api
+            .transform
+            .validate(&self.types)
+            .map_err(ConfigError::Invalid)?;
         if self.hsm.sessions == 0 {
             return Err(ConfigError::Invalid(
                 "hsm.sessions must be at least 1".into(),

@@ -53,6 +53,8 @@ pub struct VaultApiSettings {
     pub token_max_ttl_secs: u64,
     /// Live sessions one identity may hold at once; a login past it is refused (429).
     pub max_sessions_per_identity: u64,
+    /// Transform roles and tokenization transformations (default: one of each per type).
+    pub transform: crate::tokenize::roles::TransformSettings,
 }
 
 impl Default for VaultApiSettings {
@@ -64,6 +66,7 @@ impl Default for VaultApiSettings {
             token_ttl_secs: 15 * 60,
             token_max_ttl_secs: 8 * 3600,
             max_sessions_per_identity: 1000,
+            transform: crate::tokenize::roles::TransformSettings::default(),
         }
     }
 }

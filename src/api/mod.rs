@@ -94,7 +94,7 @@ pub fn app(state: AppState) -> Router {
         .merge(keys::router())
         .merge(health::router())
         .merge(openapi::router())
-        .merge(vault::router(&state.vault.settings.vault_api))
+        .merge(vault::router(&state.vault.settings))
         .fallback(|| async { Error::NoRoute })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(

@@ -6,6 +6,7 @@ mod encrypt;
 pub mod format;
 mod issue;
 mod rewrap;
+pub mod roles;
 pub mod values;
 
 pub use encrypt::CryptoService;
@@ -242,7 +243,7 @@ impl TokenService {
         &self,
         who: &Principal,
         action: Action,
-        token: &str,
+        (token, only_type): (&str, Option<&str>),
         now: i64,
     ) -> Result<TokenRow, Error> {
         let plausible = format::plausible_token(token);
@@ -252,7 +253,10 @@ impl TokenService {
             None
         };
         match row {
-            Some(row) if !is_expired(&row, now) => {
+            // A surface that works on one type (a Transform role) sees no other.
+            Some(row)
+                if !is_expired(&row, now) && only_type.is_none_or(|t| t == row.token_type) =>
+            {
                 match self
                     .guard
                     .check(who, action, &row.token_type, Some(token), now)
@@ -279,7 +283,7 @@ impl TokenService {
         now: i64,
     ) -> Result<Detokenized, Error> {
         self.guard.charge(who, Action::Detokenize, 1, now).await?;
-        self.reveal(who, token, reason, now).await
+        self.reveal(who, (token, None), reason, now).await
     }
 
     /// Reveals many tokens' values, in order. The whole batch is charged to the reveal
@@ -292,14 +296,31 @@ impl TokenService {
         reason: Option<&str>,
         now: i64,
     ) -> Result<Vec<Result<Detokenized, Error>>, Error> {
+        self.detokenize_batch_of(who, tokens, None, reason, now)
+            .await
+    }
+
+    /// [`Self::detokenize_batch`] of tokens of `only_type` (another type's token is not
+    /// found, and nothing of it is revealed).
+    pub async fn detokenize_batch_of(
+        &self,
+        who: &Principal,
+        tokens: &[String],
+        only_type: Option<&str>,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<Result<Detokenized, Error>>, Error> {
         // One reason for the whole batch: refused whole, as by a single detokenize.
         check_reason(reason)?;
         self.guard
             .charge(who, Action::Detokenize, tokens.len() as u64, now)
             .await?;
-        let mut results =
-            futures_util::future::join_all(tokens.iter().map(|t| self.reveal(who, t, reason, now)))
-                .await;
+        let mut results = futures_util::future::join_all(
+            tokens
+                .iter()
+                .map(|t| self.reveal(who, (t, only_type), reason, now)),
+        )
+        .await;
         if let Some(pos) = results
             .iter()
             .position(|r| matches!(r, Err(e) if e.is_unavailable()))
@@ -314,7 +335,7 @@ impl TokenService {
     async fn reveal(
         &self,
         who: &Principal,
-        token: &str,
+        (token, only_type): (&str, Option<&str>),
         reason: Option<&str>,
         now: i64,
     ) -> Result<Detokenized, Error> {
@@ -322,7 +343,9 @@ impl TokenService {
             Ok(r) => r,
             Err(e) => return self.fail(who, Action::Detokenize, None, e, now).await,
         };
-        let row = self.visible(who, Action::Detokenize, token, now).await?;
+        let row = self
+            .visible(who, Action::Detokenize, (token, only_type), now)
+            .await?;
         let opened = async {
             let version = KeyVersion::from_db(row.key_version)
                 .ok_or_else(|| Error::Internal("stored key version out of range".into()))?;
@@ -357,7 +380,20 @@ impl TokenService {
 
     /// Metadata and masked value of a token; never the value.
     pub async fn info(&self, who: &Principal, token: &str, now: i64) -> Result<TokenInfo, Error> {
-        let row = self.visible(who, Action::Read, token, now).await?;
+        self.info_of(who, token, None, now).await
+    }
+
+    /// [`Self::info`] of a token of `only_type` (another type's token is not found).
+    pub async fn info_of(
+        &self,
+        who: &Principal,
+        token: &str,
+        only_type: Option<&str>,
+        now: i64,
+    ) -> Result<TokenInfo, Error> {
+        let row = self
+            .visible(who, Action::Read, (token, only_type), now)
+            .await?;
         let event = self.event(who, Action::Read, Outcome::Success);
         self.guard.record(event.resource(token), now).await?;
         Ok(TokenInfo {
@@ -374,7 +410,9 @@ impl TokenService {
 
     /// Deletes a token and with it the only ciphertext of its value.
     pub async fn delete(&self, who: &Principal, token: &str, now: i64) -> Result<(), Error> {
-        let row = self.visible(who, Action::Delete, token, now).await?;
+        let row = self
+            .visible(who, Action::Delete, (token, None), now)
+            .await?;
         let event = self
             .event(who, Action::Delete, Outcome::Success)
             .resource(token);

@@ -29,3 +29,4 @@ mod tampering;
 mod tls;
 mod untrusted_input;
 mod vault_api;
+mod vault_transform;

@@ -9,92 +9,9 @@ use serde_json::{Value, json};
 
 use super::helpers::*;
 
-/// One Vault client: an HTTPS client with a certificate, and its session token.
-struct VaultClient {
-    http: reqwest::Client,
-    token: Option<String>,
-}
-
-impl VaultClient {
-    fn new(cert: &tokenvault::devpki::Issued) -> Self {
-        Self {
-            http: http_client(Some(cert)),
-            token: None,
-        }
-    }
-
-    fn of(name: &str) -> Self {
-        Self::new(&pki().clients[name])
-    }
-
-    async fn call(
-        &self,
-        app: &TestApp,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value, String) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self.http.request(method, app.url(path));
-        if let Some(t) = &self.token {
-            req = req.header("X-Vault-Token", t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let text = resp.text().await.unwrap();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, body, content_type)
-    }
-
-    async fn login(&mut self, app: &TestApp) -> Value {
-        let (status, body, _) = self
-            .call(app, "POST", "/v1/auth/cert/login", Some(json!({})))
-            .await;
-        assert_eq!(status, 200, "{body}");
-        self.token = Some(body["auth"]["client_token"].as_str().unwrap().to_owned());
-        body
-    }
-}
-
-fn b64(s: &str) -> String {
-    STANDARD.encode(s)
-}
-
-async fn spawn(tag: &str) -> TestApp {
-    spawn_with(tag, |s, _| {
-        s.vault_api.token_ttl_secs = 2;
-        s.vault_api.token_max_ttl_secs = 5;
-    })
-    .await
-}
-
-/// (action, outcome, reason) of every event of these actions, in order.
-async fn events(app: &TestApp, prefix: &str) -> Vec<(String, String, Option<String>)> {
-    let mut db = app.db().await;
-    sqlx::query_as(
-        "SELECT action, outcome, reason FROM audit_events WHERE action LIKE $1 ORDER BY seq",
-    )
-    .bind(format!("{prefix}%"))
-    .fetch_all(&mut db)
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn a_token_works_only_with_the_certificate_that_logged_in() {
-    let app = spawn("vault-bind").await;
+    let app = spawn_vault("vault-bind").await;
     let mut app_client = VaultClient::of("app");
     let login = app_client.login(&app).await;
     let token = app_client.token.clone().unwrap();
@@ -186,7 +103,7 @@ async fn a_token_works_only_with_the_certificate_that_logged_in() {
 
 #[tokio::test]
 async fn only_configured_clients_log_in() {
-    let app = spawn("vault-stranger").await;
+    let app = spawn_vault("vault-stranger").await;
     let (status, body, _) = VaultClient::of("stranger")
         .call(&app, "POST", "/v1/auth/cert/login", None)
         .await;
@@ -203,7 +120,7 @@ async fn only_configured_clients_log_in() {
 
 #[tokio::test]
 async fn sessions_expire_renew_within_their_maximum_and_revoke() {
-    let app = spawn("vault-ttl").await;
+    let app = spawn_vault("vault-ttl").await;
     let mut c = VaultClient::of("app");
     c.login(&app).await;
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
@@ -267,7 +184,7 @@ async fn sessions_expire_renew_within_their_maximum_and_revoke() {
 
 #[tokio::test]
 async fn transit_encrypts_decrypts_and_rewraps_through_the_one_encrypt_path() {
-    let app = spawn("vault-transit").await;
+    let app = spawn_vault("vault-transit").await;
     let mut c = VaultClient::of("app");
     c.login(&app).await;
     let (status, body, _) = c
@@ -424,7 +341,7 @@ async fn transit_encrypts_decrypts_and_rewraps_through_the_one_encrypt_path() {
 
 #[tokio::test]
 async fn keys_list_both_ways_read_and_refuse_export() {
-    let app = spawn("vault-keys").await;
+    let app = spawn_vault("vault-keys").await;
     let mut auditor = VaultClient::of("auditor");
     auditor.login(&app).await;
     for (method, path) in [
@@ -506,7 +423,7 @@ async fn keys_list_both_ways_read_and_refuse_export() {
 async fn the_vaultrs_client_logs_in_and_uses_transit() {
     use vaultrs::client::{Client, VaultClient, VaultClientSettingsBuilder};
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let app = spawn("vault-vaultrs").await;
+    let app = spawn_vault("vault-vaultrs").await;
     let cert = &pki().clients["app"];
     let identity =
         reqwest::Identity::from_pem(format!("{}{}", cert.cert_pem, cert.key_pem).as_bytes())
@@ -584,7 +501,7 @@ async fn the_vaultrs_client_logs_in_and_uses_transit() {
 /// version, and its refusal is audited; an unknown keyring is a 400, not a 503.
 #[tokio::test]
 async fn key_version_is_checked_after_the_permission() {
-    let app = spawn("vault-version").await;
+    let app = spawn_vault("vault-version").await;
     let mut t = VaultClient::of("tokenizer");
     t.login(&app).await;
     for v in [99, 1] {
@@ -709,7 +626,7 @@ async fn a_decrypt_batch_past_the_budget_reveals_nothing() {
 /// like one with a bad token.
 #[tokio::test]
 async fn a_missing_token_is_audited() {
-    let app = spawn("vault-missing").await;
+    let app = spawn_vault("vault-missing").await;
     let (status, _, _) = VaultClient::of("app")
         .call(&app, "GET", "/v1/auth/token/lookup-self", None)
         .await;

@@ -134,6 +134,50 @@ class Transit(unittest.TestCase):
             tokenizer.secrets.transit.encrypt_data("pii", plaintext=b64("x"))
 
 
+def random_pan():
+    """A random Luhn-valid 16-digit test card number."""
+    import random
+    digits = [4] + [random.randrange(10) for _ in range(14)]
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2 == 0:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return "".join(map(str, digits)) + str((10 - total % 10) % 10)
+
+
+class Transform(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.app = logged_in("app")
+
+    def test_encode_decode_validate_and_metadata_through_a_role(self):
+        t = self.app.secrets.transform
+        pan = random_pan()
+        token = t.encode("pan", value=pan)["data"]["encoded_value"]
+        self.assertNotEqual(token, pan)
+        self.assertEqual(t.decode("pan", value=token)["data"]["decoded_value"], pan)
+        self.assertTrue(t.validate_token("pan", value=token, transformation="pan")["data"]["valid"])
+        self.assertEqual(t.retrieve_token_metadata("pan", value=token, transformation="pan")["data"]["metadata"], {})
+        with self.assertRaises(exceptions.InvalidRequest):
+            t.decode("ssn", value=token)
+
+    def test_batches_and_provisioning_reads(self):
+        t = self.app.secrets.transform
+        pans = [random_pan() for _ in range(3)]
+        out = t.encode("pan", batch_input=[{"value": p, "reference": str(i)} for i, p in enumerate(pans)])
+        tokens = [r["encoded_value"] for r in out["data"]["batch_results"]]
+        back = t.decode("pan", batch_input=[{"value": tok} for tok in tokens])["data"]["batch_results"]
+        self.assertEqual([b["decoded_value"] for b in back], pans)
+        self.assertIn("pan", t.list_roles()["data"]["keys"])
+        self.assertEqual(t.read_role("pan")["data"]["transformations"], ["pan"])
+        self.assertIn("pan", t.list_transformations()["data"]["keys"])
+        with self.assertRaises(exceptions.InvalidRequest):
+            t.create_or_update_role("new", transformations=["pan"])
+
+
 class Sys(unittest.TestCase):
     def test_health(self):
         health = client("app").sys.read_health_status(method="GET")

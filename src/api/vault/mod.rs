@@ -12,8 +12,10 @@
 //! connection (see `crate::session`).
 
 mod auth;
+mod batch;
 mod sys;
 mod tools;
+mod transform;
 mod transit;
 mod weak;
 
@@ -28,22 +30,28 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::ConnInfo;
+use crate::config::Settings;
 use crate::error::Error;
 use crate::guard::Principal;
-use crate::session::{PERMISSION_DENIED, REASON_MISSING, VaultApiSettings};
+use crate::session::{PERMISSION_DENIED, REASON_MISSING};
 use crate::store::SessionRow;
 use crate::vault::now_ms;
 
 /// The Vault-compatible routes (none when `vault_api.enabled` is false).
-pub fn router(settings: &VaultApiSettings) -> Router<AppState> {
-    if !settings.enabled {
+pub fn router(settings: &Settings) -> Router<AppState> {
+    let api = &settings.vault_api;
+    if !api.enabled {
         return Router::new();
     }
     Router::new()
         .merge(auth::router())
         .merge(sys::router())
-        .merge(transit::router(&settings.transit_mount))
-        .merge(tools::router(&settings.transit_mount))
+        .merge(transit::router(&api.transit_mount))
+        .merge(tools::router(&api.transit_mount))
+        .merge(transform::router(
+            &api.transform_mount,
+            api.transform.effective(&settings.types),
+        ))
 }
 
 /// An error in Vault's shape: the status from the one table, `{"errors":[message]}`, and

@@ -90,7 +90,6 @@ async fn seal_status(State(state): State<AppState>) -> Response {
 }
 
 /// The mounts, as Vault describes secrets engines (a session is needed, as in Vault).
-/// Transform is listed once its routes exist.
 async fn mounts(
     State(state): State<AppState>,
     _caller: VaultCaller,
@@ -115,6 +114,10 @@ async fn mounts(
             "transit",
             "tokenvault keyrings (keys in the HSM key hierarchy)",
         ),
+    );
+    all.insert(
+        format!("{}/", s.transform_mount),
+        mount("transform", "tokenvault token types (tokenization)"),
     );
     Ok(data(Value::Object(all)))
 }

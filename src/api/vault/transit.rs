@@ -16,7 +16,7 @@
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::response::Response;
 use axum::routing::{any, get, post};
 use base64::Engine;
@@ -25,13 +25,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
+use super::batch::{answer, outcome};
 use super::{
-    AppState, VaultCaller, VaultError, VaultJson, bad_request, data, envelope_of, is_list,
-    no_content, weak,
+    AppState, VaultCaller, VaultError, VaultJson, bad_request, data, is_list, no_content, weak,
 };
 use crate::api::json::{Revealed, SecretField};
 use crate::crypto::Ciphertext;
-use crate::error::{Code, Error};
+use crate::error::Error;
 use crate::keys::{FINGERPRINT_KEYRING, KeyVersion, KeyringName};
 use crate::vault::now_ms;
 
@@ -344,24 +344,6 @@ fn from_vault(keyring: &KeyringName, s: &str) -> Result<Ciphertext, Error> {
     Ciphertext::new(keyring.clone(), version, sealed).map_err(|_| malformed())
 }
 
-/// Errors that belong to one item of a batch; any other (forbidden, unavailable,
-/// internal, rate limited) ends the whole request, failing closed.
-fn item_error(e: &Error) -> bool {
-    matches!(
-        e.code(),
-        Code::InvalidRequest | Code::InvalidValue | Code::KeyDestroyed
-    )
-}
-
-#[derive(Serialize)]
-struct Outcome<T> {
-    #[serde(flatten)]
-    ok: Option<T>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    reference: Value,
-}
-
 #[derive(Serialize)]
 struct Sealed {
     ciphertext: String,
@@ -371,71 +353,6 @@ struct Sealed {
 #[derive(Serialize)]
 struct Opened {
     plaintext: Revealed,
-}
-
-/// How the items of a request fared, rendered as Vault renders them.
-fn answer<T: Serialize>(
-    outcomes: Vec<Outcome<T>>,
-    batch: bool,
-    partial_failure_code: Option<i64>,
-    always_ok: bool,
-) -> Result<Response, VaultError> {
-    if !batch {
-        let one = outcomes.into_iter().next();
-        return match one {
-            Some(Outcome { ok: Some(ok), .. }) => Ok(data(ok)),
-            Some(Outcome { error: Some(e), .. }) => Err(bad_request(e)),
-            _ => Err(VaultError(Error::Internal(
-                "an item gave no outcome".into(),
-            ))),
-        };
-    }
-    let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
-    let status = if failed == 0 || always_ok {
-        StatusCode::OK
-    } else if failed < outcomes.len()
-        && let Some(code) = partial_failure_code
-    {
-        u16::try_from(code)
-            .ok()
-            .and_then(|c| StatusCode::from_u16(c).ok())
-            .filter(|s| s.is_success() || s.is_client_error() || s.is_server_error())
-            .ok_or_else(|| bad_request("partial_failure_response_code is not an HTTP status"))?
-    } else {
-        StatusCode::BAD_REQUEST
-    };
-    Ok(envelope_of(
-        status,
-        &Value::Null,
-        &BatchData {
-            batch_results: outcomes,
-        },
-    ))
-}
-
-#[derive(Serialize)]
-struct BatchData<T> {
-    batch_results: Vec<Outcome<T>>,
-}
-
-fn outcome<T>(
-    result: Result<T, Error>,
-    reference: Option<Value>,
-) -> Result<Outcome<T>, VaultError> {
-    let reference = reference.unwrap_or_else(|| Value::String(String::new()));
-    match result {
-        Ok(ok) => Ok(Outcome {
-            ok: Some(ok),
-            error: None,
-            reference,
-        }),
-        Err(e) if item_error(&e) => Ok(Outcome {
-            ok: None,
-            error: Some(e.body().error.message),
-            reference,
-        }),
-        Err(e) => Err(VaultError(e)),
-    }
 }
 
 async fn encrypt(

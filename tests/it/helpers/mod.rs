@@ -10,6 +10,7 @@ mod officers;
 mod pki;
 mod postgres;
 mod process;
+mod vault;
 
 pub use app::*;
 pub use config::*;
@@ -19,6 +20,7 @@ pub use officers::*;
 pub use pki::*;
 pub use postgres::*;
 pub use process::*;
+pub use vault::*;
 
 /// A random Luhn-valid 16-digit card number (not one of the canaries).
 pub fn random_pan() -> String {

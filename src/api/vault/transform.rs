@@ -1,0 +1,467 @@
+//! The Transform engine's tokenization over tokenvault's token types: `encode`,
+//! `decode`, `validate` and `metadata` through a role, single and `batch_input`, and the
+//! roles and transformations in force, readable and listable for provisioning scripts.
+//!
+//! Translation only: encode is the one tokenize path (`TokenService::tokenize_many`:
+//! validation, formats, namespaces, budgets, audit), decode the one reveal path
+//! (`detokenize_batch_of`, the batch charged whole to the reveal budget), validate and
+//! metadata the one read path (`info_of`). A role narrows a request to its
+//! transformation's type; a token of another type is not found through it. Roles and
+//! transformations come from the config (`[vault_api.transform]`), never from the API.
+//! `tweak` (FPE) is refused: tokenvault's format-preserving tokens are random, not FF3.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::Method;
+use axum::response::Response;
+use axum::routing::{any, get, post};
+use axum::{Extension, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::batch::{answer, outcome};
+use super::{AppState, VaultCaller, VaultError, VaultJson, bad_request, data, is_list, weak};
+use crate::api::json::{Revealed, SecretField};
+use crate::error::Error;
+use crate::tokenize::roles::Transforms;
+use crate::tokenize::{RawValue, TokenizeInput};
+use crate::vault::now_ms;
+
+pub fn router(mount: &str, transforms: Transforms) -> Router<AppState> {
+    let m = |tail: &str| format!("/v1/{mount}/{tail}");
+    Router::new()
+        .route(&m("encode/{role}"), post(encode).put(encode))
+        .route(&m("decode/{role}"), post(decode).put(decode))
+        .route(
+            &m("decode/{role}/{format}"),
+            post(decode_format).put(decode_format),
+        )
+        .route(&m("validate/{role}"), post(validate).put(validate))
+        .route(&m("metadata/{role}"), post(metadata).put(metadata))
+        .route(
+            &m("tokenized/{role}"),
+            post(refused_lookup).put(refused_lookup),
+        )
+        .route(&m("role"), any(list_roles))
+        .route(
+            &m("role/{name}"),
+            get(read_role)
+                .post(refused_change)
+                .put(refused_change)
+                .delete(refused_change),
+        )
+        .route(&m("transformation"), any(list_transformations))
+        .route(
+            &m("transformation/{name}"),
+            get(read_transformation)
+                .post(refused_change)
+                .put(refused_change)
+                .delete(refused_change),
+        )
+        .route(
+            &m("transformations/tokenization/{name}"),
+            get(read_transformation)
+                .post(refused_change)
+                .put(refused_change),
+        )
+        .layer(Extension(Arc::new(transforms)))
+}
+
+async fn refused_change(_caller: VaultCaller) -> VaultError {
+    bad_request(
+        "roles and transformations are tokenvault token types and the [vault_api.transform] \
+         configuration; they are not changed over this API",
+    )
+}
+
+async fn refused_lookup(_caller: VaultCaller) -> VaultError {
+    bad_request(
+        "`tokenized` is not available yet: it answers whether a value was ever tokenized, a \
+         lookup oracle (tokenize a deterministic type instead: the same value gets the same token)",
+    )
+}
+
+/// One item of a request, or the request itself without `batch_input`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Item {
+    value: Option<SecretField>,
+    #[serde(deserialize_with = "weak::opt_string")]
+    transformation: Option<String>,
+    #[serde(deserialize_with = "weak::opt_seconds")]
+    ttl: Option<i64>,
+    /// `"k1=v1,k2=v2"`, or a JSON object of strings.
+    metadata: Option<Value>,
+    #[serde(deserialize_with = "weak::opt_string")]
+    tweak: Option<String>,
+    reference: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Request {
+    value: Option<SecretField>,
+    #[serde(deserialize_with = "weak::opt_string")]
+    transformation: Option<String>,
+    #[serde(deserialize_with = "weak::opt_seconds")]
+    ttl: Option<i64>,
+    metadata: Option<Value>,
+    #[serde(deserialize_with = "weak::opt_string")]
+    tweak: Option<String>,
+    reference: Option<Value>,
+    batch_input: Option<Vec<Item>>,
+}
+
+impl Request {
+    fn items(self, max_batch: usize) -> Result<(Vec<Item>, bool), VaultError> {
+        let Some(batch) = self.batch_input else {
+            let single = Item {
+                value: self.value,
+                transformation: self.transformation,
+                ttl: self.ttl,
+                metadata: self.metadata,
+                tweak: self.tweak,
+                reference: self.reference,
+            };
+            return Ok((vec![single], false));
+        };
+        if batch.is_empty() {
+            return Err(bad_request("missing batch input to process"));
+        }
+        if batch.len() > max_batch {
+            return Err(bad_request(format!(
+                "batch_input holds more than {max_batch} items (limits.max_batch)"
+            )));
+        }
+        Ok((batch, true))
+    }
+}
+
+/// Vault's `"k1=v1,k2=v2"` (or an object of strings) as a JSON object.
+fn metadata_of(m: Option<&Value>) -> Result<Option<Value>, Error> {
+    let bad =
+        || Error::InvalidRequest("metadata is \"key=value,…\" or an object of strings".into());
+    match m {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => {
+            let mut out = Map::new();
+            for pair in s.split(',') {
+                let (k, v) = pair.split_once('=').ok_or_else(bad)?;
+                out.insert(k.trim().to_owned(), Value::String(v.trim().to_owned()));
+            }
+            Ok(Some(Value::Object(out)))
+        }
+        Some(Value::Object(o)) if o.values().all(Value::is_string) => {
+            Ok(Some(Value::Object(o.clone())))
+        }
+        Some(_) => Err(bad()),
+    }
+}
+
+fn no_tweak(item: &Item) -> Result<(), Error> {
+    if item.tweak.as_deref().is_some_and(|t| !t.is_empty()) {
+        return Err(Error::InvalidRequest(
+            "tweak: tokenvault's tokens are random, not format-preserving encryption".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The token type an item works on through `role`.
+fn type_of<'t>(t: &'t Transforms, role: &str, item: &Item) -> Result<&'t str, Error> {
+    no_tweak(item)?;
+    t.resolve(role, item.transformation.as_deref())
+}
+
+/// A tokenize request for one item (its refusal, if any, is audited by the tokenize path).
+fn encode_input(t: &Transforms, role: &str, item: Item) -> Result<TokenizeInput, Error> {
+    let token_type = type_of(t, role, &item)?;
+    let ttl_seconds = item
+        .ttl
+        .filter(|t| *t > 0)
+        .map(u64::try_from)
+        .transpose()
+        .map_err(|_| Error::InvalidRequest("ttl is not a duration".into()))?;
+    let metadata = metadata_of(item.metadata.as_ref())?;
+    let value = item
+        .value
+        .ok_or_else(|| Error::InvalidRequest("missing value to encode".into()))?;
+    Ok(TokenizeInput {
+        token_type: token_type.to_owned(),
+        value: RawValue(value.0),
+        format: None,
+        metadata,
+        ttl_seconds,
+    })
+}
+
+#[derive(Serialize)]
+struct Encoded {
+    encoded_value: String,
+}
+
+async fn encode(
+    State(state): State<AppState>,
+    Extension(transforms): Extension<Arc<Transforms>>,
+    Path(role): Path<String>,
+    caller: VaultCaller,
+    VaultJson(req): VaultJson<Request>,
+) -> Result<Response, VaultError> {
+    let (items, batch) = req.items(state.vault.settings.limits.max_batch)?;
+    let mut references = Vec::with_capacity(items.len());
+    let mut inputs = Vec::with_capacity(items.len());
+    for mut item in items {
+        references.push(item.reference.take());
+        inputs.push(encode_input(&transforms, &role, item));
+    }
+    let results = state
+        .services
+        .tokens
+        .tokenize_many(&caller.who, inputs, now_ms(), None)
+        .await?;
+    let mut outcomes = Vec::with_capacity(results.len());
+    for (result, reference) in results.into_iter().zip(references) {
+        let result = result.map(|t| Encoded {
+            encoded_value: t.token,
+        });
+        outcomes.push(outcome(result, reference)?);
+    }
+    answer(outcomes, batch, None, false)
+}
+
+#[derive(Serialize)]
+struct Decoded {
+    decoded_value: Revealed,
+}
+
+async fn decode_format(
+    state: State<AppState>,
+    transforms: Extension<Arc<Transforms>>,
+    Path((role, _format)): Path<(String, String)>,
+    caller: VaultCaller,
+    req: VaultJson<Request>,
+) -> Result<Response, VaultError> {
+    // Decode formats belong to FPE transformations; a token decodes to its value.
+    decode(state, transforms, Path(role), caller, req).await
+}
+
+async fn decode(
+    State(state): State<AppState>,
+    Extension(transforms): Extension<Arc<Transforms>>,
+    Path(role): Path<String>,
+    caller: VaultCaller,
+    VaultJson(req): VaultJson<Request>,
+) -> Result<Response, VaultError> {
+    let (items, batch) = req.items(state.vault.settings.limits.max_batch)?;
+    // Each item's type; the items of one type are revealed together (the batch charged
+    // whole to the reveal budget, as a native batch is).
+    let typed: Vec<Result<(&str, String), Error>> = items
+        .iter()
+        .map(|item| {
+            let token_type = type_of(&transforms, &role, item)?;
+            let token = item
+                .value
+                .as_ref()
+                .map(|v| v.0.as_str().trim().to_owned())
+                .ok_or_else(|| Error::InvalidRequest("missing value to decode".into()))?;
+            Ok((token_type, token))
+        })
+        .collect();
+    let mut results: Vec<Option<Result<Decoded, Error>>> = Vec::new();
+    results.resize_with(items.len(), || None);
+    let mut types: Vec<&str> = typed.iter().flatten().map(|(t, _)| *t).collect();
+    types.sort_unstable();
+    types.dedup();
+    for token_type in types {
+        let (slots, tokens): (Vec<usize>, Vec<String>) = typed
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match r {
+                Ok((t, token)) if *t == token_type => Some((i, token.clone())),
+                _ => None,
+            })
+            .unzip();
+        let revealed = state
+            .services
+            .tokens
+            .detokenize_batch_of(&caller.who, &tokens, Some(token_type), None, now_ms())
+            .await?;
+        for (slot, r) in slots.into_iter().zip(revealed) {
+            results[slot] = Some(r.map(|d| Decoded {
+                decoded_value: Revealed::from(d.value.as_str()),
+            }));
+        }
+    }
+    let mut outcomes = Vec::with_capacity(items.len());
+    for ((item, typed), result) in items.into_iter().zip(typed).zip(results) {
+        let result = match (typed, result) {
+            (Err(e), _) => Err(e),
+            (Ok(_), Some(r)) => r,
+            (Ok(_), None) => Err(Error::Internal("a decode gave no outcome".into())),
+        };
+        outcomes.push(outcome(result, item.reference)?);
+    }
+    answer(outcomes, batch, None, false)
+}
+
+/// `validate`: whether the token exists, is unexpired and is of the role's type (the read
+/// permission of the type, audited as a read).
+async fn validate(
+    State(state): State<AppState>,
+    Extension(transforms): Extension<Arc<Transforms>>,
+    Path(role): Path<String>,
+    caller: VaultCaller,
+    VaultJson(req): VaultJson<Request>,
+) -> Result<Response, VaultError> {
+    let (items, batch) = req.items(state.vault.settings.limits.max_batch)?;
+    let mut outcomes = Vec::with_capacity(items.len());
+    for item in items {
+        let result = async {
+            let token_type = type_of(&transforms, &role, &item)?;
+            let token = item
+                .value
+                .as_ref()
+                .ok_or_else(|| Error::InvalidRequest("missing value to validate".into()))?;
+            match state
+                .services
+                .tokens
+                .info_of(&caller.who, token.0.trim(), Some(token_type), now_ms())
+                .await
+            {
+                Ok(_) => Ok(json!({ "valid": true })),
+                Err(Error::NotFound) => Ok(json!({ "valid": false })),
+                Err(e) => Err(e),
+            }
+        }
+        .await;
+        outcomes.push(outcome(result, item.reference)?);
+    }
+    answer(outcomes, batch, None, false)
+}
+
+/// `metadata`: the token's metadata and expiry, never its value.
+async fn metadata(
+    State(state): State<AppState>,
+    Extension(transforms): Extension<Arc<Transforms>>,
+    Path(role): Path<String>,
+    caller: VaultCaller,
+    VaultJson(req): VaultJson<Request>,
+) -> Result<Response, VaultError> {
+    let (items, batch) = req.items(state.vault.settings.limits.max_batch)?;
+    let mut outcomes = Vec::with_capacity(items.len());
+    for item in items {
+        let result = async {
+            let token_type = type_of(&transforms, &role, &item)?;
+            let token = item
+                .value
+                .as_ref()
+                .ok_or_else(|| Error::InvalidRequest("missing value".into()))?;
+            let info = state
+                .services
+                .tokens
+                .info_of(&caller.who, token.0.trim(), Some(token_type), now_ms())
+                .await?;
+            let expiration = info.expires_at.and_then(|ms| {
+                time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                    .ok()
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+            });
+            Ok::<_, Error>(json!({
+                "metadata": info.metadata.unwrap_or(Value::Object(Map::new())),
+                "expiration_time": expiration,
+            }))
+        }
+        .await;
+        outcomes.push(outcome(result, item.reference)?);
+    }
+    answer(outcomes, batch, None, false)
+}
+
+async fn list_roles(
+    Extension(transforms): Extension<Arc<Transforms>>,
+    method: Method,
+    uri: axum::http::Uri,
+    _caller: VaultCaller,
+) -> Result<Response, VaultError> {
+    list(transforms.roles.keys(), &method, uri.query())
+}
+
+async fn list_transformations(
+    Extension(transforms): Extension<Arc<Transforms>>,
+    method: Method,
+    uri: axum::http::Uri,
+    _caller: VaultCaller,
+) -> Result<Response, VaultError> {
+    list(transforms.transformations.keys(), &method, uri.query())
+}
+
+fn list<'a>(
+    names: impl Iterator<Item = &'a String>,
+    method: &Method,
+    query: Option<&str>,
+) -> Result<Response, VaultError> {
+    if !(method == Method::GET || method.as_str() == "LIST") || !is_list(method, query) {
+        return Err(VaultError(Error::MethodNotAllowed));
+    }
+    let keys: Vec<&String> = names.collect();
+    if keys.is_empty() {
+        return Err(VaultError(Error::NotFound));
+    }
+    Ok(data(json!({ "keys": keys })))
+}
+
+async fn read_role(
+    Extension(transforms): Extension<Arc<Transforms>>,
+    Path(name): Path<String>,
+    _caller: VaultCaller,
+) -> Result<Response, VaultError> {
+    let role = transforms
+        .roles
+        .get(&name)
+        .ok_or(VaultError(Error::NotFound))?;
+    Ok(data(json!({ "transformations": role.transformations })))
+}
+
+async fn read_transformation(
+    Extension(transforms): Extension<Arc<Transforms>>,
+    Path(name): Path<String>,
+    _caller: VaultCaller,
+) -> Result<Response, VaultError> {
+    let t = transforms
+        .transformations
+        .get(&name)
+        .ok_or(VaultError(Error::NotFound))?;
+    Ok(data(json!({
+        "type": "tokenization",
+        "allowed_roles": t.allowed_roles,
+        "token_type": t.token_type,
+        "mapping_mode": "default",
+        "convergent": false,
+        "stores": ["builtin/internal"],
+        "max_ttl": 0,
+        "templates": null,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_reads_vaults_pairs_or_an_object_of_strings() {
+        let pairs = metadata_of(Some(&json!("a=1, b = two"))).unwrap().unwrap();
+        assert_eq!(pairs, json!({"a": "1", "b": "two"}));
+        assert_eq!(
+            metadata_of(Some(&json!({"k": "v"}))).unwrap().unwrap(),
+            json!({"k": "v"})
+        );
+        assert_eq!(metadata_of(Some(&json!(""))).unwrap(), None);
+        assert!(metadata_of(Some(&json!("novalue"))).is_err());
+        assert!(metadata_of(Some(&json!({"k": 1}))).is_err());
+    }
+}
