@@ -9,6 +9,27 @@ use serde_json::Value;
 use super::{VaultError, bad_request, data, envelope_of};
 use crate::error::{Code, Error};
 
+/// The items of a request: its `batch_input` (not empty, at most `max_batch` items), or
+/// the request itself as its one item; and whether it came as a batch.
+pub fn items<I>(
+    batch_input: Option<Vec<I>>,
+    single: impl FnOnce() -> I,
+    max_batch: usize,
+) -> Result<(Vec<I>, bool), VaultError> {
+    let Some(batch) = batch_input else {
+        return Ok((vec![single()], false));
+    };
+    if batch.is_empty() {
+        return Err(bad_request("missing batch input to process"));
+    }
+    if batch.len() > max_batch {
+        return Err(bad_request(format!(
+            "batch_input holds more than {max_batch} items (limits.max_batch)"
+        )));
+    }
+    Ok((batch, true))
+}
+
 /// Errors that belong to one item of a batch; any other (forbidden, unavailable,
 /// internal, rate limited) ends the whole request, failing closed.
 fn item_error(e: &Error) -> bool {

@@ -20,7 +20,7 @@ use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::batch::{answer, outcome};
+use super::batch::{self, answer, outcome};
 use super::{AppState, VaultCaller, VaultError, VaultJson, bad_request, data, is_list, weak};
 use crate::api::json::{Revealed, SecretField};
 use crate::error::Error;
@@ -115,26 +115,15 @@ struct Request {
 
 impl Request {
     fn items(self, max_batch: usize) -> Result<(Vec<Item>, bool), VaultError> {
-        let Some(batch) = self.batch_input else {
-            let single = Item {
-                value: self.value,
-                transformation: self.transformation,
-                ttl: self.ttl,
-                metadata: self.metadata,
-                tweak: self.tweak,
-                reference: self.reference,
-            };
-            return Ok((vec![single], false));
+        let single = || Item {
+            value: self.value,
+            transformation: self.transformation,
+            ttl: self.ttl,
+            metadata: self.metadata,
+            tweak: self.tweak,
+            reference: self.reference,
         };
-        if batch.is_empty() {
-            return Err(bad_request("missing batch input to process"));
-        }
-        if batch.len() > max_batch {
-            return Err(bad_request(format!(
-                "batch_input holds more than {max_batch} items (limits.max_batch)"
-            )));
-        }
-        Ok((batch, true))
+        batch::items(self.batch_input, single, max_batch)
     }
 }
 
@@ -306,48 +295,43 @@ async fn decode(
     answer(outcomes, batch, None, false)
 }
 
-/// `validate`: whether the token exists, is unexpired and is of the role's type (the read
-/// permission of the type, audited as a read).
+/// What `validate` and `metadata` answer about one token.
+#[derive(Clone, Copy)]
+enum Read {
+    Validate,
+    Metadata,
+}
+
+/// `validate`: whether the token exists, is unexpired and is of the role's type.
 async fn validate(
-    State(state): State<AppState>,
-    Extension(transforms): Extension<Arc<Transforms>>,
-    Path(role): Path<String>,
+    state: State<AppState>,
+    transforms: Extension<Arc<Transforms>>,
+    role: Path<String>,
     caller: VaultCaller,
-    VaultJson(req): VaultJson<Request>,
+    req: VaultJson<Request>,
 ) -> Result<Response, VaultError> {
-    let (items, batch) = req.items(state.vault.settings.limits.max_batch)?;
-    let mut outcomes = Vec::with_capacity(items.len());
-    for item in items {
-        let result = async {
-            let token_type = type_of(&transforms, &role, &item)?;
-            let token = item
-                .value
-                .as_ref()
-                .ok_or_else(|| Error::InvalidRequest("missing value to validate".into()))?;
-            match state
-                .services
-                .tokens
-                .info_of(&caller.who, token.0.trim(), Some(token_type), now_ms())
-                .await
-            {
-                Ok(_) => Ok(json!({ "valid": true })),
-                Err(Error::NotFound) => Ok(json!({ "valid": false })),
-                Err(e) => Err(e),
-            }
-        }
-        .await;
-        outcomes.push(outcome(result, item.reference)?);
-    }
-    answer(outcomes, batch, None, false)
+    read(state, transforms, role, caller, req, Read::Validate).await
 }
 
 /// `metadata`: the token's metadata and expiry, never its value.
 async fn metadata(
+    state: State<AppState>,
+    transforms: Extension<Arc<Transforms>>,
+    role: Path<String>,
+    caller: VaultCaller,
+    req: VaultJson<Request>,
+) -> Result<Response, VaultError> {
+    read(state, transforms, role, caller, req, Read::Metadata).await
+}
+
+/// Both through the one read path (`read:<type>`, audited as a read).
+async fn read(
     State(state): State<AppState>,
     Extension(transforms): Extension<Arc<Transforms>>,
     Path(role): Path<String>,
     caller: VaultCaller,
     VaultJson(req): VaultJson<Request>,
+    what: Read,
 ) -> Result<Response, VaultError> {
     let (items, batch) = req.items(state.vault.settings.limits.max_batch)?;
     let mut outcomes = Vec::with_capacity(items.len());
@@ -362,19 +346,27 @@ async fn metadata(
                 .services
                 .tokens
                 .info_of(&caller.who, token.0.trim(), Some(token_type), now_ms())
-                .await?;
-            let expiration = info.expires_at.and_then(|ms| {
-                time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-                    .ok()
-                    .and_then(|t| {
-                        t.format(&time::format_description::well_known::Rfc3339)
+                .await;
+            match (what, info) {
+                (Read::Validate, Ok(_)) => Ok(json!({ "valid": true })),
+                (Read::Validate, Err(Error::NotFound)) => Ok(json!({ "valid": false })),
+                (Read::Validate, Err(e)) => Err(e),
+                (Read::Metadata, info) => {
+                    let info = info?;
+                    let expiration = info.expires_at.and_then(|ms| {
+                        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
                             .ok()
-                    })
-            });
-            Ok::<_, Error>(json!({
-                "metadata": info.metadata.unwrap_or(Value::Object(Map::new())),
-                "expiration_time": expiration,
-            }))
+                            .and_then(|t| {
+                                t.format(&time::format_description::well_known::Rfc3339)
+                                    .ok()
+                            })
+                    });
+                    Ok(json!({
+                        "metadata": info.metadata.unwrap_or(Value::Object(Map::new())),
+                        "expiration_time": expiration,
+                    }))
+                }
+            }
         }
         .await;
         outcomes.push(outcome(result, item.reference)?);

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-use super::batch::{answer, outcome};
+use super::batch::{self, answer, outcome};
 use super::{
     AppState, VaultCaller, VaultError, VaultJson, bad_request, data, is_list, no_content, weak,
 };
@@ -264,24 +264,17 @@ struct Request {
 impl Request {
     /// The items, and whether they came as a batch.
     fn items(self, max_batch: usize) -> Result<(Vec<Item>, bool), VaultError> {
-        let Some(batch) = self.batch_input else {
-            let single = Item {
-                plaintext: self.plaintext,
-                ciphertext: self.ciphertext,
-                context: self.context,
-                associated_data: self.associated_data,
-                key_version: self.key_version,
-                reference: self.reference,
-            };
-            return Ok((vec![single], false));
+        let single = || Item {
+            plaintext: self.plaintext,
+            ciphertext: self.ciphertext,
+            context: self.context,
+            associated_data: self.associated_data,
+            key_version: self.key_version,
+            reference: self.reference,
         };
-        if batch.is_empty() {
-            return Err(bad_request("missing batch input to process"));
-        }
-        if batch.len() > max_batch {
-            return Err(bad_request(format!(
-                "batch_input holds more than {max_batch} items (limits.max_batch)"
-            )));
+        let (batch, is_batch) = batch::items(self.batch_input, single, max_batch)?;
+        if !is_batch {
+            return Ok((batch, false));
         }
         let with_context = batch
             .iter()
