@@ -640,3 +640,26 @@ async fn a_missing_token_is_audited() {
         )]
     );
 }
+
+/// Sessions live in the database: a token issued by one node works on another, and a
+/// revocation on one holds on the other within the cache's second.
+#[tokio::test]
+async fn every_node_honours_and_revokes_the_same_sessions() {
+    let a = spawn_vault("vault-nodes").await;
+    let b = a.another_node().await;
+    let mut c = VaultClient::of("app");
+    c.login(&a).await;
+    let (status, body, _) = c.call(&b, "GET", "/v1/auth/token/lookup-self", None).await;
+    assert_eq!(status, 200, "a token from node a on node b: {body}");
+    let (status, _, _) = c.call(&a, "POST", "/v1/auth/token/revoke-self", None).await;
+    assert_eq!(status, 204);
+    let (status, _, _) = c.call(&a, "GET", "/v1/auth/token/lookup-self", None).await;
+    assert_eq!(status, 403, "revoked on its own node at once");
+    tokio::time::sleep(tokenvault::session::CACHE_FOR + std::time::Duration::from_millis(200))
+        .await;
+    let (status, _, _) = c.call(&b, "GET", "/v1/auth/token/lookup-self", None).await;
+    assert_eq!(
+        status, 403,
+        "revoked on the other node within the cache's second"
+    );
+}

@@ -51,6 +51,25 @@ pub async fn spawn_with(tag: &str, tweak: impl FnOnce(&mut Settings, &std::path:
 }
 
 impl TestApp {
+    /// A second node of this vault: another server in this process on the same database
+    /// and HSM token, on its own port.
+    pub async fn another_node(&self) -> TestApp {
+        let server = tokenvault::api::Server::bind(self.settings.clone())
+            .await
+            .unwrap();
+        let addr = server.local_addr();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.run(async {
+            let _ = rx.await;
+        }));
+        TestApp {
+            addr,
+            dir: self.dir.clone(),
+            settings: self.settings.clone(),
+            shutdown: Some(tx),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.addr.port())
     }
