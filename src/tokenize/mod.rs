@@ -296,17 +296,16 @@ impl TokenService {
         reason: Option<&str>,
         now: i64,
     ) -> Result<Vec<Result<Detokenized, Error>>, Error> {
-        self.detokenize_batch_of(who, tokens, None, reason, now)
-            .await
+        let tokens: Vec<(&str, Option<&str>)> = tokens.iter().map(|t| (t.as_str(), None)).collect();
+        self.detokenize_batch_of(who, &tokens, reason, now).await
     }
 
-    /// [`Self::detokenize_batch`] of tokens of `only_type` (another type's token is not
-    /// found, and nothing of it is revealed).
+    /// [`Self::detokenize_batch`] of tokens each of a given type, when one is given
+    /// (another type's token is not found, and nothing of it is revealed).
     pub async fn detokenize_batch_of(
         &self,
         who: &Principal,
-        tokens: &[String],
-        only_type: Option<&str>,
+        tokens: &[(&str, Option<&str>)],
         reason: Option<&str>,
         now: i64,
     ) -> Result<Vec<Result<Detokenized, Error>>, Error> {
@@ -318,7 +317,7 @@ impl TokenService {
         let mut results = futures_util::future::join_all(
             tokens
                 .iter()
-                .map(|t| self.reveal(who, (t, only_type), reason, now)),
+                .map(|&(t, only_type)| self.reveal(who, (t, only_type), reason, now)),
         )
         .await;
         if let Some(pos) = results

@@ -230,3 +230,144 @@ async fn configured_roles_and_transformations_are_readable_and_narrow_requests()
     let (_, body, _) = c.call(&app, "GET", "/v1/sys/mounts", None).await;
     assert_eq!(body["data"]["transform/"]["type"], "transform");
 }
+
+/// A role with a card and an SSN transformation, for the batch tests below.
+fn mixed_role(s: &mut tokenvault::config::Settings) {
+    use tokenvault::tokenize::roles::{RoleSettings, TransformationSettings};
+    let t = &mut s.vault_api.transform;
+    for (name, token_type) in [("p", "card"), ("s", "ssn")] {
+        t.transformations.insert(
+            name.into(),
+            TransformationSettings {
+                token_type: token_type.into(),
+                allowed_roles: Vec::new(),
+            },
+        );
+    }
+    t.roles.insert(
+        "mixed".into(),
+        RoleSettings {
+            transformations: vec!["p".into(), "s".into()],
+        },
+    );
+}
+
+async fn encoded(c: &VaultClient, app: &TestApp, transformation: &str, value: &str) -> String {
+    let body = json!({"value": value, "transformation": transformation});
+    let (status, body) = encode(c, app, "mixed", body).await;
+    assert_eq!(status, 200, "{body}");
+    body["data"]["encoded_value"].as_str().unwrap().to_owned()
+}
+
+/// Review of the Transform layer (finding 1): a decode batch whose items are of several
+/// types is charged to the reveal budget as a whole, before anything is revealed.
+#[tokio::test]
+async fn a_decode_batch_over_several_types_is_charged_whole() {
+    let app = spawn_with("transform-budget", |s, _| {
+        mixed_role(s);
+        s.clients.get_mut("app").unwrap().detokenize_per_hour = Some(3);
+    })
+    .await;
+    let mut c = VaultClient::of("app");
+    c.login(&app).await;
+    let mut items = Vec::new();
+    for (t, v) in [
+        ("p", random_pan()),
+        ("p", random_pan()),
+        ("s", "234-56-7891".into()),
+        ("s", "345-67-8912".into()),
+    ] {
+        items.push(json!({"value": encoded(&c, &app, t, &v).await, "transformation": t}));
+    }
+    let (status, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transform/decode/mixed",
+            Some(json!({"batch_input": items})),
+        )
+        .await;
+    assert_eq!(status, 429, "{body}");
+    let reveals = events(&app, "detokenize").await;
+    assert!(!reveals.iter().any(|e| e.1 == "success"), "{reveals:?}");
+    let (status, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transform/decode/mixed",
+            Some(json!({"batch_input": items[1..]})),
+        )
+        .await;
+    assert_eq!(
+        status, 200,
+        "the budget is untouched by the refused batch: {body}"
+    );
+}
+
+/// Review of the Transform layer (finding 2): a decode batch with a bad item answers 200
+/// with per-item errors, so no revealed value travels in an error answer (which clients
+/// and proxies log).
+#[tokio::test]
+async fn a_decode_batch_never_puts_values_in_an_error_answer() {
+    let app = spawn_vault("transform-partial").await;
+    let mut c = VaultClient::of("app");
+    c.login(&app).await;
+    let pan = random_pan();
+    let (_, body) = encode(&c, &app, "pan", json!({"value": pan})).await;
+    let token = body["data"]["encoded_value"].clone();
+    let batch =
+        json!({"batch_input": [{"value": token}, {"value": "tok_AAAAAAAAAAAAAAAAAAAAAAAA"}]});
+    let (status, body, _) = c
+        .call(&app, "POST", "/v1/transform/decode/pan", Some(batch))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["batch_results"][0]["decoded_value"], pan);
+    assert!(
+        body["data"]["batch_results"][1]["error"].is_string(),
+        "{body}"
+    );
+}
+
+/// Review of the Transform layer (finding 3): an encode with an item of a type the caller
+/// may not tokenize is refused before anything is stored.
+#[tokio::test]
+async fn an_encode_with_a_forbidden_item_stores_nothing() {
+    let app = spawn_with("transform-forbidden", |s, _| {
+        mixed_role(s);
+        s.clients.get_mut("tokenizer").unwrap().permissions =
+            vec![tokenvault::guard::Grant::parse("tokenize:card").unwrap()];
+    })
+    .await;
+    let mut t = VaultClient::of("tokenizer");
+    t.login(&app).await;
+    let batch = json!({"batch_input": [
+        {"value": random_pan(), "transformation": "p"},
+        {"value": "234-56-7891", "transformation": "s"},
+    ]});
+    let (status, body) = encode(&t, &app, "mixed", batch).await;
+    assert_eq!(status, 403, "{body}");
+    let stored = events(&app, "tokenize").await;
+    assert!(!stored.iter().any(|e| e.1 == "success"), "{stored:?}");
+    let mut db = app.db().await;
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+}
+
+/// Review of the Transform layer (finding 4): a negative ttl is refused, not read as
+/// "never expires".
+#[tokio::test]
+async fn a_negative_ttl_is_refused() {
+    let app = spawn_vault("transform-ttl").await;
+    let mut c = VaultClient::of("app");
+    c.login(&app).await;
+    for ttl in [json!(-60), json!("-60")] {
+        let (status, body) =
+            encode(&c, &app, "pan", json!({"value": random_pan(), "ttl": ttl})).await;
+        assert_eq!(status, 400, "ttl {ttl}: {body}");
+    }
+    let (status, body) = encode(&c, &app, "pan", json!({"value": random_pan(), "ttl": "1h"})).await;
+    assert_eq!(status, 200, "{body}");
+}

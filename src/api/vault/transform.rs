@@ -23,6 +23,7 @@ use serde_json::{Map, Value, json};
 use super::batch::{self, answer, outcome};
 use super::{AppState, VaultCaller, VaultError, VaultJson, bad_request, data, is_list, weak};
 use crate::api::json::{Revealed, SecretField};
+use crate::audit::Action;
 use crate::error::Error;
 use crate::tokenize::roles::Transforms;
 use crate::tokenize::{RawValue, TokenizeInput};
@@ -167,12 +168,13 @@ fn type_of<'t>(t: &'t Transforms, role: &str, item: &Item) -> Result<&'t str, Er
 /// A tokenize request for one item (its refusal, if any, is audited by the tokenize path).
 fn encode_input(t: &Transforms, role: &str, item: Item) -> Result<TokenizeInput, Error> {
     let token_type = type_of(t, role, &item)?;
-    let ttl_seconds = item
-        .ttl
-        .filter(|t| *t > 0)
-        .map(u64::try_from)
-        .transpose()
-        .map_err(|_| Error::InvalidRequest("ttl is not a duration".into()))?;
+    let ttl_seconds = match item.ttl {
+        None | Some(0) => None,
+        Some(t) => Some(
+            u64::try_from(t)
+                .map_err(|_| Error::InvalidRequest("ttl must not be negative".into()))?,
+        ),
+    };
     let metadata = metadata_of(item.metadata.as_ref())?;
     let value = item
         .value
@@ -205,10 +207,27 @@ async fn encode(
         references.push(item.reference.take());
         inputs.push(encode_input(&transforms, &role, item));
     }
+    // A refused type ends the whole request (403), so it is asked before anything is
+    // stored, not after the other items were tokenized.
+    let mut types: Vec<&str> = inputs
+        .iter()
+        .flatten()
+        .map(|i| i.token_type.as_str())
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    let now = now_ms();
+    for token_type in types {
+        state
+            .services
+            .guard
+            .check(&caller.who, Action::Tokenize, token_type, None, now)
+            .await?;
+    }
     let results = state
         .services
         .tokens
-        .tokenize_many(&caller.who, inputs, now_ms(), None)
+        .tokenize_many(&caller.who, inputs, now, None)
         .await?;
     let mut outcomes = Vec::with_capacity(results.len());
     for (result, reference) in results.into_iter().zip(references) {
@@ -244,8 +263,7 @@ async fn decode(
     VaultJson(req): VaultJson<Request>,
 ) -> Result<Response, VaultError> {
     let (items, batch) = req.items(state.vault.settings.limits.max_batch)?;
-    // Each item's type; the items of one type are revealed together (the batch charged
-    // whole to the reveal budget, as a native batch is).
+    // Each item's type and token.
     let typed: Vec<Result<(&str, String), Error>> = items
         .iter()
         .map(|item| {
@@ -258,31 +276,35 @@ async fn decode(
             Ok((token_type, token))
         })
         .collect();
-    let mut results: Vec<Option<Result<Decoded, Error>>> = Vec::new();
-    results.resize_with(items.len(), || None);
-    let mut types: Vec<&str> = typed.iter().flatten().map(|(t, _)| *t).collect();
-    types.sort_unstable();
-    types.dedup();
-    for token_type in types {
-        let (slots, tokens): (Vec<usize>, Vec<String>) = typed
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| match r {
-                Ok((t, token)) if *t == token_type => Some((i, token.clone())),
-                _ => None,
-            })
-            .unzip();
-        let revealed = state
+    // All of them revealed in one call: the batch is charged whole to the reveal budget.
+    let to_reveal: Vec<(&str, Option<&str>)> = typed
+        .iter()
+        .flatten()
+        .map(|(t, token)| (token.as_str(), Some(*t)))
+        .collect();
+    let mut revealed = if to_reveal.is_empty() {
+        Vec::new()
+    } else {
+        state
             .services
             .tokens
-            .detokenize_batch_of(&caller.who, &tokens, Some(token_type), None, now_ms())
-            .await?;
-        for (slot, r) in slots.into_iter().zip(revealed) {
-            results[slot] = Some(r.map(|d| Decoded {
-                decoded_value: Revealed::from(d.value.as_str()),
-            }));
-        }
+            .detokenize_batch_of(&caller.who, &to_reveal, None, now_ms())
+            .await?
     }
+    .into_iter();
+    let results: Vec<Option<Result<Decoded, Error>>> = typed
+        .iter()
+        .map(|t| {
+            t.is_ok().then(|| {
+                revealed
+                    .next()
+                    .unwrap_or_else(|| Err(Error::Internal("a decode gave no outcome".into())))
+                    .map(|d| Decoded {
+                        decoded_value: Revealed::from(d.value.as_str()),
+                    })
+            })
+        })
+        .collect();
     let mut outcomes = Vec::with_capacity(items.len());
     for ((item, typed), result) in items.into_iter().zip(typed).zip(results) {
         let result = match (typed, result) {
@@ -292,7 +314,10 @@ async fn decode(
         };
         outcomes.push(outcome(result, item.reference)?);
     }
-    answer(outcomes, batch, None, false)
+    // A decode batch answers 200 with per-item errors (unlike Transit decrypt, which keeps
+    // Vault's 400): an error answer is what clients and proxies log, and it must not
+    // carry the values revealed for the other items.
+    answer(outcomes, batch, None, true)
 }
 
 /// What `validate` and `metadata` answer about one token.
