@@ -23,6 +23,9 @@ pub enum Action {
     Encrypt,
     Decrypt,
     Rewrap,
+    /// A keyed digest (Vault's `transit/hmac`) and its verification.
+    Hmac,
+    HmacVerify,
     KeysList,
     MetricsRead,
     /// A request refused by the per-identity request rate, before its body was read.
@@ -137,7 +140,7 @@ pub enum ObjectKind {
 }
 
 impl Action {
-    pub const ALL: [Action; 31] = [
+    pub const ALL: [Action; 33] = [
         Action::Tokenize,
         Action::Detokenize,
         Action::Read,
@@ -146,6 +149,8 @@ impl Action {
         Action::Encrypt,
         Action::Decrypt,
         Action::Rewrap,
+        Action::Hmac,
+        Action::HmacVerify,
         Action::KeysList,
         Action::MetricsRead,
         Action::RateLimit,
@@ -181,6 +186,8 @@ impl Action {
             Action::Encrypt => "encrypt",
             Action::Decrypt => "decrypt",
             Action::Rewrap => "rewrap",
+            Action::Hmac => "hmac",
+            Action::HmacVerify => "hmac.verify",
             Action::KeysList => "keys.list",
             Action::MetricsRead => "metrics.read",
             Action::RateLimit => "rate_limit",
@@ -224,6 +231,8 @@ impl Action {
             | Action::TokenPurge
             | Action::Encrypt
             | Action::Rewrap
+            | Action::Hmac
+            | Action::HmacVerify
             | Action::KeysList
             | Action::MetricsRead
             | Action::RateLimit
@@ -275,6 +284,8 @@ impl Action {
             | Action::Encrypt
             | Action::Decrypt
             | Action::Rewrap
+            | Action::Hmac
+            | Action::HmacVerify
             | Action::KeysList
             | Action::MetricsRead
             | Action::RateLimit
@@ -297,7 +308,10 @@ impl Action {
             Action::Read => Some(Verb::Read),
             Action::Delete => Some(Verb::Delete),
             // Rewrap needs no decrypt permission: the plaintext never leaves the vault.
-            Action::Encrypt | Action::Rewrap => Some(Verb::Encrypt),
+            // A keyed digest is an output of the key, as a ciphertext is.
+            Action::Encrypt | Action::Rewrap | Action::Hmac | Action::HmacVerify => {
+                Some(Verb::Encrypt)
+            }
             Action::Decrypt => Some(Verb::Decrypt),
             Action::KeysList => Some(Verb::Keys),
             Action::MetricsRead => Some(Verb::Metrics),

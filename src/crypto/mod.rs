@@ -37,6 +37,9 @@ pub enum CryptoError {
 pub struct DataKey {
     cipher: Aes256Gcm,
     kcv: [u8; 3],
+    /// HMAC subkey (HKDF of the key, its own label): keyed digests for callers (Vault's
+    /// `transit/hmac`) never use the encryption key itself.
+    mac: Fingerprinter,
 }
 
 impl fmt::Debug for DataKey {
@@ -52,10 +55,23 @@ impl DataKey {
             return Err(CryptoError::BadKeyLength);
         }
         let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| CryptoError::BadKeyLength)?;
+        let hk = Hkdf::<Sha256>::new(Some(b"tokenvault/data-key-hmac/v1"), &bytes);
+        let mut mac = Zeroizing::new([0u8; 32]);
+        // Invariant: 32 bytes is far below HKDF-SHA-256's 8160-byte output limit.
+        hk.expand(b"hmac-sha-256", mac.as_mut())
+            .expect("HKDF output length is valid");
         Ok(Self {
             cipher,
             kcv: kcv(&bytes),
+            mac: Fingerprinter {
+                key: std::sync::Arc::new(mac),
+            },
         })
+    }
+
+    /// HMAC-SHA-256 of `data` under this key's HMAC subkey.
+    pub fn mac(&self, data: &[u8]) -> [u8; 32] {
+        self.mac.fingerprint(data)
     }
 
     /// The key check value: the first three bytes of AES-ECB(key, 0¹²⁸).
@@ -203,6 +219,17 @@ mod tests {
 
     fn key(byte: u8) -> DataKey {
         DataKey::from_bytes(Zeroizing::new(vec![byte; 32])).unwrap()
+    }
+
+    #[test]
+    fn a_keys_hmac_is_deterministic_per_key_and_not_keyed_by_the_key_itself() {
+        assert_eq!(key(1).mac(b"x"), key(1).mac(b"x"));
+        assert_ne!(key(1).mac(b"x"), key(2).mac(b"x"));
+        assert_ne!(key(1).mac(b"x"), key(1).mac(b"y"));
+        let mut raw = <Hmac<Sha256> as Mac>::new_from_slice(&[1u8; 32]).unwrap();
+        raw.update(b"x");
+        let raw: [u8; 32] = raw.finalize().into_bytes().into();
+        assert_ne!(key(1).mac(b"x"), raw, "the HMAC subkey is derived, not the data key");
     }
 
     #[test]

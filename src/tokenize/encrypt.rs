@@ -10,7 +10,7 @@ use crate::audit::{Action, AuditEvent, Outcome};
 use crate::crypto::{Aad, Ciphertext};
 use crate::error::Error;
 use crate::guard::{Guard, Principal};
-use crate::keys::{KeyError, KeyManager, KeyringName};
+use crate::keys::{KeyError, KeyManager, KeyVersion, KeyringName};
 
 /// The one encrypt path: every surface that encrypts, decrypts or rewraps goes through
 /// these methods, which ask the guard first.
@@ -110,6 +110,75 @@ impl CryptoService {
             version,
             sealed,
         })
+    }
+
+    /// A keyed digest (HMAC-SHA-256 under the key's HMAC subkey) of `data` with
+    /// `version` of the keyring (default: the active one); needs `encrypt:<keyring>`.
+    pub async fn hmac(
+        &self,
+        who: &Principal,
+        keyring: &KeyringName,
+        version: Option<u32>,
+        data: &[u8],
+        now: i64,
+    ) -> Result<(KeyVersion, [u8; 32]), Error> {
+        let name = keyring.as_str();
+        self.guard
+            .check(who, Action::Hmac, name, Some(name), now)
+            .await?;
+        self.known(name)?;
+        let (version, key) = match version {
+            None => self.keys.active(name).await?,
+            Some(v) => {
+                let v = KeyVersion::new(v).ok_or_else(|| {
+                    Error::InvalidRequest("key_version is not a key version".into())
+                })?;
+                (v, self.mac_key(name, v).await?)
+            }
+        };
+        let mac = key.mac(data);
+        self.succeeded(who, Action::Hmac, format!("{name}/{version}"), now)
+            .await?;
+        Ok((version, mac))
+    }
+
+    /// Whether `mac` is the keyed digest of `data` under `version`, compared in constant
+    /// time; audited with its answer.
+    pub async fn hmac_verify(
+        &self,
+        who: &Principal,
+        keyring: &KeyringName,
+        version: KeyVersion,
+        data: &[u8],
+        mac: &[u8],
+        now: i64,
+    ) -> Result<bool, Error> {
+        let name = keyring.as_str();
+        self.guard
+            .check(who, Action::HmacVerify, name, Some(name), now)
+            .await?;
+        self.known(name)?;
+        let key = self.mac_key(name, version).await?;
+        let valid = bool::from(subtle::ConstantTimeEq::ct_eq(&key.mac(data)[..], mac));
+        let event = AuditEvent::new(&who.identity, Action::HmacVerify, Outcome::Success)
+            .origin(&who.origin)
+            .resource(format!("{name}/{version}"))
+            .reason(Some(if valid { "valid" } else { "invalid" }.to_owned()));
+        self.guard.record(event, now).await?;
+        Ok(valid)
+    }
+
+    async fn mac_key(
+        &self,
+        keyring: &str,
+        version: KeyVersion,
+    ) -> Result<Arc<crate::crypto::DataKey>, Error> {
+        match self.keys.key(keyring, version).await {
+            Err(KeyError::UnknownVersion(..)) => {
+                Err(Error::InvalidValue("the key version does not exist".into()))
+            }
+            other => Ok(other?),
+        }
     }
 
     fn parse(ciphertext: &str) -> Result<Ciphertext, Error> {

@@ -663,3 +663,90 @@ async fn every_node_honours_and_revokes_the_same_sessions() {
         "revoked on the other node within the cache's second"
     );
 }
+
+/// Transit `hmac` and `verify`: a keyed digest per key version, checked in constant time
+/// and bound to its keyring; permission `encrypt:` and an audit event each.
+#[tokio::test]
+async fn hmac_digests_verify_only_under_their_keyring_and_input() {
+    let app = spawn_vault("vault-hmac").await;
+    let mut c = VaultClient::of("app");
+    c.login(&app).await;
+    let (status, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/hmac/pii",
+            Some(json!({"input": b64("msg")})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mac = body["data"]["hmac"].as_str().unwrap().to_owned();
+    assert!(mac.starts_with("vault:v1:"), "{mac}");
+    let verify = |path: &'static str, input: &str, mac: &str| {
+        (path, json!({"input": b64(input), "hmac": mac}))
+    };
+    for ((path, body), want) in [
+        (verify("/v1/transit/verify/pii", "msg", &mac), true),
+        (verify("/v1/transit/verify/pii", "msh", &mac), false),
+        (verify("/v1/transit/verify/pan", "msg", &mac), false),
+        (verify("/v1/transit/verify/pii/sha2-256", "msg", &mac), true),
+    ] {
+        let (status, answer, _) = c.call(&app, "POST", path, Some(body)).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["data"]["valid"], want, "{path}");
+    }
+    // The digest is not the encryption key's: two keyrings give two digests.
+    let (_, other, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/hmac/pan",
+            Some(json!({"input": b64("msg")})),
+        )
+        .await;
+    assert_ne!(other["data"]["hmac"], mac);
+    let (status, _, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/hmac/pii/sha2-512",
+            Some(json!({"input": b64("msg")})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/hmac/pii",
+            Some(json!({"batch_input": [{"input": b64("a"), "reference": "r"}, {"input": "%%"}]})),
+        )
+        .await;
+    assert_eq!(status, 200, "an hmac batch answers 200: {body}");
+    assert_eq!(body["data"]["batch_results"][0]["reference"], "r");
+    assert!(body["data"]["batch_results"][1]["error"].is_string());
+    let mut t = VaultClient::of("tokenizer");
+    t.login(&app).await;
+    let (status, _, _) = t
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/hmac/pii",
+            Some(json!({"input": b64("msg")})),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let audited = events(&app, "hmac").await;
+    assert!(
+        audited.contains(&(
+            "hmac.verify".into(),
+            "success".into(),
+            Some("invalid".into())
+        )),
+        "{audited:?}"
+    );
+    assert!(
+        audited.contains(&("hmac".into(), "denied".into(), Some("forbidden".into()))),
+        "{audited:?}"
+    );
+}

@@ -128,6 +128,14 @@ class Transit(unittest.TestCase):
         digest = t.hash_data(hash_input=b64("abc"), algorithm="sha2-256")["data"]["sum"]
         self.assertEqual(digest, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
 
+    def test_hmac_and_its_verification(self):
+        t = self.app.secrets.transit
+        mac = t.generate_hmac("pii", hash_input=b64("message"))["data"]["hmac"]
+        self.assertTrue(mac.startswith("vault:v1:"))
+        self.assertTrue(t.verify_signed_data("pii", hash_input=b64("message"), hmac=mac)["data"]["valid"])
+        self.assertFalse(t.verify_signed_data("pii", hash_input=b64("massage"), hmac=mac)["data"]["valid"])
+        self.assertFalse(t.verify_signed_data("pan", hash_input=b64("message"), hmac=mac)["data"]["valid"])
+
     def test_permissions_are_the_identitys(self):
         tokenizer = logged_in("tokenizer")
         with self.assertRaises(exceptions.Forbidden):

@@ -13,6 +13,7 @@
 
 mod auth;
 mod batch;
+mod hmac;
 mod sys;
 mod tools;
 mod transform;
@@ -48,6 +49,7 @@ pub fn router(settings: &Settings) -> Router<AppState> {
         .merge(sys::router())
         .merge(transit::router(&api.transit_mount))
         .merge(tools::router(&api.transit_mount))
+        .merge(hmac::router(&api.transit_mount))
         .merge(transform::router(
             &api.transform_mount,
             api.transform.effective(&settings.types),

@@ -84,7 +84,7 @@ async fn refused_key_change(_caller: VaultCaller) -> VaultError {
 }
 
 /// The keyring a path names, checked before it is used anywhere.
-fn keyring(name: &str) -> Result<KeyringName, VaultError> {
+pub(super) fn keyring(name: &str) -> Result<KeyringName, VaultError> {
     KeyringName::parse(name)
         .ok()
         .filter(|k| k.as_str() != FINGERPRINT_KEYRING)
