@@ -229,7 +229,11 @@ mod tests {
         let mut raw = <Hmac<Sha256> as Mac>::new_from_slice(&[1u8; 32]).unwrap();
         raw.update(b"x");
         let raw: [u8; 32] = raw.finalize().into_bytes().into();
-        assert_ne!(key(1).mac(b"x"), raw, "the HMAC subkey is derived, not the data key");
+        assert_ne!(
+            key(1).mac(b"x"),
+            raw,
+            "the HMAC subkey is derived, not the data key"
+        );
     }
 
     #[test]

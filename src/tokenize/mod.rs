@@ -201,6 +201,16 @@ impl TokenService {
         AuditEvent::new(&who.identity, action, outcome).origin(&who.origin)
     }
 
+    /// Audits a request another surface refused before it reached this service (a
+    /// Transform role that does not resolve), as this service audits its own refusals,
+    /// and returns the error (or the audit trail's, if it cannot record it).
+    pub async fn refused(&self, who: &Principal, action: Action, err: Error, now: i64) -> Error {
+        match self.fail::<()>(who, action, None, err, now).await {
+            Err(e) => e,
+            Ok(()) => Error::Internal("a refusal was recorded as a success".into()),
+        }
+    }
+
     /// Audits a failed call (if the audit itself fails, that failure wins) and returns it.
     /// Refusals by the guard are audited by the guard and never come through here.
     async fn fail<T>(

@@ -371,3 +371,33 @@ async fn a_negative_ttl_is_refused() {
     let (status, body) = encode(&c, &app, "pan", json!({"value": random_pan(), "ttl": "1h"})).await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// Review of the Transform layer (finding 5): a decode, validate or metadata request its
+/// role refuses (unknown role, transformation or a tweak) is audited like any refusal.
+#[tokio::test]
+async fn refusals_by_the_role_are_audited() {
+    let app = spawn_vault("transform-refusals").await;
+    let mut c = VaultClient::of("app");
+    c.login(&app).await;
+    let body = json!({"value": "tok_AAAAAAAAAAAAAAAAAAAAAAAA"});
+    for path in [
+        "/v1/transform/decode/nosuch",
+        "/v1/transform/validate/nosuch",
+        "/v1/transform/metadata/nosuch",
+    ] {
+        let (status, _, _) = c.call(&app, "POST", path, Some(body.clone())).await;
+        assert_eq!(status, 400, "{path}");
+    }
+    let reveals = events(&app, "detokenize").await;
+    assert_eq!(
+        reveals,
+        [(
+            String::from("detokenize"),
+            String::from("failure"),
+            Some(String::from("invalid_request"))
+        )]
+    );
+    let reads = events(&app, "read").await;
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    assert!(reads.iter().all(|e| e.1 == "failure"), "{reads:?}");
+}

@@ -276,6 +276,18 @@ async fn decode(
             Ok((token_type, token))
         })
         .collect();
+    // Items the role refused are audited as refused reveals, as encode's are.
+    let mut typed = typed;
+    for t in &mut typed {
+        if let Err(e) = t {
+            let e = std::mem::replace(e, Error::NotFound);
+            *t = Err(state
+                .services
+                .tokens
+                .refused(&caller.who, Action::Detokenize, e, now_ms())
+                .await);
+        }
+    }
     // All of them revealed in one call: the batch is charged whole to the reveal budget.
     let to_reveal: Vec<(&str, Option<&str>)> = typed
         .iter()
@@ -362,11 +374,21 @@ async fn read(
     let mut outcomes = Vec::with_capacity(items.len());
     for item in items {
         let result = async {
-            let token_type = type_of(&transforms, &role, &item)?;
-            let token = item
-                .value
-                .as_ref()
-                .ok_or_else(|| Error::InvalidRequest("missing value".into()))?;
+            let target = type_of(&transforms, &role, &item).and_then(|t| {
+                let token = item
+                    .value
+                    .as_ref()
+                    .ok_or_else(|| Error::InvalidRequest("missing value".into()))?;
+                Ok((t, token))
+            });
+            let (token_type, token) = match target {
+                Ok(target) => target,
+                // Refused by the role: audited as a refused read, as encode's are.
+                Err(e) => {
+                    let tokens = &state.services.tokens;
+                    return Err(tokens.refused(&caller.who, Action::Read, e, now_ms()).await);
+                }
+            };
             let info = state
                 .services
                 .tokens
