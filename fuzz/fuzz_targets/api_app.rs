@@ -131,6 +131,8 @@ fuzz_target!(|data: &[u8]| {
     req.extensions_mut().insert(ConnInfo {
         identity: who.map(str::to_owned),
         peer: "127.0.0.1:9".parse().expect("an address"),
+        // A certificate thumbprint, so the Vault-compatible routes are reachable too.
+        thumbprint: who.map(|_| [7u8; 32]),
     });
 
     let h = harness();
