@@ -411,6 +411,7 @@ fn default_clients() -> BTreeMap<String, ClientPolicy> {
                 "delete:*",
                 "encrypt:*",
                 "decrypt:*",
+                "hmac:*",
             ]),
         ),
         ("tokenizer".to_owned(), c(&["tokenize:*"])),
@@ -707,12 +708,13 @@ mod tests {
             "detokenize:*",
             "*:pii",
             "encrypt:pii",
+            "hmac:pii",
             "keys:read",
         ] {
             let s = Settings::from_toml(&client(perm)).unwrap();
             assert_eq!(s.clients["svc"].permissions[0].to_string(), perm);
         }
         let defaults = Settings::from_toml("").unwrap();
-        assert_eq!(defaults.clients["app"].permissions.len(), 8);
+        assert_eq!(defaults.clients["app"].permissions.len(), 9);
     }
 }

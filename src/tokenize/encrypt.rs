@@ -112,8 +112,8 @@ impl CryptoService {
         })
     }
 
-    /// A keyed digest (HMAC-SHA-256 under the key's HMAC subkey) of `data` with
-    /// `version` of the keyring (default: the active one); needs `encrypt:<keyring>`.
+    /// A keyed digest (HMAC-SHA-256 under the key's HMAC subkey) of `data` with the
+    /// keyring's active version (`version`, if given, must be it); needs `hmac:<keyring>`.
     pub async fn hmac(
         &self,
         who: &Principal,
@@ -127,15 +127,14 @@ impl CryptoService {
             .check(who, Action::Hmac, name, Some(name), now)
             .await?;
         self.known(name)?;
-        let (version, key) = match version {
-            None => self.keys.active(name).await?,
-            Some(v) => {
-                let v = KeyVersion::new(v).ok_or_else(|| {
-                    Error::InvalidRequest("key_version is not a key version".into())
-                })?;
-                (v, self.mac_key(name, v).await?)
-            }
-        };
+        // New digests, like new ciphertexts, come only from the active version.
+        let (active, key) = self.keys.active(name).await?;
+        if version.is_some_and(|v| v != active.get()) {
+            return Err(Error::InvalidRequest(
+                "key_version: only the keyring's active version makes new digests".into(),
+            ));
+        }
+        let version = active;
         let mac = key.mac(data);
         self.succeeded(who, Action::Hmac, format!("{name}/{version}"), now)
             .await?;

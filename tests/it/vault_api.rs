@@ -750,3 +750,96 @@ async fn hmac_digests_verify_only_under_their_keyring_and_input() {
         "{audited:?}"
     );
 }
+
+/// Review of hmac (finding 1): a keyed digest is deterministic, so it is a guessing
+/// oracle against any stored digest; it needs its own grant, `hmac:<keyring>`, and
+/// `encrypt:` alone does not give it.
+#[tokio::test]
+async fn hmac_needs_its_own_grant() {
+    let app = spawn_with("vault-hmac-grant", |s, _| {
+        s.clients.get_mut("tokenizer").unwrap().permissions =
+            vec![tokenvault::guard::Grant::parse("encrypt:pii").unwrap()];
+    })
+    .await;
+    let mut t = VaultClient::of("tokenizer");
+    t.login(&app).await;
+    let (status, _, _) = t
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/encrypt/pii",
+            Some(json!({"plaintext": b64("x")})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body, _) = t
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/hmac/pii",
+            Some(json!({"input": b64("x")})),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+}
+
+/// Review of hmac (finding 2): new digests come only from the active version, as new
+/// ciphertexts do; an older version still verifies the digests it made.
+#[tokio::test]
+async fn only_the_active_version_makes_new_digests() {
+    let app = spawn_with("vault-hmac-version", |_, _| {}).await;
+    let mut c = VaultClient::of("app");
+    c.login(&app).await;
+    let (_, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/hmac/pii",
+            Some(json!({"input": b64("m")})),
+        )
+        .await;
+    let old = body["data"]["hmac"].as_str().unwrap().to_owned();
+    let vault = tokenvault::vault::Vault::open(app.settings.clone())
+        .await
+        .unwrap();
+    vault
+        .keys
+        .rotate("pii", "test", None, tokenvault::vault::now_ms())
+        .await
+        .unwrap();
+    // The server picks the rotation up within its 2 s refresh.
+    tokio::time::sleep(std::time::Duration::from_millis(2600)).await;
+    let (status, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/hmac/pii",
+            Some(json!({"input": b64("m"), "key_version": 1})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (_, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/hmac/pii",
+            Some(json!({"input": b64("m")})),
+        )
+        .await;
+    assert!(
+        body["data"]["hmac"]
+            .as_str()
+            .unwrap()
+            .starts_with("vault:v2:"),
+        "{body}"
+    );
+    let (_, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/verify/pii",
+            Some(json!({"input": b64("m"), "hmac": old})),
+        )
+        .await;
+    assert_eq!(body["data"]["valid"], true, "{body}");
+}
