@@ -916,6 +916,14 @@ async fn no_data_key_is_wrapped_under_a_kek_that_breaks_the_policy() {
     assert_eq!(fresh.store.data_keys().await.unwrap().len(), before);
 }
 
+/// SoftHSM2's file object store answers CKR_GENERAL_ERROR now and then when one thread
+/// creates a token object while another reads one (SoftHSM issue #573; about one CI run
+/// in ten hit it here). This test races exactly that on purpose; such a call is simply
+/// made again, since what the test checks is where the keys end up, not the device.
+fn softhsm_race(e: &tokenvault::keys::KeyError) -> bool {
+    format!("{e:?}").contains("GeneralError")
+}
+
 /// Review L2: data keys created while the KEK rotates (automatic rotation on a busy
 /// node) are never left wrapped by the KEK the rotation retires. A task rotates the `pii`
 /// keyring without pause while the KEK rotates several times.
@@ -930,16 +938,22 @@ async fn kek_rotation_racing_data_key_rotation_leaves_no_key_under_a_retired_kek
         tokio::spawn(async move {
             let mut n = 0u32;
             while !stop.load(Ordering::Relaxed) {
-                keys.rotate("pii", "system", Some("race"), now_ms())
-                    .await
-                    .unwrap();
-                n += 1;
+                match keys.rotate("pii", "system", Some("race"), now_ms()).await {
+                    Ok(_) => n += 1,
+                    Err(e) if softhsm_race(&e) => {}
+                    Err(e) => panic!("{e}"),
+                }
             }
             n
         })
     };
-    for _ in 0..4 {
-        vault.keys.rotate_kek("test", None, now_ms()).await.unwrap();
+    let mut kek_rotations = 0;
+    while kek_rotations < 4 {
+        match vault.keys.rotate_kek("test", None, now_ms()).await {
+            Ok(_) => kek_rotations += 1,
+            Err(e) if softhsm_race(&e) => {}
+            Err(e) => panic!("{e}"),
+        }
     }
     stop.store(true, Ordering::Relaxed);
     let rotations = rotator.await.unwrap();
