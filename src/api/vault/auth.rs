@@ -56,16 +56,6 @@ fn secs(ms: i64) -> i64 {
     ms.max(0) / 1000
 }
 
-fn rfc3339(ms: i64) -> Value {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        });
-    t.map_or(Value::Null, Value::String)
-}
-
 /// The identity's permissions, in the `policies` of Vault's answers (informational).
 fn policies(who: &crate::guard::Principal) -> Vec<String> {
     who.grants().iter().map(ToString::to_string).collect()
@@ -125,11 +115,11 @@ async fn lookup_self(caller: VaultCaller) -> Result<Response, VaultError> {
         "creation_ttl": secs(session.ttl_ms),
         "display_name": format!("cert-{}", session.identity),
         "entity_id": "",
-        "expire_time": rfc3339(session.expires_at),
+        "expire_time": super::rfc3339(session.expires_at),
         "explicit_max_ttl": secs(session.max_expires_at - session.issued_at),
         // Never the token: a lookup answers about it, it does not hand it out again.
         "id": "",
-        "issue_time": rfc3339(session.issued_at),
+        "issue_time": super::rfc3339(session.issued_at),
         "meta": {
             "cert_name": session.identity,
             "x5t#S256": URL_SAFE_NO_PAD.encode(&session.thumbprint),

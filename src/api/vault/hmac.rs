@@ -85,11 +85,7 @@ fn input(item: &Item) -> Result<Vec<u8>, Error> {
 
 /// `vault:v<N>:<base64>` → (N, digest).
 fn parse_mac(s: &str) -> Result<(KeyVersion, Vec<u8>), Error> {
-    let malformed = || Error::InvalidRequest("malformed hmac: expected vault:v<N>:<base64>".into());
-    let rest = s.trim().strip_prefix("vault:v").ok_or_else(malformed)?;
-    let (version, body) = rest.split_once(':').ok_or_else(malformed)?;
-    let version: KeyVersion = version.parse().map_err(|_| malformed())?;
-    Ok((version, STANDARD.decode(body).map_err(|_| malformed())?))
+    super::vault_versioned(s, "hmac")
 }
 
 impl Request {

@@ -34,6 +34,7 @@ use super::auth::ConnInfo;
 use crate::config::Settings;
 use crate::error::Error;
 use crate::guard::Principal;
+use crate::keys::KeyVersion;
 use crate::session::{PERMISSION_DENIED, REASON_MISSING};
 use crate::store::SessionRow;
 use crate::vault::now_ms;
@@ -91,6 +92,29 @@ fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+/// `vault:v<N>:<standard base64>` (Vault's ciphertexts and digests) → (N, bytes); `what`
+/// names the kind in the error, which never quotes the input.
+fn vault_versioned(s: &str, what: &str) -> Result<(KeyVersion, Vec<u8>), Error> {
+    let malformed =
+        || Error::InvalidRequest(format!("malformed {what}: expected vault:v<N>:<base64>"));
+    let rest = s.trim().strip_prefix("vault:v").ok_or_else(malformed)?;
+    let (version, body) = rest.split_once(':').ok_or_else(malformed)?;
+    let version: KeyVersion = version.parse().map_err(|_| malformed())?;
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, body)
+        .map_err(|_| malformed())?;
+    Ok((version, bytes))
+}
+
+/// Unix milliseconds as RFC 3339 text (Vault's times), `None` out of range.
+fn rfc3339(ms: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
 }
 
 /// A random id in the UUID text form Vault uses for `request_id`.

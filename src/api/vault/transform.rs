@@ -400,14 +400,7 @@ async fn read(
                 (Read::Validate, Err(e)) => Err(e),
                 (Read::Metadata, info) => {
                     let info = info?;
-                    let expiration = info.expires_at.and_then(|ms| {
-                        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-                            .ok()
-                            .and_then(|t| {
-                                t.format(&time::format_description::well_known::Rfc3339)
-                                    .ok()
-                            })
-                    });
+                    let expiration = info.expires_at.and_then(super::rfc3339);
                     Ok(json!({
                         "metadata": info.metadata.unwrap_or(Value::Object(Map::new())),
                         "expiration_time": expiration,

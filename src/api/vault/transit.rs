@@ -32,7 +32,7 @@ use super::{
 use crate::api::json::{Revealed, SecretField};
 use crate::crypto::Ciphertext;
 use crate::error::Error;
-use crate::keys::{FINGERPRINT_KEYRING, KeyVersion, KeyringName};
+use crate::keys::{FINGERPRINT_KEYRING, KeyringName};
 use crate::vault::now_ms;
 
 pub fn router(mount: &str) -> Router<AppState> {
@@ -328,13 +328,10 @@ fn to_vault(ct: &Ciphertext) -> String {
 
 /// A Vault ciphertext of the keyring the path names.
 fn from_vault(keyring: &KeyringName, s: &str) -> Result<Ciphertext, Error> {
-    let malformed =
-        || Error::InvalidRequest("malformed ciphertext: expected vault:v<N>:<base64>".into());
-    let rest = s.trim().strip_prefix("vault:v").ok_or_else(malformed)?;
-    let (version, body) = rest.split_once(':').ok_or_else(malformed)?;
-    let version: KeyVersion = version.parse().map_err(|_| malformed())?;
-    let sealed = STANDARD.decode(body).map_err(|_| malformed())?;
-    Ciphertext::new(keyring.clone(), version, sealed).map_err(|_| malformed())
+    let (version, sealed) = super::vault_versioned(s, "ciphertext")?;
+    Ciphertext::new(keyring.clone(), version, sealed).map_err(|_| {
+        Error::InvalidRequest("malformed ciphertext: expected vault:v<N>:<base64>".into())
+    })
 }
 
 #[derive(Serialize)]
@@ -542,6 +539,7 @@ async fn datakey(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::KeyVersion;
 
     fn item(context: Option<&str>, ad: Option<&str>) -> Item {
         Item {
