@@ -50,6 +50,10 @@ pub struct Settings {
     /// Keyrings by name; each holds versioned data keys.
     #[serde(default = "default_keyrings")]
     pub keyrings: BTreeMap<String, KeyringSettings>,
+    /// Transit signing keys by name: key pairs generated in the HSM, versioned like
+    /// keyrings (none by default). Names are shared with keyrings: one may not be both.
+    #[serde(default)]
+    pub signing_keys: BTreeMap<String, crate::keys::SigningKeySettings>,
     /// Token types by name (`pan` is always present).
     #[serde(default = "default_types")]
     pub types: BTreeMap<String, TypeSettings>,
@@ -412,6 +416,8 @@ fn default_clients() -> BTreeMap<String, ClientPolicy> {
                 "encrypt:*",
                 "decrypt:*",
                 "hmac:*",
+                "sign:*",
+                "verify:*",
             ]),
         ),
         ("tokenizer".to_owned(), c(&["tokenize:*"])),
@@ -504,6 +510,16 @@ impl Settings {
             crate::names::KeyringName::parse(name)
                 .map_err(|e| ConfigError::Invalid(format!("keyring `{name}`: {e}")))?;
         }
+        for name in self.signing_keys.keys() {
+            crate::names::KeyringName::parse(name)
+                .map_err(|e| ConfigError::Invalid(format!("signing key `{name}`: {e}")))?;
+            if self.keyrings.contains_key(name) {
+                return Err(ConfigError::Invalid(format!(
+                    "`{name}` is both a keyring and a signing key: Transit serves both under \
+                     one name space (`transit/keys/<name>`), so each name may be one of them"
+                )));
+            }
+        }
         for (name, t) in &self.types {
             if !self.keyrings.contains_key(&t.keyring) {
                 return Err(ConfigError::Invalid(format!(
@@ -566,6 +582,7 @@ impl Settings {
         let known = match verb.object() {
             ObjectKind::TokenType => self.types.contains_key(object),
             ObjectKind::Keyring => self.keyrings.contains_key(object),
+            ObjectKind::SigningKey => self.signing_keys.contains_key(object),
             ObjectKind::Scope => true,
         };
         if known {
@@ -575,6 +592,7 @@ impl Settings {
                 "client `{identity}`: permission `{grant}` names no configured {}",
                 match verb.object() {
                     ObjectKind::Keyring => "keyring",
+                    ObjectKind::SigningKey => "signing key",
                     _ => "token type",
                 }
             )))
@@ -621,6 +639,20 @@ mod tests {
             Err(ConfigError::Invalid(_))
         ));
         assert!(Settings::from_toml("not toml [").is_err());
+        // Transit names keyrings and signing keys alike: one name may not be both.
+        let signing = Settings::from_toml(
+            "[signing_keys.receipts]\nalgorithm = \"ecdsa-p256\"\n\
+             [signing_keys.docs]\nalgorithm = \"ed25519\"\n",
+        )
+        .unwrap();
+        assert_eq!(signing.signing_keys.len(), 2);
+        for bad in [
+            "[signing_keys.pii]\nalgorithm = \"ed25519\"\n",
+            "[signing_keys.x]\nalgorithm = \"rsa-2048\"\n",
+            "[signing_keys.Bad]\nalgorithm = \"ed25519\"\n",
+        ] {
+            assert!(Settings::from_toml(bad).is_err(), "{bad}");
+        }
         // A file's clients replace the development defaults as a whole.
         let prod = Settings::from_toml(
             "[server]\nidentity = \"uri\"\nidentity_uri_prefix = \"spiffe://\"\n\
@@ -697,6 +729,7 @@ mod tests {
             ("detokenise:*", "names no known action"),
             ("detokenize:pna", "names no configured token type"),
             ("encrypt:pn", "names no configured keyring"),
+            ("sign:pii", "names no configured signing key"),
             ("keys:raed", "must be `read` or `*`"),
         ] {
             let e = Settings::from_toml(&client(perm)).unwrap_err().to_string();
@@ -715,6 +748,6 @@ mod tests {
             assert_eq!(s.clients["svc"].permissions[0].to_string(), perm);
         }
         let defaults = Settings::from_toml("").unwrap();
-        assert_eq!(defaults.clients["app"].permissions.len(), 9);
+        assert_eq!(defaults.clients["app"].permissions.len(), 11);
     }
 }

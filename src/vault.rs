@@ -152,6 +152,7 @@ impl Vault {
             KeyLabels::new(&settings.hsm.label_prefix),
             settings.keyrings.clone(),
         )
+        .with_signing_keys(&settings.signing_keys)
         .with_call_timeout(std::time::Duration::from_millis(
             settings.hsm.call_timeout_ms,
         ));

@@ -26,6 +26,9 @@ pub enum Action {
     /// A keyed digest (Vault's `transit/hmac`) and its verification.
     Hmac,
     HmacVerify,
+    /// A signature by a Transit signing key (made in the HSM) and its verification.
+    Sign,
+    SignVerify,
     KeysList,
     MetricsRead,
     /// A request refused by the per-identity request rate, before its body was read.
@@ -76,13 +79,17 @@ pub enum Verb {
     /// Keyed digests with a keyring (Vault's `transit/hmac` and its verification): apart
     /// from `encrypt`, because a deterministic digest lets its holder test guesses.
     Hmac,
+    /// Signatures by a Transit signing key.
+    Sign,
+    /// Verifying signatures against a Transit signing key's public keys.
+    Verify,
     Keys,
     Audit,
     Metrics,
 }
 
 impl Verb {
-    pub const ALL: [Verb; 12] = [
+    pub const ALL: [Verb; 14] = [
         Verb::Tokenize,
         Verb::Fingerprint,
         Verb::Import,
@@ -92,6 +99,8 @@ impl Verb {
         Verb::Encrypt,
         Verb::Decrypt,
         Verb::Hmac,
+        Verb::Sign,
+        Verb::Verify,
         Verb::Keys,
         Verb::Audit,
         Verb::Metrics,
@@ -108,6 +117,8 @@ impl Verb {
             Verb::Encrypt => "encrypt",
             Verb::Decrypt => "decrypt",
             Verb::Hmac => "hmac",
+            Verb::Sign => "sign",
+            Verb::Verify => "verify",
             Verb::Keys => "keys",
             Verb::Audit => "audit",
             Verb::Metrics => "metrics",
@@ -128,6 +139,7 @@ impl Verb {
             | Verb::Read
             | Verb::Delete => ObjectKind::TokenType,
             Verb::Encrypt | Verb::Decrypt | Verb::Hmac => ObjectKind::Keyring,
+            Verb::Sign | Verb::Verify => ObjectKind::SigningKey,
             Verb::Keys | Verb::Audit | Verb::Metrics => ObjectKind::Scope,
         }
     }
@@ -140,12 +152,14 @@ pub enum ObjectKind {
     TokenType,
     /// A configured keyring (`encrypt:pii`).
     Keyring,
+    /// A configured Transit signing key (`sign:receipts`).
+    SigningKey,
     /// A fixed scope word (`keys:read`).
     Scope,
 }
 
 impl Action {
-    pub const ALL: [Action; 33] = [
+    pub const ALL: [Action; 35] = [
         Action::Tokenize,
         Action::Detokenize,
         Action::Read,
@@ -156,6 +170,8 @@ impl Action {
         Action::Rewrap,
         Action::Hmac,
         Action::HmacVerify,
+        Action::Sign,
+        Action::SignVerify,
         Action::KeysList,
         Action::MetricsRead,
         Action::RateLimit,
@@ -193,6 +209,8 @@ impl Action {
             Action::Rewrap => "rewrap",
             Action::Hmac => "hmac",
             Action::HmacVerify => "hmac.verify",
+            Action::Sign => "sign",
+            Action::SignVerify => "sign.verify",
             Action::KeysList => "keys.list",
             Action::MetricsRead => "metrics.read",
             Action::RateLimit => "rate_limit",
@@ -238,6 +256,8 @@ impl Action {
             | Action::Rewrap
             | Action::Hmac
             | Action::HmacVerify
+            | Action::Sign
+            | Action::SignVerify
             | Action::KeysList
             | Action::MetricsRead
             | Action::RateLimit
@@ -291,6 +311,8 @@ impl Action {
             | Action::Rewrap
             | Action::Hmac
             | Action::HmacVerify
+            | Action::Sign
+            | Action::SignVerify
             | Action::KeysList
             | Action::MetricsRead
             | Action::RateLimit
@@ -315,6 +337,8 @@ impl Action {
             // Rewrap needs no decrypt permission: the plaintext never leaves the vault.
             Action::Encrypt | Action::Rewrap => Some(Verb::Encrypt),
             Action::Hmac | Action::HmacVerify => Some(Verb::Hmac),
+            Action::Sign => Some(Verb::Sign),
+            Action::SignVerify => Some(Verb::Verify),
             Action::Decrypt => Some(Verb::Decrypt),
             Action::KeysList => Some(Verb::Keys),
             Action::MetricsRead => Some(Verb::Metrics),

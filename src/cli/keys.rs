@@ -133,7 +133,9 @@ async fn dispatch(vault: &Vault, cmd: KeysCommand) -> anyhow::Result<()> {
             reason,
             sign,
         } => {
-            keys.check_keyring(&keyring)?;
+            if keys.signing_algorithm(&keyring).is_none() {
+                keys.check_keyring(&keyring)?;
+            }
             let op = Operation::Rotate { keyring };
             request::submit(vault, op, reason.as_deref(), &sign, plain).await?;
         }
@@ -327,6 +329,16 @@ fn table(inv: &Inventory) -> String {
     for k in &inv.keys {
         if let Some(d) = &k.destruction {
             out.push_str(&format!("\n{} v{} destroyed: {d}\n", k.keyring, k.version));
+        }
+    }
+    // Transit signing keys: key pairs in the HSM, so no KEK, KCV or usage count.
+    if !inv.signing_keys.is_empty() {
+        out.push_str("\nSigning keys (key pairs in the HSM):\n");
+        for k in &inv.signing_keys {
+            out.push_str(&format!(
+                "{} v{}  {}  {}  created {}  {}\n",
+                k.name, k.version, k.state, k.algorithm, k.created_at, k.hsm_label
+            ));
         }
     }
     out

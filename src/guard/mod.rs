@@ -346,6 +346,7 @@ fn refusal(action: Action, object: &str) -> String {
     match verb.object() {
         ObjectKind::TokenType => format!("not allowed to {action} this type"),
         ObjectKind::Keyring => format!("not allowed to {action} with this keyring"),
+        ObjectKind::SigningKey => format!("not allowed to {action} with this signing key"),
         ObjectKind::Scope => format!("missing permission `{}:{object}`", verb.as_str()),
     }
 }

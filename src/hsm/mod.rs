@@ -41,7 +41,7 @@ pub use evidence::{KeyEvidence, TokenEvidence};
 use lock::lock_objects_file;
 pub use mechanism::WrapMechanism;
 pub use pin::Pin;
-pub use policy::KeyRole;
+pub use policy::{KeyRole, SignAlgorithm};
 use session::SessionPool;
 
 /// Counts a call into the HSM (`tokenvault_hsm_calls_total`): the steady state makes none.

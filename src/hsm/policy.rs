@@ -12,6 +12,52 @@ use super::{HsmError, KeyEvidence};
 /// DER encoding of the OID of NIST P-256 (prime256v1), for CKA_EC_PARAMS.
 const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 
+/// DER encoding of the OID of Ed25519 (1.3.101.112), for CKA_EC_PARAMS.
+const ED25519_PARAMS: [u8; 5] = [0x06, 0x03, 0x2b, 0x65, 0x70];
+
+/// The algorithm of a Transit signing key pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub enum SignAlgorithm {
+    /// ECDSA on NIST P-256 over SHA-256.
+    #[serde(rename = "ecdsa-p256")]
+    EcdsaP256,
+    /// Pure Ed25519 (RFC 8032).
+    #[serde(rename = "ed25519")]
+    Ed25519,
+}
+
+impl SignAlgorithm {
+    /// Vault's name for the key type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EcdsaP256 => "ecdsa-p256",
+            Self::Ed25519 => "ed25519",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ecdsa-p256" => Some(Self::EcdsaP256),
+            "ed25519" => Some(Self::Ed25519),
+            _ => None,
+        }
+    }
+
+    fn key_type(self) -> KeyType {
+        match self {
+            Self::EcdsaP256 => KeyType::EC,
+            Self::Ed25519 => KeyType::EC_EDWARDS,
+        }
+    }
+
+    fn params(self) -> Vec<u8> {
+        match self {
+            Self::EcdsaP256 => P256_PARAMS.to_vec(),
+            Self::Ed25519 => ED25519_PARAMS.to_vec(),
+        }
+    }
+}
+
 /// The kinds of object the vault creates in the token.
 #[derive(Debug, Clone, Copy)]
 pub enum KeyRole {
@@ -24,6 +70,10 @@ pub enum KeyRole {
     AuditPrivate,
     /// The public half of the audit signing key pair.
     AuditPublic,
+    /// The private half of one version of a Transit signing key: signs, never leaves.
+    SigningPrivate(SignAlgorithm),
+    /// Its public half.
+    SigningPublic(SignAlgorithm),
 }
 
 /// The attribute template for `role`. Labels go on token objects only.
@@ -65,6 +115,33 @@ pub(super) fn template(role: KeyRole, label: &str) -> Vec<Attribute> {
             Attribute::Sign(false),
             Attribute::Verify(false),
             Attribute::Derive(false),
+        ],
+        KeyRole::SigningPrivate(alg) => vec![
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(alg.key_type()),
+            label,
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+            Attribute::Modifiable(false),
+        ],
+        KeyRole::SigningPublic(alg) => vec![
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(alg.key_type()),
+            Attribute::EcParams(alg.params()),
+            label,
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Verify(true),
+            Attribute::Encrypt(false),
+            Attribute::Wrap(false),
+            Attribute::Derive(false),
+            Attribute::Modifiable(false),
         ],
         KeyRole::AuditPrivate => vec![
             Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -160,6 +237,19 @@ const KEK: &[Requirement] = &[
 /// on its own, not as part of defining the policy once.
 const AUDIT_PRIVATE: &[Requirement] = &[SENSITIVE, NOT_EXTRACTABLE, GENERATED_IN_HSM];
 
+/// The private half of a Transit signing key version: made by this version of the vault,
+/// so it is held to everything generation inside the token gives.
+const SIGNING_PRIVATE: &[Requirement] = &[
+    SENSITIVE,
+    NOT_EXTRACTABLE,
+    NEVER_EXTRACTABLE,
+    GENERATED_IN_HSM,
+    Requirement {
+        holds: |e| !e.decrypt && !e.unwrap && !e.derive,
+        problem: "it may decrypt, unwrap or derive; a signing key may only sign",
+    },
+];
+
 /// Checks what the token says about a key in `role` against the policy. On failure,
 /// returns every requirement the key breaks, most important first.
 ///
@@ -169,7 +259,8 @@ pub fn check(role: KeyRole, evidence: &KeyEvidence) -> Result<(), Vec<&'static s
     let requirements = match role {
         KeyRole::Kek => KEK,
         KeyRole::AuditPrivate => AUDIT_PRIVATE,
-        KeyRole::TransientDataKey | KeyRole::AuditPublic => &[],
+        KeyRole::SigningPrivate(_) => SIGNING_PRIVATE,
+        KeyRole::TransientDataKey | KeyRole::AuditPublic | KeyRole::SigningPublic(_) => &[],
     };
     let broken: Vec<&'static str> = requirements
         .iter()
@@ -257,6 +348,9 @@ mod tests {
             KeyRole::AuditPrivate,
             KeyRole::AuditPublic,
             KeyRole::TransientDataKey,
+            KeyRole::SigningPrivate(SignAlgorithm::EcdsaP256),
+            KeyRole::SigningPrivate(SignAlgorithm::Ed25519),
+            KeyRole::SigningPublic(SignAlgorithm::Ed25519),
         ] {
             assert_eq!(check(role, &generated(role)), Ok(()), "{role:?}");
         }

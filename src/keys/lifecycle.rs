@@ -72,6 +72,9 @@ impl KeyManager {
         reason: Option<&str>,
         now: i64,
     ) -> Result<KeyVersion, KeyError> {
+        if self.signing_algorithm(keyring).is_some() {
+            return self.rotate_signing(keyring, actor, reason, now).await;
+        }
         self.check_keyring(keyring)?;
         let kek = self.active_kek_label().await?;
         self.create_version(keyring, &kek, None, actor, reason, now)

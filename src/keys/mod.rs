@@ -5,10 +5,12 @@
 
 mod health;
 mod lifecycle;
+mod signing;
 
 pub use crate::names::{FINGERPRINT_KEYRING, KeyState, KeyVersion, KeyringName};
 pub use health::HsmStatus;
 pub use lifecycle::KekRotation;
+pub use signing::{SigningKeyInfo, SigningKeySettings, SigningVersion};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -148,6 +150,8 @@ pub struct Inventory {
     pub keks: Vec<KekInfo>,
     pub audit_signing_key: String,
     pub keys: Vec<KeyInfo>,
+    /// Transit signing key versions (key pairs in the HSM): public keys only.
+    pub signing_keys: Vec<SigningKeyInfo>,
 }
 
 /// What `init` did.
@@ -176,6 +180,8 @@ pub struct KeyManager {
     health: health::Health,
     /// An HSM call slower than this fails (and marks the HSM down).
     call_timeout: Duration,
+    /// Transit signing keys: configured names and their versions as last read.
+    signing: signing::SigningKeys,
 }
 
 impl std::fmt::Debug for KeyManager {
@@ -217,6 +223,7 @@ impl KeyManager {
             reservations: tokio::sync::Mutex::default(),
             health: health::Health::default(),
             call_timeout: Duration::from_secs(3),
+            signing: signing::SigningKeys::default(),
         }
     }
 
@@ -329,6 +336,8 @@ impl KeyManager {
                 report.created.push(format!("data key {keyring} v{v}"));
             }
         }
+        self.init_signing_keys(actor, now, &mut report.created)
+            .await?;
         Ok(report)
     }
 
@@ -357,6 +366,7 @@ impl KeyManager {
                 missing.push(format!("the first data key of {keyring}"));
             }
         }
+        missing.extend(self.missing_signing_keys().await?);
         Ok(missing)
     }
 
@@ -676,6 +686,7 @@ impl KeyManager {
                 .unwrap_or_else(|p| p.into_inner()) = None;
         }
         *active = fresh;
+        self.signing.forget();
         Ok(())
     }
 
@@ -745,6 +756,7 @@ impl KeyManager {
             keks,
             audit_signing_key: self.labels.audit_signing(),
             keys,
+            signing_keys: self.signing_inventory().await?,
         })
     }
 }

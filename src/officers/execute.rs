@@ -55,6 +55,11 @@ pub async fn execute(
         }
         Operation::Rotate { keyring } => {
             let v = keys.rotate(keyring, actor, reason, now).await?;
+            if keys.signing_algorithm(keyring).is_some() {
+                return done(format!(
+                    "signing key {keyring} v{v} now signs; older versions verify only."
+                ));
+            }
             done(format!(
                 "{keyring} v{v} is now active; older versions decrypt only. \
                  Run `tokenvault keys rewrap {keyring}` to move existing records to v{v}."

@@ -8,6 +8,7 @@ mod keys;
 mod officers;
 mod rewrap;
 mod sessions;
+mod signing;
 mod tokens;
 
 pub use audit::{AuditRow, AuditWitness, CheckpointRow};
@@ -19,6 +20,7 @@ pub use rewrap::{
     update_ciphertexts_sql, update_fingerprints_sql,
 };
 pub use sessions::SessionRow;
+pub use signing::SigningKeyRow;
 pub use tokens::{NewToken, TokenRow};
 
 use std::path::Path;

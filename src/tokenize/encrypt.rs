@@ -15,8 +15,8 @@ use crate::keys::{KeyError, KeyManager, KeyVersion, KeyringName};
 /// The one encrypt path: every surface that encrypts, decrypts or rewraps goes through
 /// these methods, which ask the guard first.
 pub struct CryptoService {
-    keys: Arc<KeyManager>,
-    guard: Arc<Guard>,
+    pub(super) keys: Arc<KeyManager>,
+    pub(super) guard: Arc<Guard>,
 }
 
 impl CryptoService {

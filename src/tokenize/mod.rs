@@ -7,12 +7,14 @@ pub mod format;
 mod issue;
 mod rewrap;
 pub mod roles;
+mod sign;
 pub mod values;
 
 pub use encrypt::CryptoService;
 pub use format::TokenFormat;
 pub use issue::JournalSpec;
 pub use rewrap::{RewrapOptions, RewrapReport};
+pub use sign::{Marshaling, SignOptions};
 pub use values::{Validator, Value, ValueError};
 
 use std::collections::BTreeMap;

@@ -29,4 +29,5 @@ mod tampering;
 mod tls;
 mod untrusted_input;
 mod vault_api;
+mod vault_sign;
 mod vault_transform;

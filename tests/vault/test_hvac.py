@@ -136,6 +136,38 @@ class Transit(unittest.TestCase):
         self.assertFalse(t.verify_signed_data("pii", hash_input=b64("massage"), hmac=mac)["data"]["valid"])
         self.assertFalse(t.verify_signed_data("pan", hash_input=b64("message"), hmac=mac)["data"]["valid"])
 
+    def test_sign_and_verify_with_keys_made_in_the_hsm(self):
+        t = self.app.secrets.transit
+        reader = logged_in("auditor").secrets.transit  # key descriptions need keys:read
+        for name, kind in (("receipts", "ecdsa-p256"), ("docs", "ed25519")):
+            key = reader.read_key(name)["data"]
+            self.assertEqual(key["type"], kind)
+            self.assertTrue(key["supports_signing"])
+            self.assertTrue(key["keys"]["1"]["public_key"])
+            self.assertIn(name, reader.list_keys()["data"]["keys"])
+            sig = t.sign_data(name, hash_input=b64("receipt 42"))["data"]["signature"]
+            self.assertTrue(sig.startswith("vault:v1:"))
+            ok = t.verify_signed_data(name, hash_input=b64("receipt 42"), signature=sig)
+            self.assertTrue(ok["data"]["valid"])
+            bad = t.verify_signed_data(name, hash_input=b64("receipt 43"), signature=sig)
+            self.assertFalse(bad["data"]["valid"])
+        jws = t.sign_data("receipts", hash_input=b64("m"), marshaling_algorithm="jws")["data"]["signature"]
+        self.assertTrue(t.verify_signed_data("receipts", hash_input=b64("m"), signature=jws,
+                                             marshaling_algorithm="jws")["data"]["valid"])
+        batch = t.sign_data("docs", batch_input=[{"input": b64("a"), "reference": "r1"},
+                                                 {"input": "not base64!", "reference": "r2"}])
+        results = batch["data"]["batch_results"]
+        self.assertEqual([r.get("reference") for r in results], ["r1", "r2"])
+        self.assertTrue(results[0]["signature"].startswith("vault:v1:"))
+        self.assertIn("error", results[1])
+        # A keyring does not sign, and a signing key does not encrypt.
+        with self.assertRaises(exceptions.InvalidRequest):
+            t.sign_data("pii", hash_input=b64("x"))
+        with self.assertRaises(exceptions.InvalidRequest):
+            t.encrypt_data("receipts", plaintext=b64("x"))
+        with self.assertRaises(exceptions.Forbidden):
+            logged_in("tokenizer").secrets.transit.sign_data("receipts", hash_input=b64("x"))
+
     def test_permissions_are_the_identitys(self):
         tokenizer = logged_in("tokenizer")
         with self.assertRaises(exceptions.Forbidden):

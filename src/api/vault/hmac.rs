@@ -1,7 +1,8 @@
 //! Transit `hmac` and `verify` (of an HMAC) over tokenvault keyrings: HMAC-SHA-256 under
 //! each key version's HMAC subkey (`DataKey::mac`), through the one encrypt path
 //! (`CryptoService::hmac`, `hmac_verify`: `encrypt:<keyring>`, audited). Digests are
-//! `vault:v<N>:<base64>`. Signatures are not available yet (no signing keys in Transit).
+//! `vault:v<N>:<base64>`. A `verify` that carries a `signature` is a signature check,
+//! answered by `sign.rs`.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -41,8 +42,6 @@ struct Item {
     input: Option<String>,
     #[serde(deserialize_with = "weak::opt_string")]
     hmac: Option<String>,
-    #[serde(deserialize_with = "weak::opt_string")]
-    signature: Option<String>,
     reference: Option<Value>,
 }
 
@@ -53,8 +52,6 @@ struct Request {
     input: Option<String>,
     #[serde(deserialize_with = "weak::opt_string")]
     hmac: Option<String>,
-    #[serde(deserialize_with = "weak::opt_string")]
-    signature: Option<String>,
     reference: Option<Value>,
     #[serde(deserialize_with = "weak::opt_i64")]
     key_version: Option<i64>,
@@ -93,7 +90,6 @@ impl Request {
         let single = || Item {
             input: self.input,
             hmac: self.hmac,
-            signature: self.signature,
             reference: self.reference,
         };
         batch::items(self.batch_input, single, max_batch)
@@ -167,7 +163,7 @@ async fn verify_with(
     state: State<AppState>,
     Path((name, algorithm)): Path<(String, String)>,
     caller: VaultCaller,
-    req: VaultJson<Request>,
+    req: VaultJson<Value>,
 ) -> Result<Response, VaultError> {
     check(state, name, Some(algorithm), caller, req).await
 }
@@ -176,9 +172,15 @@ async fn verify(
     state: State<AppState>,
     Path(name): Path<String>,
     caller: VaultCaller,
-    req: VaultJson<Request>,
+    req: VaultJson<Value>,
 ) -> Result<Response, VaultError> {
     check(state, name, None, caller, req).await
+}
+
+fn request<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, VaultError> {
+    serde_json::from_value(body).map_err(|_| {
+        super::bad_request("the request body does not have the fields of a verify request")
+    })
 }
 
 async fn check(
@@ -186,20 +188,20 @@ async fn check(
     name: String,
     algorithm: Option<String>,
     caller: VaultCaller,
-    VaultJson(req): VaultJson<Request>,
+    VaultJson(body): VaultJson<Value>,
 ) -> Result<Response, VaultError> {
     let name: KeyringName = keyring(&name)?;
+    let signed: super::sign::Request = request(body.clone())?;
+    if signed.has_signature() {
+        return super::sign::verify(&state, &name, algorithm.as_deref(), &caller, signed).await;
+    }
+    let req: Request = request(body)?;
     check_algorithm(algorithm.as_deref(), req.algorithm.as_deref())?;
     let (items, is_batch) = req.items(state.vault.settings.limits.max_batch)?;
     let crypto = &state.services.crypto;
     let mut outcomes = Vec::with_capacity(items.len());
     for item in items {
         let result = async {
-            if item.signature.as_deref().is_some_and(|s| !s.is_empty()) {
-                return Err(Error::InvalidRequest(
-                    "signatures: tokenvault's Transit keys do not sign yet".into(),
-                ));
-            }
             let data = input(&item)?;
             let (version, mac) = parse_mac(
                 item.hmac

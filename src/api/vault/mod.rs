@@ -14,6 +14,7 @@
 mod auth;
 mod batch;
 mod hmac;
+mod sign;
 mod sys;
 mod tools;
 mod transform;
@@ -51,6 +52,7 @@ pub fn router(settings: &Settings) -> Router<AppState> {
         .merge(transit::router(&api.transit_mount))
         .merge(tools::router(&api.transit_mount))
         .merge(hmac::router(&api.transit_mount))
+        .merge(sign::router(&api.transit_mount))
         .merge(transform::router(
             &api.transform_mount,
             api.transform.effective(&settings.types),

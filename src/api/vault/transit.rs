@@ -107,6 +107,7 @@ async fn list_keys(
         .iter()
         .map(|k| k.keyring.as_str())
         .filter(|k| *k != FINGERPRINT_KEYRING)
+        .chain(inventory.signing_keys.iter().map(|k| k.name.as_str()))
         .collect();
     names.sort_unstable();
     names.dedup();
@@ -124,6 +125,9 @@ async fn read_key(
 ) -> Result<Response, VaultError> {
     let name = keyring(&name)?;
     let inventory = state.services.key_inventory(&caller.who, now_ms()).await?;
+    if let Some(described) = super::sign::describe(&name, &inventory) {
+        return Ok(data(described));
+    }
     let versions: Vec<_> = inventory
         .keys
         .iter()
@@ -197,6 +201,9 @@ async fn create_key(
             "keys never leave the HSM key hierarchy: exportable and allow_plaintext_backup \
              cannot be set",
         ));
+    }
+    if let Some(algorithm) = state.vault.keys.signing_algorithm(name.as_str()) {
+        return super::sign::create_existing(&state, &caller, &name, algorithm, req.kind).await;
     }
     if req.kind.as_deref().is_some_and(|k| k != "aes256-gcm96") {
         return Err(bad_request("tokenvault keyrings are aes256-gcm96"));

@@ -1,0 +1,321 @@
+//! Transit `sign` and `verify` with signing keys made in the HSM (issue 16): the private
+//! half never leaves the token, signatures check out with tools that are not ours, a
+//! rotation keeps old signatures verifiable, and each key needs its own grants.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, VaultClient, b64, events, spawn_with};
+
+async fn spawn_signing(
+    tag: &str,
+    tweak: impl FnOnce(&mut tokenvault::config::Settings),
+) -> TestApp {
+    spawn_with(tag, |s, _| {
+        let key = |algorithm: &str| {
+            serde_json::from_value::<tokenvault::keys::SigningKeySettings>(
+                json!({ "algorithm": algorithm }),
+            )
+            .unwrap()
+        };
+        s.signing_keys.insert("receipts".into(), key("ecdsa-p256"));
+        s.signing_keys.insert("docs".into(), key("ed25519"));
+        tweak(s);
+    })
+    .await
+}
+
+async fn sign(c: &VaultClient, app: &TestApp, key: &str, body: Value) -> (u16, Value) {
+    let (status, body, _) = c
+        .call(app, "POST", &format!("/v1/transit/sign/{key}"), Some(body))
+        .await;
+    (status, body)
+}
+
+async fn verify(c: &VaultClient, app: &TestApp, key: &str, input: &str, sig: &str) -> bool {
+    let (status, body, _) = c
+        .call(
+            app,
+            "POST",
+            &format!("/v1/transit/verify/{key}"),
+            Some(json!({"input": b64(input), "signature": sig})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["data"]["valid"].as_bool().unwrap()
+}
+
+fn signature_bytes(sig: &str) -> Vec<u8> {
+    use base64::Engine;
+    let body = sig.splitn(3, ':').nth(2).unwrap();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn transit_signs_in_the_hsm_and_others_verify_the_signatures() {
+    let app = spawn_signing("vault-sign", |_| {}).await;
+    let mut c = VaultClient::of("app");
+    c.login(&app).await;
+    // Key descriptions need `keys:read`, which the auditor has.
+    let mut auditor = VaultClient::of("auditor");
+    auditor.login(&app).await;
+
+    // ECDSA P-256: DER signature over SHA-256, checked by openssl against the PEM the
+    // key description publishes.
+    let (status, key, _) = auditor
+        .call(&app, "GET", "/v1/transit/keys/receipts", None)
+        .await;
+    assert_eq!(status, 200, "{key}");
+    assert_eq!(key["data"]["type"], "ecdsa-p256");
+    assert_eq!(key["data"]["supports_signing"], true);
+    assert_eq!(key["data"]["supports_encryption"], false);
+    let pem = key["data"]["keys"]["1"]["public_key"].as_str().unwrap();
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
+    let (status, body) = sign(&c, &app, "receipts", json!({"input": b64("receipt 42")})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["key_version"], 1);
+    let sig = body["data"]["signature"].as_str().unwrap().to_owned();
+    assert!(sig.starts_with("vault:v1:"), "{sig}");
+    let dir = &app.dir;
+    std::fs::write(dir.join("pub.pem"), pem).unwrap();
+    std::fs::write(dir.join("sig.der"), signature_bytes(&sig)).unwrap();
+    let openssl = |message: &str| {
+        std::fs::write(dir.join("msg"), message).unwrap();
+        std::process::Command::new("openssl")
+            .args(["dgst", "-sha256", "-verify"])
+            .arg(dir.join("pub.pem"))
+            .arg("-signature")
+            .arg(dir.join("sig.der"))
+            .arg(dir.join("msg"))
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(
+        openssl("receipt 42"),
+        "openssl refuses the vault's signature"
+    );
+    assert!(
+        !openssl("receipt 43"),
+        "openssl accepts it for another message"
+    );
+    assert!(verify(&c, &app, "receipts", "receipt 42", &sig).await);
+    assert!(!verify(&c, &app, "receipts", "receipt 43", &sig).await);
+
+    // A prehashed input is signed as the digest it is.
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(b"receipt 42");
+    let (status, body) = sign(
+        &c,
+        &app,
+        "receipts",
+        json!({"input": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, digest), "prehashed": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    std::fs::write(
+        dir.join("sig.der"),
+        signature_bytes(body["data"]["signature"].as_str().unwrap()),
+    )
+    .unwrap();
+    assert!(
+        openssl("receipt 42"),
+        "the prehashed signature is not over the message"
+    );
+
+    // Ed25519: 64 bytes over the input itself, checked with ed25519-dalek against the
+    // published key.
+    let (_, key, _) = auditor
+        .call(&app, "GET", "/v1/transit/keys/docs", None)
+        .await;
+    assert_eq!(key["data"]["type"], "ed25519");
+    let public = signature_bytes(&format!(
+        "x:y:{}",
+        key["data"]["keys"]["1"]["public_key"].as_str().unwrap()
+    ));
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&public.try_into().unwrap()).unwrap();
+    let (status, body) = sign(&c, &app, "docs", json!({"input": b64("contract")})).await;
+    assert_eq!(status, 200, "{body}");
+    let sig = body["data"]["signature"].as_str().unwrap().to_owned();
+    let raw = ed25519_dalek::Signature::from_slice(&signature_bytes(&sig)).unwrap();
+    vk.verify_strict(b"contract", &raw).unwrap();
+    assert!(vk.verify_strict(b"contracts", &raw).is_err());
+    assert!(verify(&c, &app, "docs", "contract", &sig).await);
+    // A signature by one key is not one by the other.
+    assert!(!verify(&c, &app, "receipts", "contract", &sig).await);
+
+    // The private halves are token objects that can never leave the HSM.
+    let vault = tokenvault::vault::Vault::open(app.settings.clone())
+        .await
+        .unwrap();
+    let inventory = vault.keys.inventory(0).await.unwrap();
+    assert_eq!(inventory.signing_keys.len(), 2);
+    for k in &inventory.signing_keys {
+        let ev = vault.keys.hsm().signing_key_evidence(&k.hsm_label).unwrap();
+        assert!(
+            ev.sensitive && !ev.extractable && ev.never_extractable && ev.local,
+            "{ev:?}"
+        );
+    }
+
+    // Every signature and verification is in the trail, with the verification's answer.
+    let trail = events(&app, "sign").await;
+    let count = |action: &str, reason: Option<&str>| {
+        trail
+            .iter()
+            .filter(|(a, o, r)| a == action && o == "success" && r.as_deref() == reason)
+            .count()
+    };
+    assert_eq!(count("sign", None), 3, "{trail:?}");
+    assert_eq!(count("sign.verify", Some("valid")), 2, "{trail:?}");
+    assert_eq!(count("sign.verify", Some("invalid")), 2, "{trail:?}");
+}
+
+#[tokio::test]
+async fn a_rotation_signs_with_the_new_version_and_old_signatures_still_verify() {
+    let app = spawn_signing("vault-sign-rotate", |_| {}).await;
+    let mut c = VaultClient::of("app");
+    c.login(&app).await;
+    let (_, body) = sign(&c, &app, "receipts", json!({"input": b64("m")})).await;
+    let old = body["data"]["signature"].as_str().unwrap().to_owned();
+    let vault = tokenvault::vault::Vault::open(app.settings.clone())
+        .await
+        .unwrap();
+    // An officer's signed request, as `tokenvault keys rotate receipts` makes it.
+    let op = tokenvault::officers::Operation::Rotate {
+        keyring: "receipts".into(),
+    };
+    let (doc, actor) = crate::helpers::sign_request(&vault.store, op, &["alice"])
+        .await
+        .expect("one officer approves a rotation");
+    let done = tokenvault::officers::execute(
+        &vault.store,
+        &vault.keys,
+        &doc,
+        &actor,
+        tokenvault::vault::now_ms(),
+    )
+    .await
+    .unwrap();
+    assert!(format!("{done:?}").contains("receipts v2"), "{done:?}");
+    // The server picks the rotation up within its 2 s refresh.
+    tokio::time::sleep(std::time::Duration::from_millis(2600)).await;
+    let (status, body) = sign(&c, &app, "receipts", json!({"input": b64("m")})).await;
+    assert_eq!(status, 200, "{body}");
+    let new = body["data"]["signature"].as_str().unwrap().to_owned();
+    assert!(new.starts_with("vault:v2:"), "{new}");
+    assert!(verify(&c, &app, "receipts", "m", &old).await);
+    assert!(verify(&c, &app, "receipts", "m", &new).await);
+    // v1 verifies only; a version that does not exist is an error, not "invalid".
+    let (status, body) = sign(
+        &c,
+        &app,
+        "receipts",
+        json!({"input": b64("m"), "key_version": 1}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/verify/receipts",
+            Some(json!({"input": b64("m"), "signature": old.replace("vault:v1:", "vault:v9:")})),
+        )
+        .await;
+    assert!(status == 400 || status == 422, "{status} {body}");
+    let mut auditor = VaultClient::of("auditor");
+    auditor.login(&app).await;
+    let (_, key, _) = auditor
+        .call(&app, "GET", "/v1/transit/keys/receipts", None)
+        .await;
+    assert_eq!(key["data"]["latest_version"], 2);
+    let keys = key["data"]["keys"].as_object().unwrap();
+    assert_ne!(keys["1"]["public_key"], keys["2"]["public_key"]);
+    let states: Vec<_> = vault
+        .keys
+        .inventory(0)
+        .await
+        .unwrap()
+        .signing_keys
+        .into_iter()
+        .filter(|k| k.name == "receipts")
+        .map(|k| (k.version, k.state))
+        .collect();
+    assert_eq!(
+        states,
+        [(1, "verify_only".to_owned()), (2, "active".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn each_signing_key_needs_its_own_grants() {
+    let app = spawn_signing("vault-sign-grants", |s| {
+        s.clients.get_mut("tokenizer").unwrap().permissions = ["encrypt:pii", "sign:docs"]
+            .iter()
+            .map(|g| tokenvault::guard::Grant::parse(g).unwrap())
+            .collect();
+    })
+    .await;
+    let mut t = VaultClient::of("tokenizer");
+    t.login(&app).await;
+    let mut a = VaultClient::of("app");
+    a.login(&app).await;
+    let (_, body) = sign(&a, &app, "receipts", json!({"input": b64("m")})).await;
+    let sig = body["data"]["signature"].as_str().unwrap().to_owned();
+
+    // encrypt: does not give sign:, sign:docs does not give receipts, and sign: does not
+    // give verify:.
+    let (status, body) = sign(&t, &app, "receipts", json!({"input": b64("m")})).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = sign(&t, &app, "docs", json!({"input": b64("m")})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body, _) = t
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/verify/receipts",
+            Some(json!({"input": b64("m"), "signature": sig})),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let denied = events(&app, "sign")
+        .await
+        .into_iter()
+        .filter(|(_, o, _)| o == "denied")
+        .count();
+    assert_eq!(denied, 2);
+
+    // A keyring does not sign and a signing key does not encrypt, even for a client that
+    // may do everything.
+    let (status, body) = sign(&a, &app, "pii", json!({"input": b64("m")})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body, _) = a
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/encrypt/receipts",
+            Some(json!({"plaintext": b64("m")})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    // A derivation context or an Ed25519 prehash is refused, not ignored.
+    let (status, _) = sign(
+        &a,
+        &app,
+        "docs",
+        json!({"input": b64("m"), "context": b64("c")}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = sign(
+        &a,
+        &app,
+        "docs",
+        json!({"input": b64("m"), "prehashed": true}),
+    )
+    .await;
+    assert_eq!(status, 400);
+}
