@@ -4,7 +4,7 @@
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::AppState;
 use super::auth::ConnInfo;
@@ -19,7 +19,7 @@ pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next)
         let guard = &state.services.guard;
         let who = guard.principal(identity, &info.peer.ip().to_string());
         if let Err(e) = guard.admit(&who, now_ms()).await {
-            return e.into_response();
+            return super::vault::error_for(&state.vault.settings, req.uri().path(), e);
         }
     }
     next.run(req).await

@@ -21,8 +21,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, header};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -95,8 +95,12 @@ pub fn app(state: AppState) -> Router {
         .merge(health::router())
         .merge(openapi::router())
         .merge(vault::router(&state.vault.settings))
-        .fallback(|| async { Error::NoRoute })
-        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .fallback(|state: State<AppState>, uri: Uri| async move {
+            vault::error_for(&state.vault.settings, uri.path(), Error::NoRoute)
+        })
+        .method_not_allowed_fallback(|state: State<AppState>, uri: Uri| async move {
+            vault::error_for(&state.vault.settings, uri.path(), Error::MethodNotAllowed)
+        })
         .layer(middleware::from_fn_with_state(
             state.clone(),
             limits::rate_limit,

@@ -29,5 +29,6 @@ mod tampering;
 mod tls;
 mod untrusted_input;
 mod vault_api;
+mod vault_routes;
 mod vault_sign;
 mod vault_transform;

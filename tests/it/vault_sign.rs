@@ -1,10 +1,11 @@
-//! Transit `sign` and `verify` with signing keys made in the HSM (issue 16): the private
-//! half never leaves the token, signatures check out with tools that are not ours, a
-//! rotation keeps old signatures verifiable, and each key needs its own grants.
+//! Transit's keyed digests and signatures (issue 16). `hmac` and its `verify`: per key
+//! version, their own grant. `sign` and `verify` with signing keys made in the HSM: the
+//! private half never leaves the token, signatures check out with tools that are not
+//! ours, a rotation keeps old signatures verifiable, and each key needs its own grants.
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, VaultClient, b64, events, spawn_with};
+use crate::helpers::{TestApp, VaultClient, b64, events, spawn_vault, spawn_with};
 
 async fn spawn_signing(
     tag: &str,
@@ -318,4 +319,184 @@ async fn each_signing_key_needs_its_own_grants() {
     )
     .await;
     assert_eq!(status, 400);
+}
+
+/// Transit `hmac` and `verify`: a keyed digest per key version, checked in constant time
+/// and bound to its keyring; permission `encrypt:` and an audit event each.
+#[tokio::test]
+async fn hmac_digests_verify_only_under_their_keyring_and_input() {
+    let app = spawn_vault("vault-hmac").await;
+    let mut c = VaultClient::of("app");
+    c.login(&app).await;
+    let (status, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/hmac/pii",
+            Some(json!({"input": b64("msg")})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mac = body["data"]["hmac"].as_str().unwrap().to_owned();
+    assert!(mac.starts_with("vault:v1:"), "{mac}");
+    let verify = |path: &'static str, input: &str, mac: &str| {
+        (path, json!({"input": b64(input), "hmac": mac}))
+    };
+    for ((path, body), want) in [
+        (verify("/v1/transit/verify/pii", "msg", &mac), true),
+        (verify("/v1/transit/verify/pii", "msh", &mac), false),
+        (verify("/v1/transit/verify/pan", "msg", &mac), false),
+        (verify("/v1/transit/verify/pii/sha2-256", "msg", &mac), true),
+    ] {
+        let (status, answer, _) = c.call(&app, "POST", path, Some(body)).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["data"]["valid"], want, "{path}");
+    }
+    // The digest is not the encryption key's: two keyrings give two digests.
+    let (_, other, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/hmac/pan",
+            Some(json!({"input": b64("msg")})),
+        )
+        .await;
+    assert_ne!(other["data"]["hmac"], mac);
+    let (status, _, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/hmac/pii/sha2-512",
+            Some(json!({"input": b64("msg")})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/hmac/pii",
+            Some(json!({"batch_input": [{"input": b64("a"), "reference": "r"}, {"input": "%%"}]})),
+        )
+        .await;
+    assert_eq!(status, 200, "an hmac batch answers 200: {body}");
+    assert_eq!(body["data"]["batch_results"][0]["reference"], "r");
+    assert!(body["data"]["batch_results"][1]["error"].is_string());
+    let mut t = VaultClient::of("tokenizer");
+    t.login(&app).await;
+    let (status, _, _) = t
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/hmac/pii",
+            Some(json!({"input": b64("msg")})),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let audited = events(&app, "hmac").await;
+    assert!(
+        audited.contains(&(
+            "hmac.verify".into(),
+            "success".into(),
+            Some("invalid".into())
+        )),
+        "{audited:?}"
+    );
+    assert!(
+        audited.contains(&("hmac".into(), "denied".into(), Some("forbidden".into()))),
+        "{audited:?}"
+    );
+}
+
+/// Review of hmac (finding 1): a keyed digest is deterministic, so it is a guessing
+/// oracle against any stored digest; it needs its own grant, `hmac:<keyring>`, and
+/// `encrypt:` alone does not give it.
+#[tokio::test]
+async fn hmac_needs_its_own_grant() {
+    let app = spawn_with("vault-hmac-grant", |s, _| {
+        s.clients.get_mut("tokenizer").unwrap().permissions =
+            vec![tokenvault::guard::Grant::parse("encrypt:pii").unwrap()];
+    })
+    .await;
+    let mut t = VaultClient::of("tokenizer");
+    t.login(&app).await;
+    let (status, _, _) = t
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/encrypt/pii",
+            Some(json!({"plaintext": b64("x")})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body, _) = t
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/hmac/pii",
+            Some(json!({"input": b64("x")})),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+}
+
+/// Review of hmac (finding 2): new digests come only from the active version, as new
+/// ciphertexts do; an older version still verifies the digests it made.
+#[tokio::test]
+async fn only_the_active_version_makes_new_digests() {
+    let app = spawn_with("vault-hmac-version", |_, _| {}).await;
+    let mut c = VaultClient::of("app");
+    c.login(&app).await;
+    let (_, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/hmac/pii",
+            Some(json!({"input": b64("m")})),
+        )
+        .await;
+    let old = body["data"]["hmac"].as_str().unwrap().to_owned();
+    let vault = tokenvault::vault::Vault::open(app.settings.clone())
+        .await
+        .unwrap();
+    vault
+        .keys
+        .rotate("pii", "test", None, tokenvault::vault::now_ms())
+        .await
+        .unwrap();
+    // The server picks the rotation up within its 2 s refresh.
+    tokio::time::sleep(std::time::Duration::from_millis(2600)).await;
+    let (status, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/hmac/pii",
+            Some(json!({"input": b64("m"), "key_version": 1})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (_, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/hmac/pii",
+            Some(json!({"input": b64("m")})),
+        )
+        .await;
+    assert!(
+        body["data"]["hmac"]
+            .as_str()
+            .unwrap()
+            .starts_with("vault:v2:"),
+        "{body}"
+    );
+    let (_, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/verify/pii",
+            Some(json!({"input": b64("m"), "hmac": old})),
+        )
+        .await;
+    assert_eq!(body["data"]["valid"], true, "{body}");
 }

@@ -59,6 +59,34 @@ pub fn router(settings: &Settings) -> Router<AppState> {
         ))
 }
 
+/// Whether `path` lies under a Vault route (`auth`, `sys`, the Transit or Transform
+/// mount): errors there (no route, wrong method, the request rate) take Vault's shape, so
+/// a Vault client raises the exception it would raise against Vault.
+pub fn owns(settings: &Settings, path: &str) -> bool {
+    let api = &settings.vault_api;
+    let Some(rest) = path.strip_prefix("/v1/") else {
+        return false;
+    };
+    let first = rest.split('/').next().unwrap_or_default();
+    api.enabled
+        && [
+            "auth",
+            "sys",
+            api.transit_mount.as_str(),
+            api.transform_mount.as_str(),
+        ]
+        .contains(&first)
+}
+
+/// The error `e` in the shape of the API `path` belongs to.
+pub fn error_for(settings: &Settings, path: &str, e: Error) -> Response {
+    if owns(settings, path) {
+        VaultError(e).into_response()
+    } else {
+        e.into_response()
+    }
+}
+
 /// An error in Vault's shape: the status from the one table, `{"errors":[message]}`, and
 /// `Content-Type: application/json` exactly (hvac compares the whole string).
 pub struct VaultError(pub Error);
