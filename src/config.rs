@@ -418,6 +418,7 @@ fn default_clients() -> BTreeMap<String, ClientPolicy> {
                 "hmac:*",
                 "sign:*",
                 "verify:*",
+                "rotate:*",
             ]),
         ),
         ("tokenizer".to_owned(), c(&["tokenize:*"])),
@@ -583,6 +584,9 @@ impl Settings {
             ObjectKind::TokenType => self.types.contains_key(object),
             ObjectKind::Keyring => self.keyrings.contains_key(object),
             ObjectKind::SigningKey => self.signing_keys.contains_key(object),
+            ObjectKind::TransitKey => {
+                self.keyrings.contains_key(object) || self.signing_keys.contains_key(object)
+            }
             ObjectKind::Scope => true,
         };
         if known {
@@ -593,6 +597,7 @@ impl Settings {
                 match verb.object() {
                     ObjectKind::Keyring => "keyring",
                     ObjectKind::SigningKey => "signing key",
+                    ObjectKind::TransitKey => "keyring or signing key",
                     _ => "token type",
                 }
             )))
@@ -730,6 +735,10 @@ mod tests {
             ("detokenize:pna", "names no configured token type"),
             ("encrypt:pn", "names no configured keyring"),
             ("sign:pii", "names no configured signing key"),
+            (
+                "rotate:nothing",
+                "names no configured keyring or signing key",
+            ),
             ("keys:raed", "must be `read` or `*`"),
         ] {
             let e = Settings::from_toml(&client(perm)).unwrap_err().to_string();
@@ -748,6 +757,6 @@ mod tests {
             assert_eq!(s.clients["svc"].permissions[0].to_string(), perm);
         }
         let defaults = Settings::from_toml("").unwrap();
-        assert_eq!(defaults.clients["app"].permissions.len(), 11);
+        assert_eq!(defaults.clients["app"].permissions.len(), 12);
     }
 }

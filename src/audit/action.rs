@@ -39,6 +39,9 @@ pub enum Action {
     HsmRecovered,
     // Key lifecycle.
     KeyCreate,
+    /// A rotation asked for by a client over the API (`transit/keys/:name/rotate`); the
+    /// new version itself is recorded as `key.create`.
+    KeyRotate,
     KeyRetire,
     KeyRetireForced,
     KeyDestroy,
@@ -83,13 +86,15 @@ pub enum Verb {
     Sign,
     /// Verifying signatures against a Transit signing key's public keys.
     Verify,
+    /// Rotating a keyring or signing key over the API (a new version; nothing destroyed).
+    Rotate,
     Keys,
     Audit,
     Metrics,
 }
 
 impl Verb {
-    pub const ALL: [Verb; 14] = [
+    pub const ALL: [Verb; 15] = [
         Verb::Tokenize,
         Verb::Fingerprint,
         Verb::Import,
@@ -101,6 +106,7 @@ impl Verb {
         Verb::Hmac,
         Verb::Sign,
         Verb::Verify,
+        Verb::Rotate,
         Verb::Keys,
         Verb::Audit,
         Verb::Metrics,
@@ -119,6 +125,7 @@ impl Verb {
             Verb::Hmac => "hmac",
             Verb::Sign => "sign",
             Verb::Verify => "verify",
+            Verb::Rotate => "rotate",
             Verb::Keys => "keys",
             Verb::Audit => "audit",
             Verb::Metrics => "metrics",
@@ -140,6 +147,7 @@ impl Verb {
             | Verb::Delete => ObjectKind::TokenType,
             Verb::Encrypt | Verb::Decrypt | Verb::Hmac => ObjectKind::Keyring,
             Verb::Sign | Verb::Verify => ObjectKind::SigningKey,
+            Verb::Rotate => ObjectKind::TransitKey,
             Verb::Keys | Verb::Audit | Verb::Metrics => ObjectKind::Scope,
         }
     }
@@ -154,12 +162,14 @@ pub enum ObjectKind {
     Keyring,
     /// A configured Transit signing key (`sign:receipts`).
     SigningKey,
+    /// A configured keyring or signing key (`rotate:pii`).
+    TransitKey,
     /// A fixed scope word (`keys:read`).
     Scope,
 }
 
 impl Action {
-    pub const ALL: [Action; 35] = [
+    pub const ALL: [Action; 36] = [
         Action::Tokenize,
         Action::Detokenize,
         Action::Read,
@@ -179,6 +189,7 @@ impl Action {
         Action::HsmUnavailable,
         Action::HsmRecovered,
         Action::KeyCreate,
+        Action::KeyRotate,
         Action::KeyRetire,
         Action::KeyRetireForced,
         Action::KeyDestroy,
@@ -218,6 +229,7 @@ impl Action {
             Action::HsmUnavailable => "hsm.unavailable",
             Action::HsmRecovered => "hsm.recovered",
             Action::KeyCreate => "key.create",
+            Action::KeyRotate => "key.rotate",
             Action::KeyRetire => "key.retire",
             Action::KeyRetireForced => "key.retire.forced",
             Action::KeyDestroy => "key.destroy",
@@ -265,6 +277,7 @@ impl Action {
             | Action::HsmUnavailable
             | Action::HsmRecovered
             | Action::KeyCreate
+            | Action::KeyRotate
             | Action::KeyRetire
             | Action::KeyRetireForced
             | Action::KeyDestroy
@@ -289,6 +302,7 @@ impl Action {
     pub const fn is_key_management(self) -> bool {
         match self {
             Action::KeyCreate
+            | Action::KeyRotate
             | Action::KeyRetire
             | Action::KeyRetireForced
             | Action::KeyDestroy
@@ -342,6 +356,7 @@ impl Action {
             Action::Decrypt => Some(Verb::Decrypt),
             Action::KeysList => Some(Verb::Keys),
             Action::MetricsRead => Some(Verb::Metrics),
+            Action::KeyRotate => Some(Verb::Rotate),
             Action::TokenPurge
             | Action::RateLimit
             | Action::ServiceStart

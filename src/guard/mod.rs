@@ -347,6 +347,7 @@ fn refusal(action: Action, object: &str) -> String {
         ObjectKind::TokenType => format!("not allowed to {action} this type"),
         ObjectKind::Keyring => format!("not allowed to {action} with this keyring"),
         ObjectKind::SigningKey => format!("not allowed to {action} with this signing key"),
+        ObjectKind::TransitKey => format!("not allowed to {action} this key"),
         ObjectKind::Scope => format!("missing permission `{}:{object}`", verb.as_str()),
     }
 }

@@ -66,3 +66,148 @@ async fn the_request_rate_refusal_is_vault_shaped_on_vault_routes() {
     let (body, ct) = refused.expect("the rate limit applies to Transit");
     assert!(vault_shaped(&body, &ct), "{ct} {body}");
 }
+
+/// A key's administrator (`rotate:<key>`) rotates it over the API; nothing is destroyed
+/// over the API, and configuration changes that would retire, destroy or export are
+/// refused with the reason.
+#[tokio::test]
+async fn a_key_is_rotated_with_its_own_grant_and_never_destroyed_over_the_api() {
+    let app = spawn_with("vault-routes-rotate", |s, _| {
+        s.clients.get_mut("tokenizer").unwrap().permissions = ["encrypt:pii", "rotate:pii"]
+            .iter()
+            .map(|g| tokenvault::guard::Grant::parse(g).unwrap())
+            .collect();
+        s.clients
+            .get_mut("app")
+            .unwrap()
+            .permissions
+            .retain(|g| !g.to_string().starts_with("rotate"));
+    })
+    .await;
+    let mut admin = VaultClient::of("tokenizer");
+    admin.login(&app).await;
+    let mut app_client = VaultClient::of("app");
+    app_client.login(&app).await;
+    let (_, body, _) = admin
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/encrypt/pii",
+            Some(json!({"plaintext": b64("old")})),
+        )
+        .await;
+    let old = body["data"]["ciphertext"].as_str().unwrap().to_owned();
+
+    // Without the grant: refused and audited, even for a client that may do all else.
+    let (status, body, _) = app_client
+        .call(&app, "POST", "/v1/transit/keys/pii/rotate", Some(json!({})))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _, _) = admin
+        .call(&app, "POST", "/v1/transit/keys/pan/rotate", Some(json!({})))
+        .await;
+    assert_eq!(status, 403);
+    let (status, body, _) = admin
+        .call(&app, "POST", "/v1/transit/keys/pii/rotate", Some(json!({})))
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (_, body, _) = admin
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/encrypt/pii",
+            Some(json!({"plaintext": b64("new")})),
+        )
+        .await;
+    assert!(
+        body["data"]["ciphertext"]
+            .as_str()
+            .unwrap()
+            .starts_with("vault:v2:"),
+        "{body}"
+    );
+    assert_eq!(body["data"]["key_version"], 2);
+    let (status, body, _) = app_client
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/decrypt/pii",
+            Some(json!({"ciphertext": old})),
+        )
+        .await;
+    assert_eq!(status, 200, "the old version still decrypts: {body}");
+
+    let mut db = app.db().await;
+    let rows: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT action, outcome, actor, resource FROM audit_events \
+         WHERE action IN ('key.rotate', 'key.create') ORDER BY seq",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    let by_api: Vec<_> = rows
+        .iter()
+        .filter(|r| r.2 != "system" && !r.2.starts_with("officer"))
+        .collect();
+    assert!(
+        by_api
+            .iter()
+            .any(|r| r.0 == "key.rotate" && r.1 == "denied" && r.2 == "app"),
+        "{rows:?}"
+    );
+    assert!(
+        by_api.iter().any(|r| r.0 == "key.create"
+            && r.1 == "success"
+            && r.2 == "tokenizer"
+            && r.3.as_deref() == Some("pii/2")),
+        "{rows:?}"
+    );
+
+    // Stating what the key is: fine. Changing it: refused, with the reason.
+    let (status, body, _) = admin
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/keys/pii/config",
+            Some(json!({"deletion_allowed": false, "exportable": "false"})),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    for change in [
+        json!({"deletion_allowed": true}),
+        json!({"min_decryption_version": 2}),
+        json!({"exportable": true}),
+        json!({"auto_rotate_period": "24h"}),
+    ] {
+        let (status, body, _) = admin
+            .call(
+                &app,
+                "POST",
+                "/v1/transit/keys/pii/config",
+                Some(change.clone()),
+            )
+            .await;
+        assert_eq!(status, 400, "{change}: {body}");
+    }
+    for (method, path) in [
+        ("DELETE", "/v1/transit/keys/pii"),
+        ("POST", "/v1/transit/keys/pii/trim"),
+    ] {
+        let (status, body, _) = admin
+            .call(
+                &app,
+                method,
+                path,
+                Some(json!({"min_available_version": 2})),
+            )
+            .await;
+        assert_eq!(status, 400, "{method} {path}: {body}");
+        assert!(
+            body["errors"][0]
+                .as_str()
+                .unwrap()
+                .contains("two security officers"),
+            "{body}"
+        );
+    }
+}

@@ -167,6 +167,20 @@ class Transit(unittest.TestCase):
             t.encrypt_data("receipts", plaintext=b64("x"))
         with self.assertRaises(exceptions.Forbidden):
             logged_in("tokenizer").secrets.transit.sign_data("receipts", hash_input=b64("x"))
+        # A rotation (the development app client holds rotate:*) adds a version that signs;
+        # the old signature still verifies. Destroying versions is never a client's call.
+        t.rotate_key("receipts")
+        sig2 = t.sign_data("receipts", hash_input=b64("m"))["data"]["signature"]
+        self.assertTrue(sig2.startswith("vault:v2:"))
+        self.assertTrue(t.verify_signed_data("receipts", hash_input=b64("m"), signature=jws,
+                                             marshaling_algorithm="jws")["data"]["valid"])
+        t.update_key_configuration("receipts", deletion_allowed=False)
+        with self.assertRaises(exceptions.InvalidRequest):
+            t.update_key_configuration("receipts", deletion_allowed=True)
+        with self.assertRaises(exceptions.InvalidRequest):
+            t.trim_key("receipts", min_version=2)
+        with self.assertRaises(exceptions.InvalidRequest):
+            t.delete_key("receipts")
 
     def test_permissions_are_the_identitys(self):
         tokenizer = logged_in("tokenizer")

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::batch::{self, answer, outcome};
-use super::transit::keyring;
+use super::keys::keyring;
 use super::{AppState, VaultCaller, VaultError, VaultJson, weak};
 use crate::error::Error;
 use crate::keys::{KeyVersion, KeyringName};

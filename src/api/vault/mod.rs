@@ -14,6 +14,7 @@
 mod auth;
 mod batch;
 mod hmac;
+mod keys;
 mod sign;
 mod sys;
 mod tools;
@@ -50,6 +51,7 @@ pub fn router(settings: &Settings) -> Router<AppState> {
         .merge(auth::router())
         .merge(sys::router())
         .merge(transit::router(&api.transit_mount))
+        .merge(keys::router(&api.transit_mount))
         .merge(tools::router(&api.transit_mount))
         .merge(hmac::router(&api.transit_mount))
         .merge(sign::router(&api.transit_mount))

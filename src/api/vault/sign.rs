@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::batch::{self, answer, outcome};
-use super::transit::keyring;
+use super::keys::keyring;
 use super::{AppState, VaultCaller, VaultError, VaultJson, bad_request, no_content, weak};
 use crate::error::Error;
 use crate::hsm::SignAlgorithm;

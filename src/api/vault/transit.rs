@@ -1,9 +1,8 @@
-//! The Transit engine over tokenvault keyrings: `keys` (list, read, create of a
-//! configured keyring), `encrypt`, `decrypt`, `rewrap`, single and `batch_input`.
+//! The Transit engine over tokenvault keyrings: `encrypt`, `decrypt`, `rewrap`,
+//! `datakey`, single and `batch_input` (the key routes are in `keys.rs`).
 //!
 //! Translation only: every operation goes through the one encrypt path
-//! (`CryptoService`: permission, reveal budget, audit), every key listing through the
-//! one inventory (`keys:read`, audited).
+//! (`CryptoService`: permission, reveal budget, audit).
 //!
 //! - Ciphertexts are `vault:v<N>:<standard base64 of nonce ‖ ciphertext ‖ tag>`: the
 //!   same sealed bytes as the native `tv1:<keyring>:<N>:…`, under the keyring the path
@@ -11,226 +10,33 @@
 //! - `associated_data` is the AAD, as the native `context` is. A Vault `context` (key
 //!   derivation) is bound too, length-prefixed in front of it, so a ciphertext opens
 //!   only with the same context — what a derived key gives a Vault client.
-//! - Keys live in the HSM hierarchy: export and plaintext backup are refused; keys are
-//!   created, rotated and destroyed by officers under dual control, not over this API.
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::Method;
 use axum::response::Response;
-use axum::routing::{any, get, post};
+use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use zeroize::Zeroizing;
 
 use super::batch::{self, answer, outcome};
-use super::{
-    AppState, VaultCaller, VaultError, VaultJson, bad_request, data, is_list, no_content, weak,
-};
+use super::keys::keyring;
+use super::{AppState, VaultCaller, VaultError, VaultJson, bad_request, data, weak};
 use crate::api::json::{Revealed, SecretField};
 use crate::crypto::Ciphertext;
 use crate::error::Error;
-use crate::keys::{FINGERPRINT_KEYRING, KeyringName};
+use crate::keys::KeyringName;
 use crate::vault::now_ms;
 
 pub fn router(mount: &str) -> Router<AppState> {
     let m = |tail: &str| format!("/v1/{mount}/{tail}");
     Router::new()
-        .route(&m("keys"), any(list_keys))
-        .route(
-            &m("keys/{name}"),
-            get(read_key)
-                .post(create_key)
-                .put(create_key)
-                .delete(refused_key_change),
-        )
-        .route(
-            &m("keys/{name}/rotate"),
-            post(refused_key_change).put(refused_key_change),
-        )
-        .route(
-            &m("keys/{name}/config"),
-            post(refused_key_change).put(refused_key_change),
-        )
-        .route(
-            &m("keys/{name}/trim"),
-            post(refused_key_change).put(refused_key_change),
-        )
-        .route(&m("export/{*rest}"), get(refused_export))
-        .route(&m("backup/{name}"), get(refused_export))
-        .route(
-            &m("restore/{*rest}"),
-            post(refused_export).put(refused_export),
-        )
         .route(&m("encrypt/{name}"), post(encrypt).put(encrypt))
         .route(&m("decrypt/{name}"), post(decrypt).put(decrypt))
         .route(&m("rewrap/{name}"), post(rewrap).put(rewrap))
         .route(&m("datakey/{kind}/{name}"), post(datakey).put(datakey))
-}
-
-async fn refused_export(_caller: VaultCaller) -> VaultError {
-    bad_request(
-        "keys never leave the HSM key hierarchy: export and plaintext backup are not available",
-    )
-}
-
-async fn refused_key_change(_caller: VaultCaller) -> VaultError {
-    bad_request(
-        "transit keys are tokenvault keyrings: security officers rotate, retire and destroy \
-         them under dual control (`tokenvault keys`), not over this API",
-    )
-}
-
-/// The keyring a path names, checked before it is used anywhere.
-pub(super) fn keyring(name: &str) -> Result<KeyringName, VaultError> {
-    KeyringName::parse(name)
-        .ok()
-        .filter(|k| k.as_str() != FINGERPRINT_KEYRING)
-        .ok_or_else(|| bad_request("the key name is not a tokenvault keyring name"))
-}
-
-/// `LIST …/keys` or `GET …/keys?list=true`: the keyrings (needs `keys:read`); none is 404.
-async fn list_keys(
-    State(state): State<AppState>,
-    method: Method,
-    uri: axum::http::Uri,
-    caller: VaultCaller,
-) -> Result<Response, VaultError> {
-    if !(method == Method::GET || method.as_str() == "LIST") || !is_list(&method, uri.query()) {
-        return Err(VaultError(Error::MethodNotAllowed));
-    }
-    let inventory = state.services.key_inventory(&caller.who, now_ms()).await?;
-    let mut names: Vec<&str> = inventory
-        .keys
-        .iter()
-        .map(|k| k.keyring.as_str())
-        .filter(|k| *k != FINGERPRINT_KEYRING)
-        .chain(inventory.signing_keys.iter().map(|k| k.name.as_str()))
-        .collect();
-    names.sort_unstable();
-    names.dedup();
-    if names.is_empty() {
-        return Err(VaultError(Error::NotFound));
-    }
-    Ok(data(json!({ "keys": names })))
-}
-
-/// The Vault description of a keyring (needs `keys:read`).
-async fn read_key(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    caller: VaultCaller,
-) -> Result<Response, VaultError> {
-    let name = keyring(&name)?;
-    let inventory = state.services.key_inventory(&caller.who, now_ms()).await?;
-    if let Some(described) = super::sign::describe(&name, &inventory) {
-        return Ok(data(described));
-    }
-    let versions: Vec<_> = inventory
-        .keys
-        .iter()
-        .filter(|k| k.keyring == name.as_str())
-        .collect();
-    if versions.is_empty() {
-        return Err(VaultError(Error::NotFound));
-    }
-    let usable = |k: &&crate::keys::KeyInfo| !matches!(k.state.as_str(), "destroyed" | "pending");
-    let keys: serde_json::Map<String, Value> = versions
-        .iter()
-        .filter(|k| usable(k))
-        .map(|k| (k.version.to_string(), json!(k.created_ms / 1000)))
-        .collect();
-    let latest = versions.iter().map(|k| k.version).max().unwrap_or(0);
-    let min_decryption = versions
-        .iter()
-        .filter(|k| usable(k))
-        .map(|k| k.version)
-        .min()
-        .unwrap_or(latest);
-    Ok(data(json!({
-        "name": name.as_str(),
-        "type": "aes256-gcm96",
-        "derived": false,
-        "convergent_encryption": false,
-        "deletion_allowed": false,
-        "exportable": false,
-        "allow_plaintext_backup": false,
-        "imported_key": false,
-        "auto_rotate_period": 0,
-        "keys": keys,
-        "latest_version": latest,
-        "min_available_version": 0,
-        "min_decryption_version": min_decryption,
-        "min_encryption_version": 0,
-        "supports_encryption": true,
-        "supports_decryption": true,
-        "supports_derivation": true,
-        "supports_signing": false,
-    })))
-}
-
-/// Creating a key that exists is a no-op (204), as in Vault; keyrings themselves are
-/// made in the vault's configuration. Needs `encrypt` on the keyring, so the answer
-/// tells nothing to a caller that may not use it.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct CreateKeyRequest {
-    #[serde(rename = "type", deserialize_with = "weak::opt_string")]
-    kind: Option<String>,
-    #[serde(deserialize_with = "weak::opt_bool")]
-    derived: Option<bool>,
-    #[serde(deserialize_with = "weak::opt_bool")]
-    convergent_encryption: Option<bool>,
-    #[serde(deserialize_with = "weak::opt_bool")]
-    exportable: Option<bool>,
-    #[serde(deserialize_with = "weak::opt_bool")]
-    allow_plaintext_backup: Option<bool>,
-}
-
-async fn create_key(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    caller: VaultCaller,
-    VaultJson(req): VaultJson<CreateKeyRequest>,
-) -> Result<Response, VaultError> {
-    let name = keyring(&name)?;
-    if req.exportable == Some(true) || req.allow_plaintext_backup == Some(true) {
-        return Err(bad_request(
-            "keys never leave the HSM key hierarchy: exportable and allow_plaintext_backup \
-             cannot be set",
-        ));
-    }
-    if let Some(algorithm) = state.vault.keys.signing_algorithm(name.as_str()) {
-        return super::sign::create_existing(&state, &caller, &name, algorithm, req.kind).await;
-    }
-    if req.kind.as_deref().is_some_and(|k| k != "aes256-gcm96") {
-        return Err(bad_request("tokenvault keyrings are aes256-gcm96"));
-    }
-    if req.derived == Some(true) || req.convergent_encryption == Some(true) {
-        return Err(bad_request(
-            "derived and convergent keys are not available yet (a context is bound as \
-             associated data instead)",
-        ));
-    }
-    let guard = &state.services.guard;
-    guard
-        .check(
-            &caller.who,
-            crate::audit::Action::Encrypt,
-            name.as_str(),
-            Some(name.as_str()),
-            now_ms(),
-        )
-        .await?;
-    if !state.vault.keys.has_keyring(name.as_str()) {
-        return Err(bad_request(
-            "no such keyring: transit keys are tokenvault keyrings, made in the vault's \
-             configuration (`keyrings`) and `tokenvault init`, not over this API",
-        ));
-    }
-    Ok(no_content())
 }
 
 /// One item of a request, or the request itself when it has no `batch_input`.
