@@ -514,6 +514,11 @@ impl Settings {
         for name in self.signing_keys.keys() {
             crate::names::KeyringName::parse(name)
                 .map_err(|e| ConfigError::Invalid(format!("signing key `{name}`: {e}")))?;
+            if name == crate::names::FINGERPRINT_KEYRING {
+                return Err(ConfigError::Invalid(format!(
+                    "signing key `{name}`: the name of the vault's internal fingerprint keyring"
+                )));
+            }
             if self.keyrings.contains_key(name) {
                 return Err(ConfigError::Invalid(format!(
                     "`{name}` is both a keyring and a signing key: Transit serves both under \
@@ -655,6 +660,8 @@ mod tests {
             "[signing_keys.pii]\nalgorithm = \"ed25519\"\n",
             "[signing_keys.x]\nalgorithm = \"rsa-2048\"\n",
             "[signing_keys.Bad]\nalgorithm = \"ed25519\"\n",
+            // The internal keyring's name (review of sign, finding 1).
+            "[signing_keys.fingerprint]\nalgorithm = \"ed25519\"\n",
         ] {
             assert!(Settings::from_toml(bad).is_err(), "{bad}");
         }

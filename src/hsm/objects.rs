@@ -126,23 +126,34 @@ impl Hsm {
         Ok(labels)
     }
 
-    /// Destroys every object labelled `label` (used by `keys destroy` of a KEK and by tests).
+    /// Destroys every object labelled `label` (used by `keys destroy` of a KEK, to remove a
+    /// signing key pair that was made but not recorded, and by tests).
     pub fn destroy_objects(&self, label: &str) -> Result<usize, HsmError> {
-        self.with_object_lock(|| {
-            let session = self.pool.get()?;
-            let handles = session
-                .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
-                .map_err(session.failed("C_FindObjects"))?;
-            for h in &handles {
-                session
-                    .destroy_object(*h)
-                    .map_err(session.failed("C_DestroyObject"))?;
-            }
-            self.handles
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|k, _| !k.ends_with(&format!("/{label}")));
-            Ok(handles.len())
-        })
+        self.with_object_lock(|| self.destroy_labelled_now(label))
+    }
+
+    /// [`Self::destroy_objects`] for a caller that holds the object lock already; a failure
+    /// is logged (the object is then an orphan the key report names).
+    pub(super) fn destroy_labelled(&self, label: &str) {
+        if let Err(e) = self.destroy_labelled_now(label) {
+            tracing::error!(label, error = %e, "could not destroy an unrecorded key pair");
+        }
+    }
+
+    fn destroy_labelled_now(&self, label: &str) -> Result<usize, HsmError> {
+        let session = self.pool.get()?;
+        let handles = session
+            .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
+            .map_err(session.failed("C_FindObjects"))?;
+        for h in &handles {
+            session
+                .destroy_object(*h)
+                .map_err(session.failed("C_DestroyObject"))?;
+        }
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| !k.ends_with(&format!("/{label}")));
+        Ok(handles.len())
     }
 }

@@ -66,9 +66,10 @@ impl Hsm {
             .map_err(session.failed("C_Sign"))
     }
 
-    /// Generates one version of a Transit signing key under `label` (both halves token
-    /// objects), checks its private half against the key policy and answers its public
-    /// key. A label already in use is refused: a version is never made twice.
+    /// Generates a Transit signing key pair under `label` (both halves token objects),
+    /// checks its private half against the key policy and answers its public key. A pair
+    /// that breaks the policy is destroyed again before the error is returned. A label
+    /// already in use is refused (labels carry random bits, so this is a safeguard).
     pub fn generate_signing_pair(
         &self,
         label: &str,
@@ -96,9 +97,14 @@ impl Hsm {
                 )
                 .map_err(session.failed("C_GenerateKeyPair"))?;
             drop(session);
-            let ev = self.signing_key_evidence(label)?;
-            policy::enforce(KeyRole::SigningPrivate(algorithm), &ev)?;
-            self.public_point(label, algorithm)
+            let checked = self.signing_key_evidence(label).and_then(|ev| {
+                policy::enforce(KeyRole::SigningPrivate(algorithm), &ev)?;
+                self.public_point(label, algorithm)
+            });
+            if checked.is_err() {
+                self.destroy_labelled(label);
+            }
+            checked
         })
     }
 

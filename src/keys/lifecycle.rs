@@ -72,7 +72,7 @@ impl KeyManager {
         reason: Option<&str>,
         now: i64,
     ) -> Result<KeyVersion, KeyError> {
-        if self.signing_algorithm(keyring).is_some() {
+        if keyring != FINGERPRINT_KEYRING && self.signing_algorithm(keyring).is_some() {
             return self.rotate_signing(keyring, actor, reason, now).await;
         }
         self.check_keyring(keyring)?;

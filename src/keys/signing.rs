@@ -9,6 +9,7 @@
 //! versions, each with its `key.create` audit event.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::{KeyError, KeyManager, KeyVersion};
@@ -36,19 +37,30 @@ pub struct SigningVersion {
     pub active: bool,
 }
 
-/// The configured signing keys and, per key, its versions as last read.
+/// The configured signing keys and, per key, its versions as last read. `generation`
+/// counts the times the cache was emptied, so a read that started before a rotation never
+/// puts its older list back afterwards.
 #[derive(Debug, Default)]
 pub(super) struct SigningKeys {
     configured: BTreeMap<String, SignAlgorithm>,
     versions: RwLock<HashMap<String, Arc<Vec<SigningVersion>>>>,
+    generation: AtomicU64,
 }
 
 impl SigningKeys {
+    /// Empties the cache (every node does on its key refresh, every 2 s: a version rotated
+    /// elsewhere stops signing here by then).
     pub(super) fn forget(&self) {
-        self.versions
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        let mut versions = self.versions.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        versions.clear();
+    }
+
+    /// Drops one key's versions (after this node rotated it, or was asked for a newer one).
+    fn forget_key(&self, name: &str) {
+        let mut versions = self.versions.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        versions.remove(name);
     }
 }
 
@@ -94,10 +106,11 @@ impl KeyManager {
         created: &mut Vec<String>,
     ) -> Result<(), KeyError> {
         for (name, algorithm) in &self.signing.configured {
-            if self.store.signing_versions(name).await?.is_empty() {
-                let v = self
-                    .create_signing_version(name, *algorithm, actor, Some("init"), now)
-                    .await?;
+            if self.store.signing_versions(name).await?.is_empty()
+                && let Some(v) = self
+                    .create_signing_version(name, *algorithm, true, actor, Some("init"), now)
+                    .await?
+            {
                 created.push(format!(
                     "signing key {name} v{v} ({}, in the HSM)",
                     algorithm.as_str()
@@ -129,29 +142,29 @@ impl KeyManager {
         let algorithm = self
             .signing_algorithm(name)
             .ok_or_else(|| KeyError::UnknownKeyring(name.to_owned()))?;
-        self.create_signing_version(name, algorithm, actor, reason, now)
-            .await
+        self.create_signing_version(name, algorithm, false, actor, reason, now)
+            .await?
+            .ok_or_else(|| KeyError::Internal("a rotation made no version".into()))
     }
 
-    /// Generates a key pair in the HSM and records it as the newest version, with its
-    /// audit event, in one transaction. The label carries random bits, so a pair left
-    /// behind by a transaction that failed never blocks the next attempt.
+    /// Generates a key pair in the HSM, then records it as the newest version with its
+    /// audit event in one transaction. The pair is made before the transaction, so the
+    /// audit trail is never held while the HSM works; its label carries random bits, not
+    /// the version. If the transaction fails, or (`first_only`) another process made the
+    /// first version meanwhile, the pair is destroyed again and no version is returned.
     async fn create_signing_version(
         &self,
         name: &str,
         algorithm: SignAlgorithm,
+        first_only: bool,
         actor: &str,
         reason: Option<&str>,
         now: i64,
-    ) -> Result<KeyVersion, KeyError> {
-        let mut nonce = [0u8; 6];
+    ) -> Result<Option<KeyVersion>, KeyError> {
+        let mut nonce = [0u8; 8];
         random_bytes(&mut nonce);
-        let mut atx = self.audit.begin().await?;
-        let version = self.store.max_signing_version(&mut atx.tx, name).await? + 1;
-        let v = KeyVersion::from_db(version)
-            .ok_or_else(|| KeyError::Internal("version overflow".into()))?;
         let label = format!(
-            "{}-sign-{name}-v{version}-{}",
+            "{}-sign-{name}-{}",
             self.labels.prefix(),
             hex::encode(nonce)
         );
@@ -159,6 +172,41 @@ impl KeyManager {
         let public_key = self
             .hsm_call(move |h| h.generate_signing_pair(&l, algorithm))
             .await?;
+        let recorded = self
+            .record_signing_version(
+                name, algorithm, &label, public_key, first_only, actor, reason, now,
+            )
+            .await;
+        if !matches!(recorded, Ok(Some(_))) {
+            let l = label.clone();
+            if let Err(e) = self.hsm_call(move |h| h.destroy_objects(&l)).await {
+                tracing::error!(label, error = %e, "could not destroy an unrecorded key pair");
+            }
+        }
+        self.signing.forget_key(name);
+        recorded
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn record_signing_version(
+        &self,
+        name: &str,
+        algorithm: SignAlgorithm,
+        label: &str,
+        public_key: Vec<u8>,
+        first_only: bool,
+        actor: &str,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<Option<KeyVersion>, KeyError> {
+        let mut atx = self.audit.begin().await?;
+        let newest = self.store.max_signing_version(&mut atx.tx, name).await?;
+        if first_only && newest != 0 {
+            return Ok(None);
+        }
+        let version = newest + 1;
+        let v = KeyVersion::from_db(version)
+            .ok_or_else(|| KeyError::Internal("version overflow".into()))?;
         self.store
             .insert_active_signing_version(
                 &mut atx.tx,
@@ -167,7 +215,7 @@ impl KeyManager {
                     version,
                     algorithm: algorithm.as_str().to_owned(),
                     state: "active".into(),
-                    hsm_label: label,
+                    hsm_label: label.to_owned(),
                     public_key,
                     created_at: now,
                     state_changed_at: now,
@@ -179,12 +227,7 @@ impl KeyManager {
             .reason(reason.map(str::to_owned));
         atx.append(&event, now).await?;
         atx.commit().await?;
-        self.signing
-            .versions
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
-        Ok(v)
+        Ok(Some(v))
     }
 
     /// The versions of the configured signing key `name`, oldest first (from memory; the
@@ -202,29 +245,30 @@ impl KeyManager {
         {
             return Ok(v.clone());
         }
+        let generation = self.signing.generation.load(Ordering::SeqCst);
         let rows = self.store.signing_versions(name).await?;
         if rows.is_empty() {
             return Err(KeyError::NotInitialized(name.to_owned()));
         }
         let versions = Arc::new(rows.iter().map(version_of).collect::<Result<Vec<_>, _>>()?);
-        self.signing
+        let mut cache = self
+            .signing
             .versions
             .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_owned(), versions.clone());
+            .unwrap_or_else(|p| p.into_inner());
+        // Emptied since this read began (a rotation, a refresh): what was read may be old.
+        if self.signing.generation.load(Ordering::SeqCst) == generation {
+            cache.insert(name.to_owned(), versions.clone());
+        }
         Ok(versions)
     }
 
-    /// Signs `message` in the HSM with the active version of `name` (`version`, if given,
-    /// must be it): ECDSA P-256 gives r ‖ s, Ed25519 its 64-byte signature.
-    pub async fn sign(
+    /// The version of `name` that signs: the newest (`version`, if given, must be it).
+    pub async fn active_signing(
         &self,
         name: &str,
         version: Option<u32>,
-        message: &[u8],
-        prehashed: bool,
-    ) -> Result<(SigningVersion, Vec<u8>), KeyError> {
-        self.ensure_hsm_available()?;
+    ) -> Result<SigningVersion, KeyError> {
         let versions = self.signing_versions(name).await?;
         let active = versions
             .iter()
@@ -236,12 +280,21 @@ impl KeyManager {
                 "key_version: only the signing key's newest version signs".into(),
             ));
         }
-        let (label, algorithm, message) =
-            (active.label.clone(), active.algorithm, message.to_vec());
-        let signature = self
-            .hsm_call(move |h| h.sign_transit(&label, algorithm, &message, prehashed))
-            .await?;
-        Ok((active, signature))
+        Ok(active)
+    }
+
+    /// Signs `message` in the HSM with `key`: ECDSA P-256 gives r ‖ s (over SHA-256 of
+    /// the message, or over `message` itself when `prehashed`), Ed25519 its 64 bytes.
+    pub async fn sign_with(
+        &self,
+        key: &SigningVersion,
+        message: &[u8],
+        prehashed: bool,
+    ) -> Result<Vec<u8>, KeyError> {
+        self.ensure_hsm_available()?;
+        let (label, algorithm, message) = (key.label.clone(), key.algorithm, message.to_vec());
+        self.hsm_call(move |h| h.sign_transit(&label, algorithm, &message, prehashed))
+            .await
     }
 
     /// The version `version` of `name` (read again from the database if this node has not
@@ -251,13 +304,25 @@ impl KeyManager {
         name: &str,
         version: KeyVersion,
     ) -> Result<SigningVersion, KeyError> {
-        let find = |all: &[SigningVersion]| all.iter().find(|v| v.version == version).cloned();
-        if let Some(v) = find(&self.signing_versions(name).await?) {
-            return Ok(v);
+        let known = self.signing_versions(name).await?;
+        if let Some(v) = known.iter().find(|v| v.version == version) {
+            return Ok(v.clone());
         }
-        self.signing.forget();
-        find(&self.signing_versions(name).await?)
-            .ok_or_else(|| KeyError::UnknownVersion(name.to_owned(), version))
+        // Only a version newer than the newest known can have been made since: read this
+        // key again for that, never for a version that cannot exist.
+        let newest = known.iter().map(|v| v.version).max();
+        if newest.is_none_or(|n| version > n) {
+            self.signing.forget_key(name);
+            if let Some(v) = self
+                .signing_versions(name)
+                .await?
+                .iter()
+                .find(|v| v.version == version)
+            {
+                return Ok(v.clone());
+            }
+        }
+        Err(KeyError::UnknownVersion(name.to_owned(), version))
     }
 }
 

@@ -14,7 +14,7 @@ pub use encrypt::CryptoService;
 pub use format::TokenFormat;
 pub use issue::JournalSpec;
 pub use rewrap::{RewrapOptions, RewrapReport};
-pub use sign::{Marshaling, SignOptions};
+pub use sign::{Marshaling, SignOptions, Signature};
 pub use values::{Validator, Value, ValueError};
 
 use std::collections::BTreeMap;

@@ -28,25 +28,38 @@ pub struct SignOptions {
     pub marshaling: Marshaling,
 }
 
+/// A signature as the service answers it: the version that made it, its algorithm (the
+/// version's, whatever the configuration says now) and its bytes (DER or r ‖ s for ECDSA,
+/// 64 bytes for Ed25519).
+#[derive(Debug)]
+pub struct Signature {
+    pub version: KeyVersion,
+    pub algorithm: SignAlgorithm,
+    pub bytes: Vec<u8>,
+}
+
 impl CryptoService {
+    /// The permission, then whether `name` is a configured signing key.
     async fn signing_key(
         &self,
         who: &Principal,
         action: Action,
         name: &KeyringName,
         now: i64,
-    ) -> Result<SignAlgorithm, Error> {
+    ) -> Result<(), Error> {
         let name = name.as_str();
         self.guard.check(who, action, name, Some(name), now).await?;
-        self.keys.signing_algorithm(name).ok_or_else(|| {
-            Error::InvalidRequest(
+        match self.keys.signing_algorithm(name) {
+            Some(_) => Ok(()),
+            None => Err(Error::InvalidRequest(
                 "not a signing key (the configured signing keys are in the vault's config)".into(),
-            )
-        })
+            )),
+        }
     }
 
     /// Signs `input` with the newest version of the signing key `name` (`version`, if
-    /// given, must be it) inside the HSM; needs `sign:<name>`.
+    /// given, must be it) inside the HSM; needs `sign:<name>`. ECDSA signatures are
+    /// returned in low-S form.
     pub async fn sign(
         &self,
         who: &Principal,
@@ -55,32 +68,39 @@ impl CryptoService {
         input: &[u8],
         options: SignOptions,
         now: i64,
-    ) -> Result<(KeyVersion, Vec<u8>), Error> {
-        let algorithm = self.signing_key(who, Action::Sign, name, now).await?;
-        check_prehashed(algorithm, input, options.prehashed)?;
-        let (signer, raw) = match self
-            .keys
-            .sign(name.as_str(), version, input, options.prehashed)
-            .await
-        {
+    ) -> Result<Signature, Error> {
+        self.signing_key(who, Action::Sign, name, now).await?;
+        let signer = match self.keys.active_signing(name.as_str(), version).await {
             Err(KeyError::Lifecycle(why)) => return Err(Error::InvalidRequest(why)),
             other => other?,
         };
-        let signature = match (algorithm, options.marshaling) {
-            (SignAlgorithm::EcdsaP256, Marshaling::Asn1) => {
-                p256::ecdsa::Signature::from_slice(&raw)
-                    .map_err(|_| Error::Internal("the HSM answered a malformed signature".into()))?
-                    .to_der()
-                    .as_bytes()
-                    .to_vec()
+        check_prehashed(signer.algorithm, input, options.prehashed)?;
+        let raw = self
+            .keys
+            .sign_with(&signer, input, options.prehashed)
+            .await?;
+        let bytes = match signer.algorithm {
+            SignAlgorithm::EcdsaP256 => {
+                let sig = p256::ecdsa::Signature::from_slice(&raw).map_err(|_| {
+                    Error::Internal("the HSM answered a malformed signature".into())
+                })?;
+                let sig = sig.normalize_s().unwrap_or(sig);
+                match options.marshaling {
+                    Marshaling::Asn1 => sig.to_der().as_bytes().to_vec(),
+                    Marshaling::Jws => sig.to_bytes().to_vec(),
+                }
             }
-            _ => raw,
+            SignAlgorithm::Ed25519 => raw,
         };
         let event = AuditEvent::new(&who.identity, Action::Sign, Outcome::Success)
             .origin(&who.origin)
             .resource(format!("{name}/{}", signer.version));
         self.guard.record(event, now).await?;
-        Ok((signer.version, signature))
+        Ok(Signature {
+            version: signer.version,
+            algorithm: signer.algorithm,
+            bytes,
+        })
     }
 
     /// Whether `signature` is a signature of `input` by version `version` of `name`,
@@ -97,14 +117,14 @@ impl CryptoService {
         options: SignOptions,
         now: i64,
     ) -> Result<bool, Error> {
-        let algorithm = self.signing_key(who, Action::SignVerify, name, now).await?;
-        check_prehashed(algorithm, input, options.prehashed)?;
+        self.signing_key(who, Action::SignVerify, name, now).await?;
         let key = match self.keys.signing_version(name.as_str(), version).await {
             Err(KeyError::UnknownVersion(..)) => {
                 return Err(Error::InvalidValue("the key version does not exist".into()));
             }
             other => other?,
         };
+        check_prehashed(key.algorithm, input, options.prehashed)?;
         let valid = verifies(&key, input, signature, options);
         let event = AuditEvent::new(&who.identity, Action::SignVerify, Outcome::Success)
             .origin(&who.origin)
@@ -140,6 +160,11 @@ fn verifies(key: &SigningVersion, input: &[u8], signature: &[u8], options: SignO
                 Marshaling::Jws => p256::ecdsa::Signature::from_slice(signature),
             };
             let Ok(sig) = sig else { return false };
+            // Only the low-S form is a signature of this vault: its high-S twin would let
+            // one signature be presented as two.
+            if sig.normalize_s().is_some() {
+                return false;
+            }
             if options.prehashed {
                 vk.verify_prehash(input, &sig).is_ok()
             } else {

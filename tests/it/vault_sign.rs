@@ -500,3 +500,122 @@ async fn only_the_active_version_makes_new_digests() {
         .await;
     assert_eq!(body["data"]["valid"], true, "{body}");
 }
+
+/// Review of sign (finding 2): the key report reconciles signing key pairs with the
+/// database like the other keys: present pairs are not orphans, a deleted one is missing.
+#[tokio::test]
+async fn the_key_report_reconciles_signing_key_pairs() {
+    let app = spawn_signing("vault-sign-report", |_| {}).await;
+    let vault = tokenvault::vault::Vault::open(app.settings.clone())
+        .await
+        .unwrap();
+    let now = tokenvault::vault::now_ms();
+    let titles = |r: &tokenvault::audit::report::Report| {
+        r.findings
+            .iter()
+            .map(|f| f.title.clone())
+            .collect::<Vec<_>>()
+    };
+    let report = tokenvault::audit::report::collect(&vault, 0, now)
+        .await
+        .unwrap();
+    let about_signing: Vec<_> = titles(&report)
+        .into_iter()
+        .filter(|t| t.contains("-sign-"))
+        .collect();
+    assert!(about_signing.is_empty(), "{about_signing:?}");
+    let label = vault.keys.inventory(now).await.unwrap().signing_keys[0]
+        .hsm_label
+        .clone();
+    vault.keys.hsm().destroy_objects(&label).unwrap();
+    let report = tokenvault::audit::report::collect(&vault, 0, now)
+        .await
+        .unwrap();
+    assert!(
+        titles(&report)
+            .iter()
+            .any(|t| t.contains(&label) && t.contains("missing from the HSM")),
+        "{:?}",
+        titles(&report)
+    );
+}
+
+/// Review of sign (finding 7): a signature is made and written by the algorithm of the
+/// version that signs, not by what the configuration says now (an operator who edits
+/// `algorithm` without rotating still gets signatures that verify).
+#[tokio::test]
+async fn signatures_follow_the_stored_version_not_an_edited_config() {
+    let app = spawn_signing("vault-sign-algo", |_| {}).await;
+    let mut edited = app.settings.clone();
+    edited.signing_keys.get_mut("receipts").unwrap().algorithm =
+        tokenvault::hsm::SignAlgorithm::Ed25519;
+    let vault = tokenvault::vault::Vault::open(edited).await.unwrap();
+    let services = vault.services();
+    let who = services.guard.principal("app", "127.0.0.1");
+    let name = tokenvault::keys::KeyringName::parse("receipts").unwrap();
+    let options = tokenvault::tokenize::SignOptions {
+        prehashed: false,
+        marshaling: tokenvault::tokenize::Marshaling::Asn1,
+    };
+    let crypto = &services.crypto;
+    let now = tokenvault::vault::now_ms();
+    let signed = crypto
+        .sign(&who, &name, None, b"m", options, now)
+        .await
+        .unwrap();
+    let (v, sig) = (signed.version, signed.bytes);
+    assert!(
+        p256::ecdsa::Signature::from_der(&sig).is_ok(),
+        "an ECDSA version's signature is DER"
+    );
+    assert!(
+        crypto
+            .verify_signature(&who, &name, v, b"m", &sig, options, now)
+            .await
+            .unwrap()
+    );
+}
+
+/// Review of sign (finding 10): ECDSA signatures come out in low-S form (the HSM may give
+/// either), so one message has one signature per nonce, and high-S ones are refused.
+#[tokio::test]
+async fn ecdsa_signatures_are_low_s() {
+    let app = spawn_signing("vault-sign-low-s", |_| {}).await;
+    let mut c = VaultClient::of("app");
+    c.login(&app).await;
+    for _ in 0..10 {
+        let (status, body) = sign(&c, &app, "receipts", json!({"input": b64("m")})).await;
+        assert_eq!(status, 200, "{body}");
+        let sig = body["data"]["signature"].as_str().unwrap().to_owned();
+        let parsed = p256::ecdsa::Signature::from_der(&signature_bytes(&sig)).unwrap();
+        assert!(parsed.normalize_s().is_none(), "a high-S signature: {sig}");
+        // Its high-S twin verifies mathematically, and is refused.
+        let (r, s) = parsed.split_scalars();
+        let twin = p256::ecdsa::Signature::from_scalars(r, -*s).unwrap();
+        use base64::Engine;
+        let twin = format!(
+            "vault:v1:{}",
+            base64::engine::general_purpose::STANDARD.encode(twin.to_der().as_bytes())
+        );
+        assert!(!verify(&c, &app, "receipts", "m", &twin).await);
+    }
+}
+
+/// Review of sign (finding 11): as in Vault, `marshaling_algorithm` applies to ECDSA only;
+/// an Ed25519 signature stays standard base64 whatever it says.
+#[tokio::test]
+async fn ed25519_signatures_ignore_the_marshaling() {
+    let app = spawn_signing("vault-sign-jws", |_| {}).await;
+    let mut c = VaultClient::of("app");
+    c.login(&app).await;
+    let (_, body) = sign(
+        &c,
+        &app,
+        "docs",
+        json!({"input": b64("m"), "marshaling_algorithm": "jws"}),
+    )
+    .await;
+    let sig = body["data"]["signature"].as_str().unwrap().to_owned();
+    assert_eq!(signature_bytes(&sig).len(), 64, "{sig}");
+    assert!(verify(&c, &app, "docs", "m", &sig).await);
+}

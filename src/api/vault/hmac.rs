@@ -1,6 +1,6 @@
 //! Transit `hmac` and `verify` (of an HMAC) over tokenvault keyrings: HMAC-SHA-256 under
 //! each key version's HMAC subkey (`DataKey::mac`), through the one encrypt path
-//! (`CryptoService::hmac`, `hmac_verify`: `encrypt:<keyring>`, audited). Digests are
+//! (`CryptoService::hmac`, `hmac_verify`: `hmac:<keyring>`, audited). Digests are
 //! `vault:v<N>:<base64>`. A `verify` that carries a `signature` is a signature check,
 //! answered by `sign.rs`.
 

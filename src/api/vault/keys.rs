@@ -151,8 +151,13 @@ async fn configure_key(
     }
     if req.min_decryption_version.is_some_and(|v| v > 1) {
         return Err(bad_request(
-            "min_decryption_version: older versions stop decrypting when an officer retires \
-             them (`tokenvault keys retire`, after `keys rewrap`)",
+            if state.vault.keys.signing_algorithm(key).is_some() {
+                "min_decryption_version: a signing key's older versions keep verifying (they \
+                 cannot be retired yet)"
+            } else {
+                "min_decryption_version: older versions stop decrypting when an officer \
+                 retires them (`tokenvault keys retire`, after `keys rewrap`)"
+            },
         ));
     }
     if req.min_encryption_version.is_some_and(|v| v != 0) {
@@ -198,7 +203,13 @@ async fn list_keys(
         .iter()
         .map(|k| k.keyring.as_str())
         .filter(|k| *k != FINGERPRINT_KEYRING)
-        .chain(inventory.signing_keys.iter().map(|k| k.name.as_str()))
+        .chain(
+            inventory
+                .signing_keys
+                .iter()
+                .map(|k| k.name.as_str())
+                .filter(|k| state.vault.keys.signing_algorithm(k).is_some()),
+        )
         .collect();
     names.sort_unstable();
     names.dedup();
@@ -216,7 +227,9 @@ async fn read_key(
 ) -> Result<Response, VaultError> {
     let name = keyring(&name)?;
     let inventory = state.services.key_inventory(&caller.who, now_ms()).await?;
-    if let Some(described) = super::sign::describe(&name, &inventory) {
+    if state.vault.keys.signing_algorithm(name.as_str()).is_some()
+        && let Some(described) = super::sign::describe(&name, &inventory)
+    {
         return Ok(data(described));
     }
     let versions: Vec<_> = inventory

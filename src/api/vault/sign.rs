@@ -20,7 +20,7 @@ use super::{AppState, VaultCaller, VaultError, VaultJson, bad_request, no_conten
 use crate::error::Error;
 use crate::hsm::SignAlgorithm;
 use crate::keys::{Inventory, KeyVersion, KeyringName};
-use crate::tokenize::{Marshaling, SignOptions};
+use crate::tokenize::{Marshaling, SignOptions, Signature};
 use crate::vault::now_ms;
 
 pub fn router(mount: &str) -> Router<AppState> {
@@ -128,10 +128,13 @@ fn input(item: &Item) -> Result<Vec<u8>, Error> {
         .map_err(|_| Error::InvalidRequest("`input` is not valid base64".into()))
 }
 
-fn encode(signature: &[u8], marshaling: Marshaling) -> String {
-    match marshaling {
-        Marshaling::Asn1 => STANDARD.encode(signature),
-        Marshaling::Jws => URL_SAFE_NO_PAD.encode(signature),
+/// Standard base64, but base64url without padding for an ECDSA signature under `jws`
+/// (Vault's marshaling applies to ECDSA only).
+fn encode(signed: &Signature, marshaling: Marshaling) -> String {
+    if signed.algorithm == SignAlgorithm::EcdsaP256 && marshaling == Marshaling::Jws {
+        URL_SAFE_NO_PAD.encode(&signed.bytes)
+    } else {
+        STANDARD.encode(&signed.bytes)
     }
 }
 
@@ -145,7 +148,11 @@ fn parse_signature(s: &str, marshaling: Marshaling) -> Result<(KeyVersion, Vec<u
     let rest = s.trim().strip_prefix("vault:v").ok_or_else(malformed)?;
     let (version, body) = rest.split_once(':').ok_or_else(malformed)?;
     let version: KeyVersion = version.parse().map_err(|_| malformed())?;
-    let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| malformed())?;
+    // An Ed25519 signature stays standard base64 under `jws`.
+    let bytes = URL_SAFE_NO_PAD
+        .decode(body)
+        .or_else(|_| STANDARD.decode(body))
+        .map_err(|_| malformed())?;
     Ok((version, bytes))
 }
 
@@ -189,11 +196,12 @@ async fn sign(
     for item in items {
         let result = async {
             let data = input(&item)?;
-            let (v, signature) = crypto
+            let signed = crypto
                 .sign(&caller.who, &name, version, &data, options, now_ms())
                 .await?;
+            let v = signed.version;
             Ok::<_, Error>(Signed {
-                signature: format!("vault:v{v}:{}", encode(&signature, options.marshaling)),
+                signature: format!("vault:v{v}:{}", encode(&signed, options.marshaling)),
                 key_version: v.get(),
             })
         }

@@ -241,6 +241,11 @@ pub async fn collect(vault: &Vault, from: i64, to: i64) -> anyhow::Result<Report
 
     // Live evidence from the HSM, off the async threads.
     let kek_labels: Vec<String> = inventory.keks.iter().map(|k| k.label.clone()).collect();
+    let transit_labels: Vec<String> = inventory
+        .signing_keys
+        .iter()
+        .map(|k| k.hsm_label.clone())
+        .collect();
     let signing_label = labels.audit_signing();
     let prefix = format!("{}-", labels.prefix());
     let live = tokio::task::spawn_blocking(move || {
@@ -251,11 +256,15 @@ pub async fn collect(vault: &Vault, from: i64, to: i64) -> anyhow::Result<Report
             .iter()
             .filter_map(|l| hsm.kek_evidence(l).ok().map(|e| (l.clone(), e)))
             .collect();
+        let transit: Vec<KeyEvidence> = transit_labels
+            .iter()
+            .filter_map(|l| hsm.signing_key_evidence(l).ok())
+            .collect();
         let objects = hsm.labels_with_prefix(&prefix);
-        (token, signing, signing_public, keks, objects)
+        (token, signing, signing_public, keks, transit, objects)
     })
     .await?;
-    let (token, signing, signing_public, kek_evidence, objects) = live;
+    let (token, signing, signing_public, kek_evidence, transit_evidence, objects) = live;
     let token = token.ok();
     let hsm_error = objects.as_ref().err().map(|e| e.to_string());
     let objects = objects.unwrap_or_default();
@@ -371,6 +380,28 @@ pub async fn collect(vault: &Vault, from: i64, to: i64) -> anyhow::Result<Report
         .map(|k| k.label.clone())
         .collect();
     expected.push(labels.audit_signing());
+    // Transit signing key pairs: recorded in the database, held to their own policy.
+    expected.extend(inventory.signing_keys.iter().map(|k| k.hsm_label.clone()));
+    for (k, e) in inventory.signing_keys.iter().filter_map(|k| {
+        transit_evidence
+            .iter()
+            .find(|e| e.label == k.hsm_label)
+            .map(|e| (k, e))
+    }) {
+        let algorithm = crate::hsm::SignAlgorithm::parse(&k.algorithm);
+        if let Some(a) = algorithm
+            && crate::hsm::policy::check(KeyRole::SigningPrivate(a), e).is_err()
+        {
+            findings.push(Finding {
+                severity: "high",
+                title: format!(
+                    "signing key {} v{} ('{}') does not meet the key policy in the HSM",
+                    k.name, k.version, k.hsm_label
+                ),
+                requirement: "3.5.1",
+            });
+        }
+    }
     let missing: Vec<String> = expected
         .iter()
         .filter(|l| !objects.contains(l))
