@@ -20,6 +20,8 @@ pub enum Action {
     Delete,
     /// Expired tokens deleted by the retention purge (a count, never the tokens).
     TokenPurge,
+    /// Whether a value has a token (Transform's `tokenized`): nothing revealed or stored.
+    TokenLookup,
     Encrypt,
     Decrypt,
     Rewrap,
@@ -169,12 +171,13 @@ pub enum ObjectKind {
 }
 
 impl Action {
-    pub const ALL: [Action; 36] = [
+    pub const ALL: [Action; 37] = [
         Action::Tokenize,
         Action::Detokenize,
         Action::Read,
         Action::Delete,
         Action::TokenPurge,
+        Action::TokenLookup,
         Action::Encrypt,
         Action::Decrypt,
         Action::Rewrap,
@@ -215,6 +218,7 @@ impl Action {
             Action::Read => "read",
             Action::Delete => "delete",
             Action::TokenPurge => "token.purge",
+            Action::TokenLookup => "token.lookup",
             Action::Encrypt => "encrypt",
             Action::Decrypt => "decrypt",
             Action::Rewrap => "rewrap",
@@ -264,6 +268,7 @@ impl Action {
             | Action::Read
             | Action::Delete
             | Action::TokenPurge
+            | Action::TokenLookup
             | Action::Encrypt
             | Action::Rewrap
             | Action::Hmac
@@ -320,6 +325,7 @@ impl Action {
             | Action::Read
             | Action::Delete
             | Action::TokenPurge
+            | Action::TokenLookup
             | Action::Encrypt
             | Action::Decrypt
             | Action::Rewrap
@@ -344,7 +350,7 @@ impl Action {
     /// can ask for (the CLI and the vault itself perform them).
     pub const fn verb(self) -> Option<Verb> {
         match self {
-            Action::Tokenize => Some(Verb::Tokenize),
+            Action::Tokenize | Action::TokenLookup => Some(Verb::Tokenize),
             Action::Detokenize => Some(Verb::Detokenize),
             Action::Read => Some(Verb::Read),
             Action::Delete => Some(Verb::Delete),

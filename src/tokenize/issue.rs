@@ -119,7 +119,7 @@ impl TokenService {
         let checked = futures_util::future::join_all(
             items
                 .into_iter()
-                .map(|item| self.check_item(who, item, &fps, now)),
+                .map(|item| self.check_item(who, Action::Tokenize, item, &fps, now)),
         )
         .await;
         let mut state = Vec::with_capacity(checked.len());
@@ -131,7 +131,9 @@ impl TokenService {
             }
         }
         // Step 2: deterministic values already held answer with their token.
-        let hits = self.find_existing(who, &mut state, now).await?;
+        let hits = self
+            .find_existing(who, &mut state, Action::Tokenize, now)
+            .await?;
         // Step 3: the rest are sealed and written, with every success event.
         self.issue(who, &mut state, hits, now, journal).await?;
         Ok(state
@@ -143,17 +145,72 @@ impl TokenService {
             .collect())
     }
 
+    /// Whether each value already has a token in the caller's namespace (Transform's
+    /// `tokenized`), storing nothing. Only deterministic types answer (a random type's
+    /// value has no way to be found). Needs `tokenize:<type>`; a lookup that finds nothing
+    /// is charged to the new-value budget as a tokenize of an unseen value would be, so
+    /// probing costs what tokenizing costs. Each answer is audited (`token.lookup`, with
+    /// `found` or `not_found`).
+    pub async fn lookup_many(
+        &self,
+        who: &Principal,
+        items: Vec<Result<TokenizeInput, Error>>,
+        now: i64,
+    ) -> Result<Vec<Result<bool, Error>>, Error> {
+        let action = Action::TokenLookup;
+        let mut fps: HashMap<String, Vec<(KeyVersion, TypeFingerprints)>> = HashMap::new();
+        for input in items.iter().flatten() {
+            if self.types.contains_key(&input.token_type) && !fps.contains_key(&input.token_type) {
+                let f = self
+                    .fingerprinters(&input.token_type, &who.namespace)
+                    .await?;
+                fps.insert(input.token_type.clone(), f);
+            }
+        }
+        let mut state = Vec::with_capacity(items.len());
+        for item in items {
+            match self.check_item(who, action, item, &fps, now).await {
+                Err(e @ Error::Unavailable(_)) => return Err(e),
+                Err(e) => state.push(Item::Done(Err(e))),
+                Ok(p) if !p.deterministic => {
+                    let e = Error::InvalidRequest(
+                        "only a deterministic type's values can be looked up".into(),
+                    );
+                    state.push(Item::Done(self.fail(who, action, None, e, now).await));
+                }
+                Ok(p) => state.push(Item::Pending(Box::new(p))),
+            }
+        }
+        let mut events = self.find_existing(who, &mut state, action, now).await?;
+        let answers = state
+            .into_iter()
+            .map(|s| match s {
+                Item::Done(r) => r.map(|_| true),
+                Item::Pending(_) => {
+                    let miss = self
+                        .event(who, action, Outcome::Success)
+                        .reason(Some("not_found".to_owned()));
+                    events.push((miss, now));
+                    Ok(false)
+                }
+            })
+            .collect();
+        self.guard.record_all(events).await?;
+        Ok(answers)
+    }
+
     /// Step 1 for one item: name, permission, value; a refusal is audited.
     async fn check_item(
         &self,
         who: &Principal,
+        action: Action,
         item: Result<TokenizeInput, Error>,
         fps: &HashMap<String, Vec<(KeyVersion, TypeFingerprints)>>,
         now: i64,
     ) -> Result<Prepared, Error> {
         let input = match item {
             Ok(i) => i,
-            Err(e) => return self.fail(who, Action::Tokenize, None, e, now).await,
+            Err(e) => return self.fail(who, action, None, e, now).await,
         };
         // The name first: nothing a caller sends is used (permission, lookup, audit)
         // before it is known to be a name.
@@ -161,16 +218,16 @@ impl TokenService {
             Ok(n) => n,
             Err(why) => {
                 let e = Error::InvalidRequest(format!("`type`: {why}"));
-                return self.fail(who, Action::Tokenize, None, e, now).await;
+                return self.fail(who, action, None, e, now).await;
             }
         };
         self.guard
-            .check(who, Action::Tokenize, type_name.as_str(), None, now)
+            .check(who, action, type_name.as_str(), None, now)
             .await?;
         match self.prepare(who, type_name.as_str(), input, fps, now) {
             Ok(p) => Ok(p),
             Err(e @ Error::Unavailable(_)) => Err(e),
-            Err(e) => self.fail(who, Action::Tokenize, None, e, now).await,
+            Err(e) => self.fail(who, action, None, e, now).await,
         }
     }
 
@@ -273,6 +330,7 @@ impl TokenService {
         &self,
         who: &Principal,
         state: &mut [Item],
+        action: Action,
         now: i64,
     ) -> Result<Vec<(AuditEvent, i64)>, Error> {
         // One unit of the budget of new values is reserved before the lookup, and given
@@ -327,16 +385,18 @@ impl TokenService {
                 Ok(()) => {}
                 Err(e @ Error::Unavailable(_)) => return Err(e),
                 Err(e) => {
-                    let r = self.fail(who, Action::Tokenize, None, e, now).await;
+                    let r = self.fail(who, action, None, e, now).await;
                     *s = Item::Done(r);
                     continue;
                 }
             }
-            events.push((
-                self.event(who, Action::Tokenize, Outcome::Success)
-                    .resource(&row.token),
-                now,
-            ));
+            let mut event = self
+                .event(who, action, Outcome::Success)
+                .resource(&row.token);
+            if action == Action::TokenLookup {
+                event = event.reason(Some("found".to_owned()));
+            }
+            events.push((event, now));
             // An existing value's expiry may have been set by another client of a
             // shared namespace: it is shown only in a namespace of one.
             let expiry = row.expires_at.filter(|_| who.namespace_is_private);

@@ -396,9 +396,9 @@ async fn keys_list_both_ways_read_and_refuse_export() {
         .await;
     assert_eq!(status, 204, "creating a key that exists is a no-op");
     let (status, _, _) = c
-        .call(&app, "POST", "/v1/transit/keys/pii/rotate", None)
+        .call(&app, "POST", "/v1/transit/keys/pii/trim", None)
         .await;
-    assert_eq!(status, 400, "officers rotate keys under dual control");
+    assert_eq!(status, 400, "officers destroy key versions under dual control");
 
     let (status, body, content_type) = VaultClient::of("app")
         .call(&app, "GET", "/v1/sys/health", None)

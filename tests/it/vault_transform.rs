@@ -401,3 +401,114 @@ async fn refusals_by_the_role_are_audited() {
     assert_eq!(reads.len(), 2, "{reads:?}");
     assert!(reads.iter().all(|e| e.1 == "failure"), "{reads:?}");
 }
+
+/// `tokenized`: whether a value already has a token, through the one tokenize path's
+/// lookup: nothing stored, `tokenize:<type>` needed, deterministic types only, a miss
+/// charged to the new-value budget like a tokenize of an unseen value, every answer
+/// audited.
+#[tokio::test]
+async fn tokenized_says_whether_a_value_has_a_token_and_stores_nothing() {
+    let app = spawn_with("transform-tokenized", |s, _| {
+        s.limits.new_values_per_hour = 4;
+    })
+    .await;
+    let mut c = VaultClient::of("tokenizer");
+    c.login(&app).await;
+    let lookup = |body: Value| {
+        let c = &c;
+        let app = &app;
+        async move {
+            let (status, body, _) = c
+                .call(app, "POST", "/v1/transform/tokenized/pan", Some(body))
+                .await;
+            (status, body)
+        }
+    };
+    let (known, unknown) = (random_pan(), random_pan());
+
+    let (status, body) = lookup(json!({"value": known})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["tokenized"], false);
+    assert_eq!(count_tokens(&app).await, 0, "a lookup stores nothing");
+    let (status, body) = encode(&c, &app, "pan", json!({"value": known})).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = lookup(json!({"value": known, "transformation": "pan"})).await;
+    assert_eq!(body["data"]["tokenized"], true);
+    let (status, body) = lookup(json!({"batch_input": [
+        {"value": known, "reference": 1},
+        {"value": unknown, "reference": 2},
+        {"value": "4111 1111 1111 1112", "reference": 3},
+    ]}))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["data"]["batch_results"].as_array().unwrap();
+    assert_eq!(results[0]["tokenized"], true);
+    assert_eq!(results[1]["tokenized"], false);
+    assert!(results[2]["error"].is_string(), "{body}");
+    assert!(
+        !body.to_string().contains(&unknown),
+        "a value is never echoed"
+    );
+    assert_eq!(count_tokens(&app).await, 1);
+
+    // Misses spend the budget of new values as new tokens do (3 of 4 so far: two lookups
+    // that found nothing and one new token); hits give their unit back. Once it is spent,
+    // every lookup is refused, as every tokenize is.
+    let (status, body) = lookup(json!({"value": known})).await;
+    assert_eq!(
+        (status, &body["data"]["tokenized"]),
+        (200, &json!(true)),
+        "{body}"
+    );
+    let (status, body) = lookup(json!({"value": random_pan()})).await;
+    assert_eq!(
+        (status, &body["data"]["tokenized"]),
+        (200, &json!(false)),
+        "{body}"
+    );
+    let (status, body) = lookup(json!({"value": random_pan()})).await;
+    assert_eq!(status, 429, "{body}");
+    let (status, _) = lookup(json!({"value": known})).await;
+    assert_eq!(status, 429);
+
+    // A random type cannot be looked up, and a client without tokenize: may not ask.
+    let (status, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transform/tokenized/card",
+            Some(json!({"value": known})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let mut auditor = VaultClient::of("auditor");
+    auditor.login(&app).await;
+    let (status, _, _) = auditor
+        .call(
+            &app,
+            "POST",
+            "/v1/transform/tokenized/pan",
+            Some(json!({"value": known})),
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    let trail = events(&app, "token.lookup").await;
+    let count = |outcome: &str, reason: &str| {
+        trail
+            .iter()
+            .filter(|(_, o, r)| o == outcome && r.as_deref() == Some(reason))
+            .count()
+    };
+    assert_eq!(count("success", "found"), 3, "{trail:?}");
+    assert_eq!(count("success", "not_found"), 3, "{trail:?}");
+    assert_eq!(count("denied", "forbidden"), 1, "{trail:?}");
+}
+
+async fn count_tokens(app: &TestApp) -> i64 {
+    let mut db = app.db().await;
+    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM tokens")
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+}

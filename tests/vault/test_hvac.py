@@ -215,6 +215,8 @@ class Transform(unittest.TestCase):
         self.assertEqual(t.decode("pan", value=token)["data"]["decoded_value"], pan)
         self.assertTrue(t.validate_token("pan", value=token, transformation="pan")["data"]["valid"])
         self.assertEqual(t.retrieve_token_metadata("pan", value=token, transformation="pan")["data"]["metadata"], {})
+        self.assertTrue(t.check_tokenization("pan", value=pan, transformation="pan")["data"]["tokenized"])
+        self.assertFalse(t.check_tokenization("pan", value=random_pan(), transformation="pan")["data"]["tokenized"])
         with self.assertRaises(exceptions.InvalidRequest):
             t.decode("ssn", value=token)
 

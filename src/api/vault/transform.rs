@@ -40,10 +40,7 @@ pub fn router(mount: &str, transforms: Transforms) -> Router<AppState> {
         )
         .route(&m("validate/{role}"), post(validate).put(validate))
         .route(&m("metadata/{role}"), post(metadata).put(metadata))
-        .route(
-            &m("tokenized/{role}"),
-            post(refused_lookup).put(refused_lookup),
-        )
+        .route(&m("tokenized/{role}"), post(tokenized).put(tokenized))
         .route(&m("role"), any(list_roles))
         .route(
             &m("role/{name}"),
@@ -73,13 +70,6 @@ async fn refused_change(_caller: VaultCaller) -> VaultError {
     bad_request(
         "roles and transformations are tokenvault token types and the [vault_api.transform] \
          configuration; they are not changed over this API",
-    )
-}
-
-async fn refused_lookup(_caller: VaultCaller) -> VaultError {
-    bad_request(
-        "`tokenized` is not available yet: it answers whether a value was ever tokenized, a \
-         lookup oracle (tokenize a deterministic type instead: the same value gets the same token)",
     )
 }
 
@@ -237,6 +227,57 @@ async fn encode(
         outcomes.push(outcome(result, reference)?);
     }
     answer(outcomes, batch, None, false)
+}
+
+#[derive(Serialize)]
+struct Lookup {
+    tokenized: bool,
+}
+
+/// `tokenized/:role`: whether a value already has a token, through the one tokenize
+/// path's lookup (`TokenService::lookup_many`: `tokenize:<type>`, deterministic types
+/// only, a miss charged to the new-value budget, audited). Answers 200 with per-item
+/// errors in a batch.
+async fn tokenized(
+    State(state): State<AppState>,
+    Extension(transforms): Extension<Arc<Transforms>>,
+    Path(role): Path<String>,
+    caller: VaultCaller,
+    VaultJson(req): VaultJson<Request>,
+) -> Result<Response, VaultError> {
+    let (items, batch) = req.items(state.vault.settings.limits.max_batch)?;
+    let mut references = Vec::with_capacity(items.len());
+    let mut inputs = Vec::with_capacity(items.len());
+    for mut item in items {
+        references.push(item.reference.take());
+        let input = type_of(&transforms, &role, &item).and_then(|token_type| {
+            let value = item
+                .value
+                .take()
+                .ok_or_else(|| Error::InvalidRequest("missing value to look up".into()))?;
+            Ok(TokenizeInput {
+                token_type: token_type.to_owned(),
+                value: RawValue(value.0),
+                format: None,
+                metadata: None,
+                ttl_seconds: None,
+            })
+        });
+        inputs.push(input);
+    }
+    let results = state
+        .services
+        .tokens
+        .lookup_many(&caller.who, inputs, now_ms())
+        .await?;
+    let mut outcomes = Vec::with_capacity(results.len());
+    for (result, reference) in results.into_iter().zip(references) {
+        outcomes.push(outcome(
+            result.map(|tokenized| Lookup { tokenized }),
+            reference,
+        )?);
+    }
+    answer(outcomes, batch, None, true)
 }
 
 #[derive(Serialize)]
