@@ -187,6 +187,7 @@ fn input(r: TokenizeRequest) -> TokenizeInput {
         format: r.format,
         metadata: r.metadata,
         ttl_seconds: r.ttl_seconds,
+        given_token: None,
     }
 }
 

@@ -73,6 +73,12 @@ pub struct ImportArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// The input is Vault Transform's `export-decoded` output, one exported value per
+    /// JSON line (`token`, base64 `plaintext`, `expiration_time`): each value is stored
+    /// under its Vault token, so downstream databases keep their tokens. The output names
+    /// each record by its token.
+    #[arg(long, conflicts_with_all = ["value_column", "id_column"])]
+    pub vault_transform_export: bool,
 }
 
 /// What ties an output file to its run.
@@ -85,12 +91,17 @@ struct RunState {
     input_format: InputFormat,
     value_column: String,
     id_column: Option<String>,
+    #[serde(default)]
+    vault_transform_export: bool,
 }
 
 /// One input record: the caller's id and the value (cleared on drop), or why it is unusable.
 struct Record {
     id: String,
     value: Result<Zeroizing<String>, &'static str>,
+    /// An exported token to keep, and the seconds it has left (Vault Transform imports).
+    token: Option<String>,
+    ttl_seconds: Option<u64>,
 }
 
 pub async fn run(vault: &Vault, args: ImportArgs) -> anyhow::Result<()> {
@@ -106,9 +117,12 @@ pub async fn run(vault: &Vault, args: ImportArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let format = args
-        .input_format
-        .unwrap_or_else(|| guess_format(&args.input));
+    let format = if args.vault_transform_export {
+        InputFormat::Jsonl
+    } else {
+        args.input_format
+            .unwrap_or_else(|| guess_format(&args.input))
+    };
     let state_path = sibling(&args.output, "import-state");
     let wanted = RunState {
         run: String::new(),
@@ -118,6 +132,7 @@ pub async fn run(vault: &Vault, args: ImportArgs) -> anyhow::Result<()> {
         input_format: format,
         value_column: args.value_column.clone(),
         id_column: args.id_column.clone(),
+        vault_transform_export: args.vault_transform_export,
     };
     let (run_lock, output, resumed) = open_run(&args.output, &state_path, wanted)?;
     let state = &run_lock.state;
@@ -228,7 +243,7 @@ pub async fn run(vault: &Vault, args: ImportArgs) -> anyhow::Result<()> {
         let Some(mut record) = next else { break };
         let this = record_no;
         record_no += 1;
-        if args.id_column.is_none() {
+        if args.id_column.is_none() && record.token.is_none() {
             record.id = record_no.to_string();
         }
         if this < skip as i64 {
@@ -360,6 +375,7 @@ impl Importer<'_> {
         records
             .into_iter()
             .map(|r| {
+                let (token, ttl_seconds) = (r.token, r.ttl_seconds);
                 let item = r
                     .value
                     .map(|v| TokenizeInput {
@@ -367,7 +383,8 @@ impl Importer<'_> {
                         value: RawValue(v),
                         format: None,
                         metadata: None,
-                        ttl_seconds: None,
+                        ttl_seconds,
+                        given_token: token,
                     })
                     .map_err(|why| Error::InvalidRequest(why.into()));
                 (r.id, item)
@@ -672,6 +689,8 @@ impl Input {
                 Ok(Some(Record {
                     id: one_line(id),
                     value,
+                    token: None,
+                    ttl_seconds: None,
                 }))
             }
             Source::Jsonl {
@@ -694,8 +713,28 @@ impl Input {
                     return Ok(Some(Record {
                         id: String::new(),
                         value: Err("the line is not a JSON object"),
+                        token: None,
+                        ttl_seconds: None,
                     }));
                 };
+                if args.vault_transform_export {
+                    return Ok(Some(
+                        match super::import_vault::record(&mut obj, now_ms()) {
+                            Some(e) => Record {
+                                id: one_line(e.token.clone()),
+                                value: e.value,
+                                token: Some(e.token),
+                                ttl_seconds: e.ttl_seconds,
+                            },
+                            None => Record {
+                                id: String::new(),
+                                value: Err("the record has no token"),
+                                token: None,
+                                ttl_seconds: None,
+                            },
+                        },
+                    ));
+                }
                 let id = match args.id_column.as_ref().and_then(|c| obj.get(c)) {
                     Some(serde_json::Value::String(s)) => s.clone(),
                     Some(v @ serde_json::Value::Number(_)) => v.to_string(),
@@ -708,6 +747,8 @@ impl Input {
                 return Ok(Some(Record {
                     id: one_line(id),
                     value,
+                    token: None,
+                    ttl_seconds: None,
                 }));
             },
         }

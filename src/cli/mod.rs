@@ -3,6 +3,7 @@
 mod audit;
 mod dev_certs;
 mod import;
+mod import_vault;
 mod init;
 mod keys;
 mod officer;

@@ -22,8 +22,11 @@ pub enum TokenFormat {
 /// Prefix of opaque tokens.
 pub const OPAQUE_PREFIX: &str = "tok_";
 const OPAQUE_RANDOM_BYTES: usize = 18;
-/// Longest string accepted as a token.
-pub const MAX_TOKEN_LEN: usize = 64;
+/// Longest string accepted as a token (imported tokens included).
+pub const MAX_TOKEN_LEN: usize = 128;
+/// Shortest token imported from another vault (`tokenvault import
+/// --vault-transform-export`): shorter strings are no token.
+const MIN_FOREIGN_TOKEN_LEN: usize = 16;
 
 /// Uniform random decimal digits from the CSPRNG (rejection sampling, no modulo bias).
 fn random_digits(n: usize, out: &mut String) {
@@ -92,8 +95,19 @@ pub fn plausible_token(s: &str) -> bool {
         }
         // Format-preserving tokens always fail Luhn: a Luhn-valid digit string is a card
         // number sent where a token belongs, never a token.
-        None => s.bytes().all(|b| b.is_ascii_digit()) && !luhn_valid(s.as_bytes()),
+        None if s.bytes().all(|b| b.is_ascii_digit()) => !luhn_valid(s.as_bytes()),
+        None => importable_token(s),
     }
+}
+
+/// Whether `s` may be kept as the token of an imported record (Vault Transform's tokens):
+/// 16–128 characters of letters, digits and `-_.+/=`, at least one of them a letter (so
+/// it can never be a card number).
+pub fn importable_token(s: &str) -> bool {
+    (MIN_FOREIGN_TOKEN_LEN..=MAX_TOKEN_LEN).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.+/=".contains(&b))
+        && s.bytes().any(|b| b.is_ascii_alphabetic())
 }
 
 #[cfg(test)]
@@ -176,8 +190,19 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with("tok_") && a.len() == 4 + 24, "{a}");
         assert!(plausible_token(&a));
-        for bad in ["", "tok_", "tok_a/b", "12ab", &"1".repeat(65), "tok_ä"] {
+        for bad in ["", "tok_", "tok_a/b", "12ab", &"1".repeat(129), "tok_ä"] {
             assert!(!plausible_token(bad), "{bad}");
+        }
+        // Tokens imported from Vault Transform keep their shape.
+        let vault = "Q4tYgFXHxUYfSrVv2Nq6Kdb2jSt1fQpxkC4r85ivpfA";
+        assert!(importable_token(vault) && plausible_token(vault));
+        for bad in [
+            "short1234",
+            &"1234567890".repeat(3),
+            "spaces are not tokens",
+            &"a".repeat(129),
+        ] {
+            assert!(!importable_token(bad), "{bad}");
         }
     }
 

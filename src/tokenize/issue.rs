@@ -61,6 +61,8 @@ struct Prepared {
     fp_version: KeyVersion,
     /// The fingerprint namespace stored with a deterministic row.
     fp_namespace: Option<String>,
+    /// An imported record's own token, kept instead of drawing one.
+    given_token: Option<String>,
 }
 
 impl Prepared {
@@ -259,6 +261,15 @@ impl TokenService {
                 ));
             }
         };
+        if let Some(t) = &input.given_token
+            && (!format::importable_token(t) || t.as_str() == value.as_str())
+        {
+            return Err(Error::InvalidValue(
+                "the record's token is not shaped like a token (16–128 letters, digits and \
+                 -_.+/=, at least one letter, never the value)"
+                    .into(),
+            ));
+        }
         let keys = fps
             .get(type_name)
             .filter(|k| !k.is_empty())
@@ -291,6 +302,7 @@ impl TokenService {
             fp_version: *fp_version,
             fp_namespace: (ty.deterministic && who.namespace != SHARED_NAMESPACE)
                 .then(|| who.namespace.clone()),
+            given_token: input.given_token,
         })
     }
 
@@ -381,6 +393,11 @@ impl TokenService {
             });
             let Some(row) = hit else { continue };
             self.guard.refund_new_value(who, &p.type_name, now);
+            if p.given_token.as_ref().is_some_and(|g| *g != row.token) {
+                let e = another_token();
+                *s = Item::Done(self.fail(who, action, None, e, now).await);
+                continue;
+            }
             match self.confirm(row, p.value.as_str().as_bytes()).await {
                 Ok(()) => {}
                 Err(e @ Error::Unavailable(_)) => return Err(e),
@@ -433,7 +450,10 @@ impl TokenService {
             for (i, s) in state.iter().enumerate() {
                 let Item::Pending(p) = s else { continue };
                 let (version, key) = &keys[&p.keyring];
-                let token = format::generate(p.format, p.value.as_str());
+                let token = match &p.given_token {
+                    Some(t) => t.clone(),
+                    None => format::generate(p.format, p.value.as_str()),
+                };
                 let aad = Aad::token_record(
                     &p.keyring,
                     version.get(),
@@ -492,6 +512,13 @@ impl TokenService {
                     // Another row answered for this fingerprint: it is handed out only if
                     // it really holds this value (the index is outside the AAD, so a
                     // database writer could have moved it).
+                    // An imported token is kept or the record refused: never another.
+                    Written::Token { ref token, .. }
+                        if p.given_token.is_some() && *token != drawn =>
+                    {
+                        self.fail(who, Action::Tokenize, None, another_token(), now)
+                            .await
+                    }
                     Written::Token { token, expires_at } if token != drawn => {
                         match self
                             .confirm_token(&token, p.value.as_str().as_bytes())
@@ -505,6 +532,23 @@ impl TokenService {
                         }
                     }
                     Written::Token { token, expires_at } => Ok(p.answer(token, expires_at)),
+                    // An imported token that exists already: the same record imported
+                    // before (a run repeated) is answered as it is; another is refused.
+                    _ if p.given_token.is_some() => {
+                        match self
+                            .confirm_token(&drawn, p.value.as_str().as_bytes())
+                            .await
+                        {
+                            Ok(()) => Ok(p.answer(drawn, None)),
+                            Err(e @ Error::Unavailable(_)) => return Err(e),
+                            Err(_) => {
+                                let e = Error::InvalidValue(
+                                    "the record's token exists with another value".into(),
+                                );
+                                self.fail(who, Action::Tokenize, None, e, now).await
+                            }
+                        }
+                    }
                     // A random token collided with an existing one: draw again.
                     _ => continue,
                 };
@@ -564,4 +608,10 @@ fn check_format(
         ));
     }
     Ok(format)
+}
+
+/// An imported record whose value already has a different token (a deterministic type
+/// holds one token per value).
+fn another_token() -> Error {
+    Error::InvalidValue("the value already has another token in this namespace".into())
 }

@@ -70,6 +70,10 @@ pub struct TokenizeInput {
     pub format: Option<TokenFormat>,
     pub metadata: Option<serde_json::Value>,
     pub ttl_seconds: Option<u64>,
+    /// A token to keep instead of drawing one: only `tokenvault import
+    /// --vault-transform-export` sets it (a migration keeps the token strings downstream
+    /// databases hold). Never from a request body.
+    pub given_token: Option<String>,
 }
 
 /// The submitted value before validation. Cleared on drop, never printed.

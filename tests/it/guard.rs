@@ -14,6 +14,7 @@ fn card(value: &str) -> TokenizeInput {
         format: None,
         metadata: None,
         ttl_seconds: None,
+        given_token: None,
     }
 }
 

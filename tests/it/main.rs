@@ -15,6 +15,7 @@ mod hardening;
 mod hsm_faults;
 mod identity;
 mod import;
+mod import_vault;
 mod lifecycle;
 mod limits;
 mod multinode;

@@ -83,6 +83,7 @@ fn round_trip(ty: &str, value: &str, format: Option<TokenFormat>) -> Result<(), 
             format,
             metadata: None,
             ttl_seconds: None,
+            given_token: None,
         };
         let t = e
             .tokens

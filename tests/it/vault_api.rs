@@ -398,7 +398,10 @@ async fn keys_list_both_ways_read_and_refuse_export() {
     let (status, _, _) = c
         .call(&app, "POST", "/v1/transit/keys/pii/trim", None)
         .await;
-    assert_eq!(status, 400, "officers destroy key versions under dual control");
+    assert_eq!(
+        status, 400,
+        "officers destroy key versions under dual control"
+    );
 
     let (status, body, content_type) = VaultClient::of("app")
         .call(&app, "GET", "/v1/sys/health", None)

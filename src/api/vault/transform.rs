@@ -175,6 +175,7 @@ fn encode_input(t: &Transforms, role: &str, item: Item) -> Result<TokenizeInput,
         format: None,
         metadata,
         ttl_seconds,
+        given_token: None,
     })
 }
 
@@ -261,6 +262,7 @@ async fn tokenized(
                 format: None,
                 metadata: None,
                 ttl_seconds: None,
+                given_token: None,
             })
         });
         inputs.push(input);
