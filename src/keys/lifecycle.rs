@@ -47,6 +47,11 @@ impl KeyManager {
         self.keyrings.contains_key(keyring)
     }
 
+    /// Whether `keyring` is configured `derived` (every operation names a context).
+    pub fn is_derived(&self, keyring: &str) -> bool {
+        self.keyrings.get(keyring).is_some_and(|k| k.derived)
+    }
+
     pub fn check_keyring(&self, keyring: &str) -> Result<(), KeyError> {
         if keyring == FINGERPRINT_KEYRING || self.has_keyring(keyring) {
             Ok(())

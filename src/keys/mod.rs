@@ -34,6 +34,11 @@ pub struct KeyringSettings {
     /// Encryptions per data key version before it is rotated: far below the 2^32 limit
     /// of AES-GCM with random 96-bit nonces.
     pub usage_limit: u64,
+    /// Every encryption, decryption and rewrap names a context (Vault's `derived` keys):
+    /// one that names none is refused. The context is bound into the ciphertext as
+    /// associated data, so only the same context opens it (a per-context key by binding,
+    /// not by a second key: toggling the setting never strands a ciphertext).
+    pub derived: bool,
 }
 
 impl Default for KeyringSettings {
@@ -41,6 +46,7 @@ impl Default for KeyringSettings {
         Self {
             cryptoperiod_days: 365,
             usage_limit: 1 << 30,
+            derived: false,
         }
     }
 }

@@ -34,6 +34,18 @@ impl CryptoService {
         }
     }
 
+    /// A derived keyring's operations each name a context.
+    fn context_given(&self, keyring: &str, context: &[u8]) -> Result<(), Error> {
+        if context.is_empty() && self.keys.is_derived(keyring) {
+            return Err(Error::InvalidRequest(
+                "this keyring is derived: every encryption, decryption and rewrap names a \
+                 context"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     async fn succeeded(
         &self,
         who: &Principal,
@@ -93,6 +105,7 @@ impl CryptoService {
             .check(who, Action::Encrypt, keyring, Some(keyring), now)
             .await?;
         self.known(keyring)?;
+        self.context_given(keyring, context)?;
         if let Some(want) = version {
             let (active, _) = self.keys.active(keyring).await?;
             if active.get() != want {
@@ -187,6 +200,7 @@ impl CryptoService {
     }
 
     async fn open(&self, ct: &Ciphertext, context: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+        self.context_given(ct.keyring.as_str(), context)?;
         let key = match self.keys.key(ct.keyring.as_str(), ct.version).await {
             Err(KeyError::UnknownVersion(..)) => {
                 return Err(Error::InvalidValue(

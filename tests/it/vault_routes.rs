@@ -211,3 +211,86 @@ async fn a_key_is_rotated_with_its_own_grant_and_never_destroyed_over_the_api() 
         );
     }
 }
+
+/// A `derived` keyring: every operation names a context, on Transit and the native API
+/// alike (the one encrypt path), and only the same context opens; convergent encryption
+/// is refused with its reason.
+#[tokio::test]
+async fn a_derived_keyring_needs_a_context_everywhere() {
+    let app = spawn_with("vault-routes-derived", |s, _| {
+        s.keyrings.get_mut("pii").unwrap().derived = true;
+    })
+    .await;
+    let mut c = VaultClient::of("app");
+    c.login(&app).await;
+    let post = |path: &'static str, body: Value| {
+        let c = &c;
+        let app = &app;
+        async move {
+            let (status, body, _) = c.call(app, "POST", path, Some(body)).await;
+            (status, body)
+        }
+    };
+    let (status, body) = post("/v1/transit/encrypt/pii", json!({"plaintext": b64("x")})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post(
+        "/v1/transit/encrypt/pii",
+        json!({"plaintext": b64("x"), "associated_data": b64("ad")}),
+    )
+    .await;
+    assert_eq!(status, 400, "associated data is no context: {body}");
+    let (status, body) = post(
+        "/v1/transit/encrypt/pii",
+        json!({"plaintext": b64("x"), "context": b64("tenant-1")}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let ct = body["data"]["ciphertext"].as_str().unwrap().to_owned();
+    for (context, want) in [
+        (None, 400),
+        (Some("tenant-2"), 400),
+        (Some("tenant-1"), 200),
+    ] {
+        let mut req = json!({"ciphertext": ct});
+        if let Some(c) = context {
+            req["context"] = json!(b64(c));
+        }
+        let (status, body) = post("/v1/transit/decrypt/pii", req).await;
+        assert_eq!(status, want, "{context:?}: {body}");
+    }
+    // The native API takes the same path.
+    let (status, body) = app
+        .post(
+            "app",
+            "/v1/encrypt",
+            json!({"keyring": "pii", "plaintext": b64("x")}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = app
+        .post(
+            "app",
+            "/v1/encrypt",
+            json!({"keyring": "pii", "plaintext": b64("x"), "context": b64("c")}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // `pan` is not derived: no context needed there.
+    let (status, _) = post("/v1/transit/encrypt/pan", json!({"plaintext": b64("x")})).await;
+    assert_eq!(status, 200);
+
+    let mut auditor = VaultClient::of("auditor");
+    auditor.login(&app).await;
+    let (_, key, _) = auditor
+        .call(&app, "GET", "/v1/transit/keys/pii", None)
+        .await;
+    assert_eq!(key["data"]["derived"], true, "{key}");
+    for (body, want) in [
+        (json!({"derived": true}), 204),
+        (json!({"derived": false}), 400),
+        (json!({"derived": true, "convergent_encryption": true}), 400),
+    ] {
+        let (status, answer) = post("/v1/transit/keys/pii", body.clone()).await;
+        assert_eq!(status, want, "{body}: {answer}");
+    }
+}

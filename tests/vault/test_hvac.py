@@ -182,6 +182,20 @@ class Transit(unittest.TestCase):
         with self.assertRaises(exceptions.InvalidRequest):
             t.delete_key("receipts")
 
+    def test_derived_keys_need_their_context(self):
+        t = self.app.secrets.transit
+        t.create_key("tenants", derived=True)  # exists, derived: a no-op (204)
+        ct = t.encrypt_data("tenants", plaintext=b64("row 7"), context=b64("tenant-a"))["data"]["ciphertext"]
+        plain = t.decrypt_data("tenants", ciphertext=ct, context=b64("tenant-a"))["data"]["plaintext"]
+        self.assertEqual(plain, b64("row 7"))
+        with self.assertRaises(exceptions.InvalidRequest):
+            t.decrypt_data("tenants", ciphertext=ct, context=b64("tenant-b"))
+        with self.assertRaises(exceptions.InvalidRequest):
+            t.encrypt_data("tenants", plaintext=b64("row 7"))
+        with self.assertRaises(exceptions.InvalidRequest):
+            t.create_key("tenants", convergent_encryption=True, derived=True)
+        self.assertTrue(logged_in("auditor").secrets.transit.read_key("tenants")["data"]["derived"])
+
     def test_permissions_are_the_identitys(self):
         tokenizer = logged_in("tokenizer")
         with self.assertRaises(exceptions.Forbidden):

@@ -256,7 +256,7 @@ async fn read_key(
     Ok(data(json!({
         "name": name.as_str(),
         "type": "aes256-gcm96",
-        "derived": false,
+        "derived": state.vault.keys.is_derived(name.as_str()),
         "convergent_encryption": false,
         "deletion_allowed": false,
         "exportable": false,
@@ -312,10 +312,21 @@ async fn create_key(
     if req.kind.as_deref().is_some_and(|k| k != "aes256-gcm96") {
         return Err(bad_request("tokenvault keyrings are aes256-gcm96"));
     }
-    if req.derived == Some(true) || req.convergent_encryption == Some(true) {
+    if req.convergent_encryption == Some(true) {
         return Err(bad_request(
-            "derived and convergent keys are not available yet (a context is bound as \
-             associated data instead)",
+            "convergent encryption is not offered: equal plaintexts would give equal \
+             ciphertexts for anyone who sees them; for equality search use a deterministic \
+             token type (transform/encode) or a keyed digest (transit/hmac), each behind its \
+             own grant",
+        ));
+    }
+    if req
+        .derived
+        .is_some_and(|d| d != state.vault.keys.is_derived(name.as_str()))
+    {
+        return Err(bad_request(
+            "the key exists with another `derived` setting (keyrings.<name>.derived in the \
+             vault's configuration)",
         ));
     }
     let guard = &state.services.guard;

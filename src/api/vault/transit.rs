@@ -134,6 +134,20 @@ fn aad(item: &Item) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
+/// [`aad`] for the keyring the path names: a derived keyring's items each name a
+/// `context` (associated data alone is not one), as Vault's derived keys demand.
+fn derived_aad(state: &AppState, keyring: &KeyringName, item: &Item) -> Result<Vec<u8>, Error> {
+    let has_context = item.context.as_deref().is_some_and(|c| !c.is_empty());
+    if !has_context && state.vault.keys.is_derived(keyring.as_str()) {
+        return Err(Error::InvalidRequest(
+            "missing 'context' for key derivation: this key is derived, so every operation \
+             names a context"
+                .into(),
+        ));
+    }
+    aad(item)
+}
+
 /// `vault:v<N>:<base64>`.
 fn to_vault(ct: &Ciphertext) -> String {
     format!("vault:v{}:{}", ct.version, STANDARD.encode(&ct.sealed))
@@ -176,7 +190,7 @@ async fn encrypt(
                 .as_ref()
                 .ok_or_else(|| Error::InvalidRequest("missing plaintext to encrypt".into()))?;
             let plaintext = Zeroizing::new(b64("plaintext", Some(plaintext.0.as_str()))?);
-            let aad = aad(&item)?;
+            let aad = derived_aad(&state, &name, &item)?;
             let version = match item.key_version.filter(|v| *v > 0) {
                 None => None,
                 Some(v) => Some(u32::try_from(v).map_err(|_| {
@@ -222,7 +236,7 @@ async fn decrypt(
                 .ciphertext
                 .as_deref()
                 .ok_or_else(|| Error::InvalidRequest("missing ciphertext to decrypt".into()))?;
-            Ok((from_vault(&name, ct)?, aad(item)?))
+            Ok((from_vault(&name, ct)?, derived_aad(&state, &name, item)?))
         })
         .collect();
     let to_open: Vec<(&Ciphertext, &[u8])> = parsed
@@ -274,7 +288,12 @@ async fn rewrap(
                 .ok_or_else(|| Error::InvalidRequest("missing ciphertext to rewrap".into()))?;
             let ct = from_vault(&name, ct)?;
             let new = crypto
-                .reseal(&caller.who, ct, &aad(&item)?, now_ms())
+                .reseal(
+                    &caller.who,
+                    ct,
+                    &derived_aad(&state, &name, &item)?,
+                    now_ms(),
+                )
                 .await?;
             Ok::<_, Error>(Sealed {
                 ciphertext: to_vault(&new),
@@ -340,7 +359,13 @@ async fn datakey(
     let ct = state
         .services
         .crypto
-        .seal(&caller.who, name.as_str(), &key, &aad(&item)?, now_ms())
+        .seal(
+            &caller.who,
+            name.as_str(),
+            &key,
+            &derived_aad(&state, &name, &item)?,
+            now_ms(),
+        )
         .await?;
     Ok(data(DataKey {
         ciphertext: to_vault(&ct),
