@@ -410,6 +410,7 @@ fn default_clients() -> BTreeMap<String, ClientPolicy> {
                 "tokenize:*",
                 "fingerprint:*",
                 "import:*",
+                "lookup:*",
                 "detokenize:*",
                 "read:*",
                 "delete:*",
@@ -764,6 +765,6 @@ mod tests {
             assert_eq!(s.clients["svc"].permissions[0].to_string(), perm);
         }
         let defaults = Settings::from_toml("").unwrap();
-        assert_eq!(defaults.clients["app"].permissions.len(), 12);
+        assert_eq!(defaults.clients["app"].permissions.len(), 13);
     }
 }

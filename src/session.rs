@@ -53,6 +53,9 @@ pub struct VaultApiSettings {
     pub token_max_ttl_secs: u64,
     /// Live sessions one identity may hold at once; a login past it is refused (429).
     pub max_sessions_per_identity: u64,
+    /// A key rotated over the API (`transit/keys/:name/rotate`) is not rotated again over
+    /// it sooner than this: a loop cannot pile up versions or fill the HSM with key pairs.
+    pub min_rotation_interval_secs: u64,
     /// Transform roles and tokenization transformations (default: one of each per type).
     pub transform: crate::tokenize::roles::TransformSettings,
 }
@@ -66,6 +69,7 @@ impl Default for VaultApiSettings {
             token_ttl_secs: 15 * 60,
             token_max_ttl_secs: 8 * 3600,
             max_sessions_per_identity: 1000,
+            min_rotation_interval_secs: 60,
             transform: crate::tokenize::roles::TransformSettings::default(),
         }
     }
@@ -118,6 +122,13 @@ impl VaultApiSettings {
         if self.token_ttl_secs == 0 || self.token_max_ttl_secs < self.token_ttl_secs {
             return Err(
                 "vault_api: token_ttl_secs must be at least 1 and at most token_max_ttl_secs"
+                    .into(),
+            );
+        }
+        if self.max_sessions_per_identity == 0 {
+            return Err(
+                "vault_api: max_sessions_per_identity must be at least 1 (with 0 no client \
+                 could log in; set vault_api.enabled = false to turn the API off)"
                     .into(),
             );
         }
@@ -499,6 +510,12 @@ mod tests {
         };
         assert!(same.validate().is_err());
         assert!(VaultApiSettings::default().validate().is_ok());
+        // No session could ever log in: a typo, refused at start.
+        let none = VaultApiSettings {
+            max_sessions_per_identity: 0,
+            ..VaultApiSettings::default()
+        };
+        assert!(none.validate().is_err());
     }
 
     fn row(digest: &[u8]) -> SessionRow {

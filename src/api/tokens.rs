@@ -121,7 +121,7 @@ pub struct TokenizeBatchResponse {
 #[serde(deny_unknown_fields)]
 pub struct DetokenizeRequest {
     /// A token; anything that is not one answers 404 like an unknown token.
-    #[schema(max_length = 64)]
+    #[schema(max_length = 128)]
     pub token: String,
     /// Why the value is needed; recorded in the audit trail. At most 200 characters, no
     /// control characters, no run of 12 or more digits (a single space or dash between
@@ -327,7 +327,7 @@ async fn detokenize_batch(
 }
 
 #[utoipa::path(get, path = "/v1/tokens/{token}", tag = "tokens",
-    params(("token" = String, Path, description = "A token", max_length = 64)),
+    params(("token" = String, Path, description = "A token", max_length = 128)),
     responses((status = 200, body = TokenInfoResponse, description = "Metadata and masked value, never the value"),
         (status = 401, body = ErrorBody, description = "`unauthenticated`"),
         (status = 404, body = ErrorBody, description = "`not_found`: unknown, expired, or not the caller's to read (alike)"),
@@ -353,7 +353,7 @@ async fn token_info(
 }
 
 #[utoipa::path(delete, path = "/v1/tokens/{token}", tag = "tokens",
-    params(("token" = String, Path, description = "A token", max_length = 64)),
+    params(("token" = String, Path, description = "A token", max_length = 128)),
     responses((status = 204, description = "Deleted: the ciphertext is gone"),
         (status = 401, body = ErrorBody, description = "`unauthenticated`"),
         (status = 404, body = ErrorBody, description = "`not_found`: unknown, expired, or not the caller's to delete (alike)"),

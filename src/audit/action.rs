@@ -76,6 +76,8 @@ pub enum Verb {
     Fingerprint,
     /// Create new deterministic values beyond the hourly budget (migrations).
     Import,
+    /// Ask whether a value already has a token (Transform's `tokenized`), storing nothing.
+    Lookup,
     Detokenize,
     Read,
     Delete,
@@ -96,10 +98,11 @@ pub enum Verb {
 }
 
 impl Verb {
-    pub const ALL: [Verb; 15] = [
+    pub const ALL: [Verb; 16] = [
         Verb::Tokenize,
         Verb::Fingerprint,
         Verb::Import,
+        Verb::Lookup,
         Verb::Detokenize,
         Verb::Read,
         Verb::Delete,
@@ -119,6 +122,7 @@ impl Verb {
             Verb::Tokenize => "tokenize",
             Verb::Fingerprint => "fingerprint",
             Verb::Import => "import",
+            Verb::Lookup => "lookup",
             Verb::Detokenize => "detokenize",
             Verb::Read => "read",
             Verb::Delete => "delete",
@@ -144,6 +148,7 @@ impl Verb {
             Verb::Tokenize
             | Verb::Fingerprint
             | Verb::Import
+            | Verb::Lookup
             | Verb::Detokenize
             | Verb::Read
             | Verb::Delete => ObjectKind::TokenType,
@@ -350,7 +355,8 @@ impl Action {
     /// can ask for (the CLI and the vault itself perform them).
     pub const fn verb(self) -> Option<Verb> {
         match self {
-            Action::Tokenize | Action::TokenLookup => Some(Verb::Tokenize),
+            Action::Tokenize => Some(Verb::Tokenize),
+            Action::TokenLookup => Some(Verb::Lookup),
             Action::Detokenize => Some(Verb::Detokenize),
             Action::Read => Some(Verb::Read),
             Action::Delete => Some(Verb::Delete),

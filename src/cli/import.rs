@@ -243,7 +243,7 @@ pub async fn run(vault: &Vault, args: ImportArgs) -> anyhow::Result<()> {
         let Some(mut record) = next else { break };
         let this = record_no;
         record_no += 1;
-        if args.id_column.is_none() && record.token.is_none() {
+        if args.id_column.is_none() && (record.token.is_none() || record.id.is_empty()) {
             record.id = record_no.to_string();
         }
         if this < skip as i64 {
@@ -720,8 +720,14 @@ impl Input {
                 if args.vault_transform_export {
                     return Ok(Some(
                         match super::import_vault::record(&mut obj, now_ms()) {
+                            // A string that is no token (a card number, say) never
+                            // names the record in the output: its number does.
                             Some(e) => Record {
-                                id: one_line(e.token.clone()),
+                                id: if crate::tokenize::format::importable_token(&e.token) {
+                                    one_line(e.token.clone())
+                                } else {
+                                    String::new()
+                                },
                                 value: e.value,
                                 token: Some(e.token),
                                 ttl_seconds: e.ttl_seconds,

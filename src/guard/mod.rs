@@ -238,6 +238,24 @@ impl Guard {
         self.refuse_new_values(who, wait, now).await
     }
 
+    /// [`Guard::charge_new_value`] for a lookup (Transform's `tokenized`): `import:` lifts
+    /// the budget of values a client stores, never of the guesses it tests, so a lookup
+    /// is charged to every client. [`Guard::refund_probe`] gives a hit's unit back.
+    pub async fn charge_probe(&self, who: &Principal, now: i64) -> Result<(), Error> {
+        let limit = self.new_values_limit(who);
+        let Err(wait) = self
+            .limiter
+            .charge(&new_values_key(who), Some(limit), 1, now)
+        else {
+            return Ok(());
+        };
+        self.refuse_new_values(who, wait, now).await
+    }
+
+    pub fn refund_probe(&self, who: &Principal, now: i64) {
+        self.limiter.refund(&new_values_key(who), 1, now);
+    }
+
     /// Gives back the unit [`Guard::charge_new_value`] reserved, for a value the namespace
     /// already held.
     pub fn refund_new_value(&self, who: &Principal, token_type: &str, now: i64) {

@@ -47,6 +47,22 @@ impl KeyManager {
         self.keyrings.contains_key(keyring)
     }
 
+    /// When the newest version of a keyring or signing key was made (Unix ms).
+    pub async fn newest_version_created(&self, name: &str) -> Result<Option<i64>, KeyError> {
+        if self.signing_algorithm(name).is_some() {
+            let versions = self.store.signing_versions(name).await?;
+            return Ok(versions.iter().map(|v| v.created_at).max());
+        }
+        Ok(self
+            .store
+            .data_keys()
+            .await?
+            .into_iter()
+            .filter(|k| k.keyring == name)
+            .map(|k| k.created_at)
+            .max())
+    }
+
     /// Whether `keyring` is configured `derived` (every operation names a context).
     pub fn is_derived(&self, keyring: &str) -> bool {
         self.keyrings.get(keyring).is_some_and(|k| k.derived)

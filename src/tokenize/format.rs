@@ -83,7 +83,9 @@ fn keep(value: &str, head: usize, tail: usize) -> String {
 
 /// Whether `s` is shaped like a token this vault issues (checked before any lookup).
 pub fn plausible_token(s: &str) -> bool {
-    if s.is_empty() || s.len() > MAX_TOKEN_LEN {
+    // A string holding a card number is no token, whatever else it holds: it is refused
+    // before anything (the audit trail included) records it.
+    if s.is_empty() || s.len() > MAX_TOKEN_LEN || crate::cardscan::contains_pan(s) {
         return false;
     }
     match s.strip_prefix(OPAQUE_PREFIX) {
@@ -101,13 +103,15 @@ pub fn plausible_token(s: &str) -> bool {
 }
 
 /// Whether `s` may be kept as the token of an imported record (Vault Transform's tokens):
-/// 16–128 characters of letters, digits and `-_.+/=`, at least one of them a letter (so
-/// it can never be a card number).
+/// 16–128 characters of letters, digits and `-_.+/=`, at least one of them a letter,
+/// holding no card number, and not in the shape of the vault's own opaque tokens.
 pub fn importable_token(s: &str) -> bool {
     (MIN_FOREIGN_TOKEN_LEN..=MAX_TOKEN_LEN).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.+/=".contains(&b))
         && s.bytes().any(|b| b.is_ascii_alphabetic())
+        && !s.starts_with(OPAQUE_PREFIX)
+        && !crate::cardscan::contains_pan(s)
 }
 
 #[cfg(test)]

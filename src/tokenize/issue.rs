@@ -160,6 +160,16 @@ impl TokenService {
         now: i64,
     ) -> Result<Vec<Result<bool, Error>>, Error> {
         let action = Action::TokenLookup;
+        // In a namespace shared with other clients, a lookup would tell one client what
+        // its peers tokenized (what tokenize itself never shows there).
+        if !who.namespace_is_private {
+            let e = Error::Forbidden(
+                "lookups answer only in a namespace of the client's own (this client shares \
+                 its namespace)"
+                    .into(),
+            );
+            return self.fail(who, action, None, e, now).await;
+        }
         let mut fps: HashMap<String, Vec<(KeyVersion, TypeFingerprints)>> = HashMap::new();
         for input in items.iter().flatten() {
             if self.types.contains_key(&input.token_type) && !fps.contains_key(&input.token_type) {
@@ -262,7 +272,7 @@ impl TokenService {
             }
         };
         if let Some(t) = &input.given_token
-            && (!format::importable_token(t) || t.as_str() == value.as_str())
+            && (!format::importable_token(t) || overlaps(t, value.as_str()))
         {
             return Err(Error::InvalidValue(
                 "the record's token is not shaped like a token (16–128 letters, digits and \
@@ -347,8 +357,12 @@ impl TokenService {
     ) -> Result<Vec<(AuditEvent, i64)>, Error> {
         // One unit of the budget of new values is reserved before the lookup, and given
         // back on a hit: once the budget is spent every answer is refused, hits too.
+        let probe = action == Action::TokenLookup;
         let charges = futures_util::future::join_all(state.iter().map(|s| async move {
             match s {
+                Item::Pending(p) if p.deterministic && probe => {
+                    Some(self.guard.charge_probe(who, now).await)
+                }
                 Item::Pending(p) if p.deterministic => {
                     Some(self.guard.charge_new_value(who, &p.type_name, now).await)
                 }
@@ -392,7 +406,11 @@ impl TokenService {
                     .filter(|row| !is_expired(row, now))
             });
             let Some(row) = hit else { continue };
-            self.guard.refund_new_value(who, &p.type_name, now);
+            if probe {
+                self.guard.refund_probe(who, now);
+            } else {
+                self.guard.refund_new_value(who, &p.type_name, now);
+            }
             if p.given_token.as_ref().is_some_and(|g| *g != row.token) {
                 let e = another_token();
                 *s = Item::Done(self.fail(who, action, None, e, now).await);
@@ -534,21 +552,18 @@ impl TokenService {
                     Written::Token { token, expires_at } => Ok(p.answer(token, expires_at)),
                     // An imported token that exists already: the same record imported
                     // before (a run repeated) is answered as it is; another is refused.
-                    _ if p.given_token.is_some() => {
-                        match self
-                            .confirm_token(&drawn, p.value.as_str().as_bytes())
-                            .await
-                        {
-                            Ok(()) => Ok(p.answer(drawn, None)),
-                            Err(e @ Error::Unavailable(_)) => return Err(e),
-                            Err(_) => {
-                                let e = Error::InvalidValue(
-                                    "the record's token exists with another value".into(),
-                                );
-                                self.fail(who, Action::Tokenize, None, e, now).await
-                            }
+                    _ if p.given_token.is_some() => match self.holds_import(&drawn, p, now).await {
+                        Ok(Some(expires_at)) => {
+                            Ok(p.answer(drawn, expires_at.filter(|_| who.namespace_is_private)))
                         }
-                    }
+                        Err(e @ Error::Unavailable(_)) => return Err(e),
+                        Ok(None) | Err(_) => {
+                            let e = Error::InvalidValue(
+                                "the record's token exists for another record".into(),
+                            );
+                            self.fail(who, Action::Tokenize, None, e, now).await
+                        }
+                    },
                     // A random token collided with an existing one: draw again.
                     _ => continue,
                 };
@@ -561,6 +576,31 @@ impl TokenService {
         Err(Error::Unavailable(
             "could not draw an unused token; the format's token space is crowded".into(),
         ))
+    }
+
+    /// Whether the stored `token` is this imported record as a run before stored it: the
+    /// same type, the same namespace, unexpired, holding the same value. Answers its
+    /// expiry if so.
+    async fn holds_import(
+        &self,
+        token: &str,
+        p: &Prepared,
+        now: i64,
+    ) -> Result<Option<Option<i64>>, Error> {
+        let Some(row) = self.store.token(token).await? else {
+            return Ok(None);
+        };
+        if row.token_type != p.type_name
+            || row.fingerprint_namespace != p.fp_namespace
+            || is_expired(&row, now)
+        {
+            return Ok(None);
+        }
+        match self.confirm(&row, p.value.as_str().as_bytes()).await {
+            Ok(()) => Ok(Some(row.expires_at)),
+            Err(e @ Error::Unavailable(_)) => Err(e),
+            Err(_) => Ok(None),
+        }
     }
 
     /// Confirms that the stored token `token` holds `value` (an import's resume checks the
@@ -614,4 +654,11 @@ fn check_format(
 /// holds one token per value).
 fn another_token() -> Error {
     Error::InvalidValue("the value already has another token in this namespace".into())
+}
+
+/// Whether an imported token and its value contain one another (letter case aside): a
+/// token must never carry its value.
+fn overlaps(token: &str, value: &str) -> bool {
+    let (t, v) = (token.to_ascii_lowercase(), value.to_ascii_lowercase());
+    !v.is_empty() && (t.contains(&v) || v.contains(&t))
 }

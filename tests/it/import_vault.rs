@@ -142,3 +142,69 @@ async fn a_vault_transform_export_keeps_its_tokens() {
         .unwrap();
     assert_eq!(n, 40, "40 imported; the tokenize above found its token");
 }
+
+/// Review of import (finding 5): a token another client imported in its own namespace is
+/// not handed to a second client as if it were its own, nor under another type.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_imported_token_is_never_answered_across_namespaces() {
+    let app = crate::helpers::spawn_with("import-vault-ns", |s, _| {
+        s.clients.get_mut("tokenizer").unwrap().permissions = ["tokenize:pan", "import:pan"]
+            .iter()
+            .map(|g| tokenvault::guard::Grant::parse(g).unwrap())
+            .collect();
+    })
+    .await;
+    let (token, pan) = (vault_token(), random_pan());
+    let input = app.dir.join("one.jsonl");
+    std::fs::write(
+        &input,
+        format!(
+            "{}\n",
+            json!({"token": token, "plaintext": STANDARD.encode(&pan)})
+        ),
+    )
+    .unwrap();
+    let import = |client: &str, out: &str| {
+        let o = cli(&app.settings)
+            .args([
+                "import",
+                "--as",
+                client,
+                "--type",
+                "pan",
+                "--vault-transform-export",
+            ])
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(app.dir.join(out))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(app.dir.join(out)).unwrap()
+    };
+    let first = import("app", "a.csv");
+    assert!(first.contains(&format!("{token},{token},")), "{first}");
+    let second = import("tokenizer", "b.csv");
+    assert!(
+        second.lines().nth(1).unwrap().ends_with("invalid_value"),
+        "another namespace's token: {second}"
+    );
+}
+
+/// Review of import (finding 4): an imported token never holds a card number or the
+/// value, and never takes the shape of the vault's own opaque tokens.
+#[test]
+fn imported_tokens_never_carry_card_numbers() {
+    use tokenvault::tokenize::format::importable_token;
+    for bad in [
+        "4111111111111111A",
+        "a4111-1111-1111-1111x",
+        "tok_abcdefghijklmnopqr",
+    ] {
+        assert!(!importable_token(bad), "{bad}");
+    }
+    assert!(importable_token(
+        "Q4tYgFXHxUYfSrVv2Nq6Kdb2jSt1fQpxkC4r85ivpfA"
+    ));
+}

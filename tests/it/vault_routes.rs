@@ -73,6 +73,7 @@ async fn the_request_rate_refusal_is_vault_shaped_on_vault_routes() {
 #[tokio::test]
 async fn a_key_is_rotated_with_its_own_grant_and_never_destroyed_over_the_api() {
     let app = spawn_with("vault-routes-rotate", |s, _| {
+        s.vault_api.min_rotation_interval_secs = 0;
         s.clients.get_mut("tokenizer").unwrap().permissions = ["encrypt:pii", "rotate:pii"]
             .iter()
             .map(|g| tokenvault::guard::Grant::parse(g).unwrap())
@@ -293,4 +294,49 @@ async fn a_derived_keyring_needs_a_context_everywhere() {
         let (status, answer) = post("/v1/transit/keys/pii", body.clone()).await;
         assert_eq!(status, want, "{body}: {answer}");
     }
+}
+
+/// Review of import (finding 3): a string that holds a card number is never a token, so
+/// a detokenize or read of one is refused before anything records it.
+#[tokio::test]
+async fn a_token_holding_a_card_number_never_reaches_the_audit_trail() {
+    let app = spawn_with("vault-routes-pan-token", |_, _| {}).await;
+    for token in ["4111111111111111exp0526", "card-4111-1111-1111-1111"] {
+        let (status, body) = app
+            .post("app", "/v1/detokenize", json!({"token": token}))
+            .await;
+        assert_eq!(status, 404, "{body}");
+        let (status, _) = app.get("app", &format!("/v1/tokens/{token}")).await;
+        assert_eq!(status, 404);
+    }
+    let mut db = app.db().await;
+    let rows: Vec<Option<String>> = sqlx::query_scalar("SELECT resource FROM audit_events")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    for r in rows.into_iter().flatten() {
+        assert!(!r.contains("4111"), "a card number in the trail: {r}");
+    }
+}
+
+/// Review of rotate (finding 6): a client's rotations are spaced
+/// (`vault_api.min_rotation_interval_secs`), so a loop cannot pile up versions or fill
+/// the HSM with key pairs.
+#[tokio::test]
+async fn rotations_over_the_api_are_spaced() {
+    let app = spawn_with("vault-routes-rotate-often", |s, _| {
+        s.vault_api.min_rotation_interval_secs = 2;
+    })
+    .await;
+    let mut c = VaultClient::of("app");
+    c.login(&app).await;
+    // The interval runs from the newest version, made by init a moment ago.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (first, _, _) = c
+        .call(&app, "POST", "/v1/transit/keys/pii/rotate", Some(json!({})))
+        .await;
+    let (second, body, _) = c
+        .call(&app, "POST", "/v1/transit/keys/pii/rotate", Some(json!({})))
+        .await;
+    assert_eq!((first, second), (204, 429), "{body}");
 }

@@ -403,13 +403,17 @@ async fn refusals_by_the_role_are_audited() {
 }
 
 /// `tokenized`: whether a value already has a token, through the one tokenize path's
-/// lookup: nothing stored, `tokenize:<type>` needed, deterministic types only, a miss
+/// lookup: nothing stored, `lookup:<type>` needed, deterministic types only, a miss
 /// charged to the new-value budget like a tokenize of an unseen value, every answer
 /// audited.
 #[tokio::test]
 async fn tokenized_says_whether_a_value_has_a_token_and_stores_nothing() {
     let app = spawn_with("transform-tokenized", |s, _| {
         s.limits.new_values_per_hour = 4;
+        s.clients.get_mut("tokenizer").unwrap().permissions = ["tokenize:*", "lookup:*"]
+            .iter()
+            .map(|g| tokenvault::guard::Grant::parse(g).unwrap())
+            .collect();
     })
     .await;
     let mut c = VaultClient::of("tokenizer");
@@ -511,4 +515,62 @@ async fn count_tokens(app: &TestApp) -> i64 {
         .fetch_one(&mut db)
         .await
         .unwrap()
+}
+
+/// Review of tokenized (finding 1): `import:<type>` lifts the budget of values a client
+/// stores, not of the guesses it tests: lookups that find nothing are charged to every
+/// client.
+#[tokio::test]
+async fn lookups_are_charged_even_to_a_client_that_may_import() {
+    let app = spawn_with("transform-lookup-import", |s, _| {
+        s.limits.new_values_per_hour = 2;
+    })
+    .await;
+    let mut c = VaultClient::of("app");
+    c.login(&app).await;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let (status, _, _) = c
+            .call(
+                &app,
+                "POST",
+                "/v1/transform/tokenized/pan",
+                Some(json!({"value": random_pan()})),
+            )
+            .await;
+        statuses.push(status);
+    }
+    assert_eq!(statuses, [200, 200, 429]);
+}
+
+/// Review of tokenized (finding 2): a lookup is a grant of its own (`lookup:<type>`, not
+/// implied by `tokenize:`), and never answers in a namespace shared with other clients,
+/// where it would tell one client what its peers hold.
+#[tokio::test]
+async fn lookups_need_their_own_grant_and_a_namespace_of_ones_own() {
+    let app = spawn_with("transform-lookup-grant", |s, _| {
+        s.clients.get_mut("app").unwrap().namespace = Some("shop".into());
+        s.clients.get_mut("auditor").unwrap().namespace = Some("shop".into());
+    })
+    .await;
+    let ask = |who: &'static str| {
+        let app = &app;
+        async move {
+            let mut c = VaultClient::of(who);
+            c.login(app).await;
+            let (status, body, _) = c
+                .call(
+                    app,
+                    "POST",
+                    "/v1/transform/tokenized/pan",
+                    Some(json!({"value": random_pan()})),
+                )
+                .await;
+            (status, body)
+        }
+    };
+    let (status, body) = ask("tokenizer").await;
+    assert_eq!(status, 403, "tokenize: alone gives no lookups: {body}");
+    let (status, body) = ask("app").await;
+    assert_eq!(status, 403, "a shared namespace: {body}");
 }

@@ -87,6 +87,23 @@ async fn rotate_key(
     if !keys.has_keyring(key) && keys.signing_algorithm(key).is_none() {
         return Err(VaultError(Error::NotFound));
     }
+    let spacing = state.vault.settings.vault_api.min_rotation_interval_secs;
+    let newest = keys
+        .newest_version_created(key)
+        .await
+        .map_err(Error::from)?;
+    let wait = newest
+        .map(|at| at + i64::try_from(spacing.saturating_mul(1000)).unwrap_or(i64::MAX) - now)
+        .filter(|w| *w > 0);
+    if let Some(wait) = wait {
+        return Err(VaultError(Error::RateLimited {
+            message: format!(
+                "this key got a new version less than {spacing} s ago \
+                 (vault_api.min_rotation_interval_secs)"
+            ),
+            retry_after: std::time::Duration::from_millis(u64::try_from(wait).unwrap_or(0)),
+        }));
+    }
     keys.rotate(
         key,
         &caller.who.identity,
