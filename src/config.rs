@@ -508,9 +508,15 @@ impl Settings {
             crate::names::TypeName::parse(name)
                 .map_err(|e| ConfigError::Invalid(format!("type `{name}`: {e}")))?;
         }
-        for name in self.keyrings.keys() {
+        for (name, k) in &self.keyrings {
             crate::names::KeyringName::parse(name)
                 .map_err(|e| ConfigError::Invalid(format!("keyring `{name}`: {e}")))?;
+            if k.convergent && !k.derived {
+                return Err(ConfigError::Invalid(format!(
+                    "keyring `{name}`: convergent needs derived (as in Vault): without a \
+                     context, equal plaintexts would be equal across every caller"
+                )));
+            }
         }
         for name in self.signing_keys.keys() {
             crate::names::KeyringName::parse(name)
@@ -663,6 +669,9 @@ mod tests {
             "[signing_keys.Bad]\nalgorithm = \"ed25519\"\n",
             // The internal keyring's name (review of sign, finding 1).
             "[signing_keys.fingerprint]\nalgorithm = \"ed25519\"\n",
+            // Convergent encryption without a context would make equal values equal for
+            // every caller.
+            "[keyrings.pan]\n[keyrings.pii]\nconvergent = true\n",
         ] {
             assert!(Settings::from_toml(bad).is_err(), "{bad}");
         }

@@ -33,9 +33,18 @@ pub enum CryptoError {
     BadKeyLength,
 }
 
+/// The nonce of a convergent seal: AES-256-GCM-SIV under a fixed nonce is deterministic
+/// authenticated encryption (RFC 8452 §9): the same plaintext and AAD give the same
+/// ciphertext, and nothing but that equality is revealed. A random GCM nonce is all
+/// zeros with probability 2⁻⁹⁶; `open` tries GCM too if SIV fails on one.
+const CONVERGENT_NONCE: [u8; NONCE_LEN] = [0; NONCE_LEN];
+
 /// A 256-bit data key, ready to seal and open. The cipher is initialised once.
 pub struct DataKey {
     cipher: Aes256Gcm,
+    /// AES-256-GCM-SIV under an HKDF subkey (its own label), for convergent keyrings: the
+    /// deterministic cipher never shares a key with the randomized one.
+    convergent: aes_gcm_siv::Aes256GcmSiv,
     kcv: [u8; 3],
     /// HMAC subkey (HKDF of the key, its own label): keyed digests for callers (Vault's
     /// `transit/hmac`) never use the encryption key itself.
@@ -60,8 +69,16 @@ impl DataKey {
         // Invariant: 32 bytes is far below HKDF-SHA-256's 8160-byte output limit.
         hk.expand(b"hmac-sha-256", mac.as_mut())
             .expect("HKDF output length is valid");
+        let mut siv_key = Zeroizing::new([0u8; 32]);
+        Hkdf::<Sha256>::new(Some(b"tokenvault/data-key-convergent/v1"), &bytes)
+            .expand(b"aes-256-gcm-siv", siv_key.as_mut())
+            .expect("HKDF output length is valid");
+        let convergent =
+            <aes_gcm_siv::Aes256GcmSiv as aes_gcm_siv::KeyInit>::new_from_slice(siv_key.as_ref())
+                .map_err(|_| CryptoError::BadKeyLength)?;
         Ok(Self {
             cipher,
+            convergent,
             kcv: kcv(&bytes),
             mac: Fingerprinter {
                 key: std::sync::Arc::new(mac),
@@ -99,12 +116,47 @@ impl DataKey {
         out
     }
 
-    /// Opens what `seal` made with the same AAD; any mismatch is one opaque error.
+    /// Convergent sealing (keyrings with `convergent`): the same plaintext under the same
+    /// AAD gives the same bytes, in the layout of [`Self::seal`] with an all-zero nonce.
+    pub fn seal_convergent(&self, aad: &Aad, plaintext: &[u8]) -> Vec<u8> {
+        use aes_gcm_siv::aead::Aead as _;
+        let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
+        out.extend_from_slice(&CONVERGENT_NONCE);
+        // Invariant: AES-GCM-SIV encryption only fails for inputs over 64 GiB.
+        let ct = self
+            .convergent
+            .encrypt(
+                aes_gcm_siv::Nonce::from_slice(&CONVERGENT_NONCE),
+                aes_gcm_siv::aead::Payload {
+                    msg: plaintext,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .expect("AES-GCM-SIV input within size limits");
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// Opens what `seal` or `seal_convergent` made with the same AAD; any mismatch is one
+    /// opaque error.
     pub fn open(&self, aad: &Aad, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         if sealed.len() < NONCE_LEN + TAG_LEN {
             return Err(CryptoError::DecryptionFailed);
         }
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        if nonce == CONVERGENT_NONCE {
+            use aes_gcm_siv::aead::Aead as _;
+            let opened = self.convergent.decrypt(
+                aes_gcm_siv::Nonce::from_slice(nonce),
+                aes_gcm_siv::aead::Payload {
+                    msg: ct,
+                    aad: aad.as_bytes(),
+                },
+            );
+            if let Ok(plain) = opened {
+                return Ok(Zeroizing::new(plain));
+            }
+        }
         self.cipher
             .decrypt(
                 Nonce::from_slice(nonce),
@@ -270,6 +322,33 @@ mod tests {
             k.open(&aad, &sealed[..20]),
             Err(CryptoError::DecryptionFailed)
         );
+    }
+
+    #[test]
+    fn convergent_seals_are_equal_only_for_equal_plaintext_and_aad() {
+        let k = key(3);
+        let aad = Aad::encrypt("pii", 1, b"tenant-a");
+        let a = k.seal_convergent(&aad, b"row 7");
+        assert_eq!(a, k.seal_convergent(&aad, b"row 7"));
+        assert_ne!(a, k.seal_convergent(&aad, b"row 8"));
+        assert_ne!(
+            a,
+            k.seal_convergent(&Aad::encrypt("pii", 1, b"tenant-b"), b"row 7")
+        );
+        assert_ne!(a, key(4).seal_convergent(&aad, b"row 7"));
+        assert_eq!(k.open(&aad, &a).unwrap().as_slice(), b"row 7");
+        assert_eq!(
+            k.open(&Aad::encrypt("pii", 1, b"tenant-b"), &a),
+            Err(CryptoError::DecryptionFailed)
+        );
+        for i in 0..a.len() * 8 {
+            let mut flipped = a.clone();
+            flipped[i / 8] ^= 1 << (i % 8);
+            assert!(k.open(&aad, &flipped).is_err(), "bit {i}");
+        }
+        // The convergent cipher is keyed apart from the randomized one: the same bytes
+        // sealed by GCM under the same key and a zero nonce do not open as SIV.
+        assert_ne!(&a[NONCE_LEN..], &k.seal(&aad, b"row 7")[NONCE_LEN..]);
     }
 
     #[test]

@@ -63,6 +63,11 @@ impl KeyManager {
             .max())
     }
 
+    /// Whether `keyring` encrypts convergently (deterministically per context).
+    pub fn is_convergent(&self, keyring: &str) -> bool {
+        self.keyrings.get(keyring).is_some_and(|k| k.convergent)
+    }
+
     /// Whether `keyring` is configured `derived` (every operation names a context).
     pub fn is_derived(&self, keyring: &str) -> bool {
         self.keyrings.get(keyring).is_some_and(|k| k.derived)

@@ -39,6 +39,10 @@ pub struct KeyringSettings {
     /// associated data, so only the same context opens it (a per-context key by binding,
     /// not by a second key: toggling the setting never strands a ciphertext).
     pub derived: bool,
+    /// Encryptions through the encrypt API and Transit are deterministic (Vault's
+    /// convergent keys): the same plaintext under the same context gives the same
+    /// ciphertext (AES-256-GCM-SIV, revealing only that equality). Needs `derived`.
+    pub convergent: bool,
 }
 
 impl Default for KeyringSettings {
@@ -47,6 +51,7 @@ impl Default for KeyringSettings {
             cryptoperiod_days: 365,
             usage_limit: 1 << 30,
             derived: false,
+            convergent: false,
         }
     }
 }

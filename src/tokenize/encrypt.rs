@@ -115,7 +115,12 @@ impl CryptoService {
             }
         }
         let (version, key) = self.keys.seal_key(keyring, 1, now).await?;
-        let sealed = key.seal(&Aad::encrypt(keyring, version.get(), context), plaintext);
+        let aad = Aad::encrypt(keyring, version.get(), context);
+        let sealed = if self.keys.is_convergent(keyring) {
+            key.seal_convergent(&aad, plaintext)
+        } else {
+            key.seal(&aad, plaintext)
+        };
         self.succeeded(who, Action::Encrypt, format!("{keyring}/{version}"), now)
             .await?;
         Ok(Ciphertext {
@@ -337,7 +342,12 @@ impl CryptoService {
             }
         };
         let (version, key) = self.keys.seal_key(keyring, 1, now).await?;
-        let sealed = key.seal(&Aad::encrypt(keyring, version.get(), context), &plain);
+        let aad = Aad::encrypt(keyring, version.get(), context);
+        let sealed = if self.keys.is_convergent(keyring) {
+            key.seal_convergent(&aad, &plain)
+        } else {
+            key.seal(&aad, &plain)
+        };
         let resource = format!("{keyring}/{}->{version}", ct.version);
         self.succeeded(who, Action::Rewrap, resource, now).await?;
         Ok(Ciphertext {

@@ -193,8 +193,16 @@ class Transit(unittest.TestCase):
         with self.assertRaises(exceptions.InvalidRequest):
             t.encrypt_data("tenants", plaintext=b64("row 7"))
         with self.assertRaises(exceptions.InvalidRequest):
-            t.create_key("tenants", convergent_encryption=True, derived=True)
+            t.create_key("tenants", convergent_encryption=True, derived=True)  # not convergent
         self.assertTrue(logged_in("auditor").secrets.transit.read_key("tenants")["data"]["derived"])
+        # A convergent key: the same plaintext and context give the same ciphertext.
+        t.create_key("ledger", derived=True, convergent_encryption=True)
+        one = t.encrypt_data("ledger", plaintext=b64("acct 9"), context=b64("branch 1"))["data"]["ciphertext"]
+        two = t.encrypt_data("ledger", plaintext=b64("acct 9"), context=b64("branch 1"))["data"]["ciphertext"]
+        other = t.encrypt_data("ledger", plaintext=b64("acct 9"), context=b64("branch 2"))["data"]["ciphertext"]
+        self.assertEqual(one, two)
+        self.assertNotEqual(one, other)
+        self.assertEqual(t.decrypt_data("ledger", ciphertext=one, context=b64("branch 1"))["data"]["plaintext"], b64("acct 9"))
 
     def test_permissions_are_the_identitys(self):
         tokenizer = logged_in("tokenizer")

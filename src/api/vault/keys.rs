@@ -274,7 +274,7 @@ async fn read_key(
         "name": name.as_str(),
         "type": "aes256-gcm96",
         "derived": state.vault.keys.is_derived(name.as_str()),
-        "convergent_encryption": false,
+        "convergent_encryption": state.vault.keys.is_convergent(name.as_str()),
         "deletion_allowed": false,
         "exportable": false,
         "allow_plaintext_backup": false,
@@ -329,12 +329,13 @@ async fn create_key(
     if req.kind.as_deref().is_some_and(|k| k != "aes256-gcm96") {
         return Err(bad_request("tokenvault keyrings are aes256-gcm96"));
     }
-    if req.convergent_encryption == Some(true) {
+    if req
+        .convergent_encryption
+        .is_some_and(|c| c != state.vault.keys.is_convergent(name.as_str()))
+    {
         return Err(bad_request(
-            "convergent encryption is not offered: equal plaintexts would give equal \
-             ciphertexts for anyone who sees them; for equality search use a deterministic \
-             token type (transform/encode) or a keyed digest (transit/hmac), each behind its \
-             own grant",
+            "the key exists with another `convergent_encryption` setting \
+             (keyrings.<name>.convergent in the vault's configuration)",
         ));
     }
     if req
