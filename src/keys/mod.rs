@@ -37,7 +37,8 @@ pub struct KeyringSettings {
     /// Every encryption, decryption and rewrap names a context (Vault's `derived` keys):
     /// one that names none is refused. The context is bound into the ciphertext as
     /// associated data, so only the same context opens it (a per-context key by binding,
-    /// not by a second key: toggling the setting never strands a ciphertext).
+    /// not by a second key). Turning it on makes ciphertexts sealed without a context
+    /// unreadable until it is turned off again.
     pub derived: bool,
     /// Encryptions through the encrypt API and Transit are deterministic (Vault's
     /// convergent keys): the same plaintext under the same context gives the same

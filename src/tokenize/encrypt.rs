@@ -34,6 +34,24 @@ impl CryptoService {
         }
     }
 
+    /// A convergent ciphertext is a keyed deterministic function of its plaintext, like an
+    /// HMAC digest: whoever may make one can test guesses against stored ones. Making one
+    /// (encrypt, rewrap) needs the grant of deterministic outputs, `hmac:<keyring>`, too;
+    /// a refusal is audited as that missing grant.
+    async fn convergent_allowed(
+        &self,
+        who: &Principal,
+        keyring: &str,
+        now: i64,
+    ) -> Result<(), Error> {
+        if self.keys.is_convergent(keyring) && !who.may(crate::audit::Verb::Hmac, keyring) {
+            self.guard
+                .check(who, Action::Hmac, keyring, Some(keyring), now)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// A derived keyring's operations each name a context.
     fn context_given(&self, keyring: &str, context: &[u8]) -> Result<(), Error> {
         if context.is_empty() && self.keys.is_derived(keyring) {
@@ -105,6 +123,7 @@ impl CryptoService {
             .check(who, Action::Encrypt, keyring, Some(keyring), now)
             .await?;
         self.known(keyring)?;
+        self.convergent_allowed(who, keyring, now).await?;
         self.context_given(keyring, context)?;
         if let Some(want) = version {
             let (active, _) = self.keys.active(keyring).await?;
@@ -327,6 +346,7 @@ impl CryptoService {
             .check(who, Action::Rewrap, keyring, Some(keyring), now)
             .await?;
         self.known(keyring)?;
+        self.convergent_allowed(who, keyring, now).await?;
         let plain = match self.open(&ct, context).await {
             Ok(p) => p,
             Err(e @ Error::Unavailable(_)) => return Err(e),

@@ -88,6 +88,11 @@ pub fn plausible_token(s: &str) -> bool {
     if s.is_empty() || s.len() > MAX_TOKEN_LEN || crate::cardscan::contains_pan(s) {
         return false;
     }
+    // A string of letters and digits is no token once it holds a long run of digits (12
+    // or more, whatever separates them): that is where a card number would hide.
+    if !s.bytes().all(|b| b.is_ascii_digit()) && long_digit_run(s) {
+        return false;
+    }
     match s.strip_prefix(OPAQUE_PREFIX) {
         Some(rest) => {
             !rest.is_empty()
@@ -112,6 +117,24 @@ pub fn importable_token(s: &str) -> bool {
         && s.bytes().any(|b| b.is_ascii_alphabetic())
         && !s.starts_with(OPAQUE_PREFIX)
         && !crate::cardscan::contains_pan(s)
+        && !long_digit_run(s)
+}
+
+/// Whether `s` holds 12 or more digits in a row once every character that is neither a
+/// letter nor a digit is skipped (`4111_1111.1111-1111` is one run of 16).
+fn long_digit_run(s: &str) -> bool {
+    let mut run = 0;
+    for b in s.bytes() {
+        if b.is_ascii_digit() {
+            run += 1;
+            if run >= 12 {
+                return true;
+            }
+        } else if b.is_ascii_alphabetic() {
+            run = 0;
+        }
+    }
+    false
 }
 
 #[cfg(test)]

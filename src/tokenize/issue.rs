@@ -659,6 +659,13 @@ fn another_token() -> Error {
 /// Whether an imported token and its value contain one another (letter case aside): a
 /// token must never carry its value.
 fn overlaps(token: &str, value: &str) -> bool {
-    let (t, v) = (token.to_ascii_lowercase(), value.to_ascii_lowercase());
-    !v.is_empty() && (t.contains(&v) || v.contains(&t))
+    // Letters and digits only: separators (`123-45-6789`) must not hide the value.
+    let core = |s: &str| -> String {
+        s.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let (t, v) = (core(token), core(value));
+    !v.is_empty() && !t.is_empty() && (t.contains(&v) || v.contains(&t))
 }

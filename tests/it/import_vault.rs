@@ -201,9 +201,20 @@ fn imported_tokens_never_carry_card_numbers() {
         "4111111111111111A",
         "a4111-1111-1111-1111x",
         "tok_abcdefghijklmnopqr",
+        // Any separator between digit groups, and card numbers inside longer runs.
+        "ref4111_1111_1111_1111x",
+        "ref4111.1111.1111.1111x",
+        "ab41111111111111110000cd",
     ] {
         assert!(!importable_token(bad), "{bad}");
     }
+    assert!(!tokenvault::tokenize::format::plausible_token(
+        "tok_4111_1111_1111_1111"
+    ));
+    // Format-preserving tokens (digits that fail Luhn) stay tokens.
+    assert!(tokenvault::tokenize::format::plausible_token(
+        "4111111111111112"
+    ));
     assert!(importable_token(
         "Q4tYgFXHxUYfSrVv2Nq6Kdb2jSt1fQpxkC4r85ivpfA"
     ));

@@ -406,3 +406,58 @@ async fn a_convergent_keyring_encrypts_equal_values_equally_per_context() {
         .await;
     assert_eq!(key["data"]["convergent_encryption"], true, "{key}");
 }
+
+/// Review of convergent (finding 1): a convergent ciphertext is a keyed deterministic
+/// function of its plaintext, like an HMAC digest, so whoever may make one can test
+/// guesses against stored ones: encrypting or rewrapping with a convergent keyring needs
+/// `hmac:<keyring>` as well as `encrypt:`.
+#[tokio::test]
+async fn convergent_encryption_needs_the_grant_of_deterministic_outputs() {
+    let app = spawn_with("vault-routes-convergent-grant", |s, _| {
+        let pii = s.keyrings.get_mut("pii").unwrap();
+        pii.derived = true;
+        pii.convergent = true;
+        s.clients.get_mut("tokenizer").unwrap().permissions = ["encrypt:pii", "encrypt:pan"]
+            .iter()
+            .map(|g| tokenvault::guard::Grant::parse(g).unwrap())
+            .collect();
+    })
+    .await;
+    let mut t = VaultClient::of("tokenizer");
+    t.login(&app).await;
+    let body = json!({"plaintext": b64("123-45-6789"), "context": b64("c")});
+    let (status, answer, _) = t
+        .call(&app, "POST", "/v1/transit/encrypt/pii", Some(body.clone()))
+        .await;
+    assert_eq!(status, 403, "{answer}");
+    let (status, answer, _) = t
+        .call(&app, "POST", "/v1/transit/encrypt/pan", Some(body))
+        .await;
+    assert_eq!(
+        status, 200,
+        "a randomized keyring needs only encrypt: {answer}"
+    );
+}
+
+/// Review of convergent (finding 2): a context that decodes to nothing (whitespace) is no
+/// context for a derived keyring.
+#[tokio::test]
+async fn a_blank_context_is_no_context() {
+    let app = spawn_with("vault-routes-blank-context", |s, _| {
+        s.keyrings.get_mut("pii").unwrap().derived = true;
+    })
+    .await;
+    let mut c = VaultClient::of("app");
+    c.login(&app).await;
+    for context in [" ", "\n", "  \t "] {
+        let (status, body, _) = c
+            .call(
+                &app,
+                "POST",
+                "/v1/transit/encrypt/pii",
+                Some(json!({"plaintext": b64("x"), "context": context})),
+            )
+            .await;
+        assert_eq!(status, 400, "{context:?}: {body}");
+    }
+}

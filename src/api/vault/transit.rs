@@ -137,7 +137,8 @@ fn aad(item: &Item) -> Result<Vec<u8>, Error> {
 /// [`aad`] for the keyring the path names: a derived keyring's items each name a
 /// `context` (associated data alone is not one), as Vault's derived keys demand.
 fn derived_aad(state: &AppState, keyring: &KeyringName, item: &Item) -> Result<Vec<u8>, Error> {
-    let has_context = item.context.as_deref().is_some_and(|c| !c.is_empty());
+    // Decided on the decoded bytes: a context of whitespace decodes to none.
+    let has_context = !b64("context", item.context.as_deref())?.is_empty();
     if !has_context && state.vault.keys.is_derived(keyring.as_str()) {
         return Err(Error::InvalidRequest(
             "missing 'context' for key derivation: this key is derived, so every operation \
