@@ -228,14 +228,7 @@ impl Guard {
         if who.may(Verb::Import, token_type) {
             return Ok(());
         }
-        let limit = self.new_values_limit(who);
-        let Err(wait) = self
-            .limiter
-            .charge(&new_values_key(who), Some(limit), 1, now)
-        else {
-            return Ok(());
-        };
-        self.refuse_new_values(who, wait, now).await
+        self.charge_probe(who, now).await
     }
 
     /// [`Guard::charge_new_value`] for a lookup (Transform's `tokenized`): `import:` lifts

@@ -106,16 +106,7 @@ impl TokenService {
         now: i64,
         journal: Option<JournalSpec>,
     ) -> Result<Vec<Result<Tokenized, Error>>, Error> {
-        // The fingerprinters of every configured type the call names, derived once.
-        let mut fps: HashMap<String, Vec<(KeyVersion, TypeFingerprints)>> = HashMap::new();
-        for input in items.iter().flatten() {
-            if self.types.contains_key(&input.token_type) && !fps.contains_key(&input.token_type) {
-                let f = self
-                    .fingerprinters(&input.token_type, &who.namespace)
-                    .await?;
-                fps.insert(input.token_type.clone(), f);
-            }
-        }
+        let fps = self.fingerprinters_of(who, &items).await?;
         // Step 1: the checks of each item. Items are independent futures so that refusals
         // (each audited) share group commits instead of waiting one after another.
         let checked = futures_util::future::join_all(
@@ -170,15 +161,7 @@ impl TokenService {
             );
             return self.fail(who, action, None, e, now).await;
         }
-        let mut fps: HashMap<String, Vec<(KeyVersion, TypeFingerprints)>> = HashMap::new();
-        for input in items.iter().flatten() {
-            if self.types.contains_key(&input.token_type) && !fps.contains_key(&input.token_type) {
-                let f = self
-                    .fingerprinters(&input.token_type, &who.namespace)
-                    .await?;
-                fps.insert(input.token_type.clone(), f);
-            }
-        }
+        let fps = self.fingerprinters_of(who, &items).await?;
         let mut state = Vec::with_capacity(items.len());
         for item in items {
             match self.check_item(who, action, item, &fps, now).await {
@@ -209,6 +192,24 @@ impl TokenService {
             .collect();
         self.guard.record_all(events).await?;
         Ok(answers)
+    }
+
+    /// The fingerprinters of every configured type `items` name, derived once per call.
+    async fn fingerprinters_of(
+        &self,
+        who: &Principal,
+        items: &[Result<TokenizeInput, Error>],
+    ) -> Result<HashMap<String, Vec<(KeyVersion, TypeFingerprints)>>, Error> {
+        let mut fps = HashMap::new();
+        for input in items.iter().flatten() {
+            if self.types.contains_key(&input.token_type) && !fps.contains_key(&input.token_type) {
+                let f = self
+                    .fingerprinters(&input.token_type, &who.namespace)
+                    .await?;
+                fps.insert(input.token_type.clone(), f);
+            }
+        }
+        Ok(fps)
     }
 
     /// Step 1 for one item: name, permission, value; a refusal is audited.
