@@ -67,6 +67,9 @@ pub struct Settings {
     /// The Vault-compatible API (`/v1/auth`, `/v1/sys`, the Transit and Transform mounts).
     #[serde(default)]
     pub vault_api: crate::session::VaultApiSettings,
+    /// Detokenize anomaly scoring and step-up (docs/anomaly-detection.md).
+    #[serde(default)]
+    pub anomaly: crate::anomaly::AnomalySettings,
     /// No longer read: officers are registered in the vault (`init --officer`, then
     /// `officer add` under dual control). Kept only so that a config or environment that
     /// still names officers is refused instead of silently believed.
@@ -571,6 +574,9 @@ impl Settings {
             ));
         }
         self.server.validate(&self.clients)?;
+        self.anomaly
+            .validate(self.clients.iter().map(|(id, c)| (id, c.anomaly.as_ref())))
+            .map_err(ConfigError::Invalid)?;
         self.vault_api.validate().map_err(ConfigError::Invalid)?;
         self.vault_api
             .transform

@@ -24,6 +24,8 @@ pub enum Code {
     PayloadTooLarge,
     InvalidValue,
     RateLimited,
+    ApprovalRequired,
+    IdentitySuspended,
     IntegrityError,
     Unavailable,
     Internal,
@@ -31,7 +33,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, for the documentation and the tests that pin the status table.
-    pub const ALL: [Code; 12] = [
+    pub const ALL: [Code; 14] = [
         Code::InvalidRequest,
         Code::Unauthenticated,
         Code::Forbidden,
@@ -41,6 +43,8 @@ impl Code {
         Code::PayloadTooLarge,
         Code::InvalidValue,
         Code::RateLimited,
+        Code::ApprovalRequired,
+        Code::IdentitySuspended,
         Code::IntegrityError,
         Code::Unavailable,
         Code::Internal,
@@ -57,6 +61,8 @@ impl Code {
             Code::PayloadTooLarge => "payload_too_large",
             Code::InvalidValue => "invalid_value",
             Code::RateLimited => "rate_limited",
+            Code::ApprovalRequired => "approval_required",
+            Code::IdentitySuspended => "identity_suspended",
             Code::IntegrityError => "integrity_error",
             Code::Unavailable => "unavailable",
             Code::Internal => "internal",
@@ -97,6 +103,18 @@ pub enum Error {
         message: String,
         retry_after: Duration,
     },
+    /// The reveal scored as unusual for the caller: held until an officer approves it
+    /// (`request_id` names the held request; `reasons` are the anomaly rules that fired).
+    /// Nothing was revealed.
+    #[error("this reveal needs an officer's approval; quote the request id to your security team")]
+    ApprovalRequired {
+        request_id: String,
+        reasons: Vec<&'static str>,
+    },
+    /// The identity is suspended (a block verdict of anomaly scoring) until an officer
+    /// lifts the suspension.
+    #[error("this identity is suspended; ask your security team")]
+    Suspended,
     /// A stored record failed its integrity check; its value is never returned.
     #[error("the stored record failed its integrity check")]
     Integrity,
@@ -121,6 +139,8 @@ impl Error {
             Error::PayloadTooLarge(_) => Code::PayloadTooLarge,
             Error::InvalidValue(_) => Code::InvalidValue,
             Error::RateLimited { .. } => Code::RateLimited,
+            Error::ApprovalRequired { .. } => Code::ApprovalRequired,
+            Error::Suspended => Code::IdentitySuspended,
             Error::Integrity => Code::IntegrityError,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,

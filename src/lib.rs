@@ -4,6 +4,8 @@
 //! `crypto`/`hsm`/`store`. Key bytes never leave `crypto` and `hsm`.
 #![forbid(unsafe_code)]
 
+/// Detokenize anomaly scoring: per-identity baselines, rules, verdicts.
+pub mod anomaly;
 /// HTTPS API: axum on rustls with mutual TLS, one file per resource.
 pub mod api;
 /// Write side of the hash-chained audit trail.

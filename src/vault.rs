@@ -82,10 +82,22 @@ impl Vault {
             per_second: Some(s.limits.unknown_rate_per_second),
             burst: Some(s.limits.unknown_burst),
         };
+        let clients = s.clients.iter().map(|(id, c)| (id, c.anomaly.as_ref()));
+        let scorer = crate::anomaly::Scorer::new(
+            &s.anomaly,
+            &crate::anomaly::AnomalySettings::overrides(clients),
+            self.store.clone(),
+        );
+        tokio::spawn(crate::anomaly::flush_every(
+            Arc::downgrade(&scorer),
+            std::time::Duration::from_secs(s.anomaly.flush_secs.max(1)),
+            now_ms,
+        ));
         let guard = Arc::new(Guard::new(
             &s.clients,
             unknown_rate,
             s.limits.new_values_per_hour,
+            scorer,
             writer.clone(),
         ));
         let tokens = TokenService::new(

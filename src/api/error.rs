@@ -19,9 +19,16 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable, machine-readable: `invalid_request`, `unauthenticated`, `forbidden`,
     /// `not_found`, `method_not_allowed`, `key_destroyed`, `payload_too_large`,
-    /// `invalid_value`, `rate_limited`, `integrity_error`, `unavailable`, `internal`.
+    /// `invalid_value`, `rate_limited`, `approval_required`, `identity_suspended`,
+    /// `integrity_error`, `unavailable`, `internal`.
     pub code: &'static str,
     pub message: String,
+    /// With `approval_required`: the held request an officer approves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// With `approval_required`: the anomaly rules that fired (`new_origin`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasons: Option<Vec<&'static str>>,
 }
 
 /// The only place that decides an HTTP status.
@@ -36,6 +43,7 @@ pub(crate) fn status(code: Code) -> StatusCode {
         Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Code::InvalidValue => StatusCode::UNPROCESSABLE_ENTITY,
         Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        Code::ApprovalRequired | Code::IdentitySuspended => StatusCode::FORBIDDEN,
         Code::IntegrityError | Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     }
@@ -56,10 +64,19 @@ impl Error {
     /// what the client will not see.
     pub fn body(&self) -> ErrorBody {
         log(self);
+        let (request_id, reasons) = match self {
+            Error::ApprovalRequired {
+                request_id,
+                reasons,
+            } => (Some(request_id.clone()), Some(reasons.clone())),
+            _ => (None, None),
+        };
         ErrorBody {
             error: ErrorDetail {
                 code: self.code().as_str(),
                 message: self.public_message().into_owned(),
+                request_id,
+                reasons,
             },
         }
     }
@@ -93,6 +110,8 @@ mod tests {
             ("payload_too_large", 413),
             ("invalid_value", 422),
             ("rate_limited", 429),
+            ("approval_required", 403),
+            ("identity_suspended", 403),
             ("integrity_error", 500),
             ("unavailable", 503),
             ("internal", 500),

@@ -66,6 +66,13 @@ pub enum Action {
     /// A presented session token refused: unknown, ended, or shown with another
     /// certificate than the one that logged in.
     AuthRefused,
+    // Anomaly scoring of reveals (docs/anomaly-detection.md).
+    /// A reveal request that scored as unusual for its identity: allowed with an alert
+    /// (`success`), or refused for an officer's approval or by a block (`denied`). The
+    /// reason holds the verdict, the score and its reasons.
+    DetokenizeAnomaly,
+    /// An identity suspended by a block verdict, until an officer lifts it.
+    IdentitySuspend,
 }
 
 /// The permission verb an action needs (`<verb>:<object>` in the config).
@@ -176,7 +183,7 @@ pub enum ObjectKind {
 }
 
 impl Action {
-    pub const ALL: [Action; 37] = [
+    pub const ALL: [Action; 39] = [
         Action::Tokenize,
         Action::Detokenize,
         Action::Read,
@@ -214,6 +221,8 @@ impl Action {
         Action::AuthRenew,
         Action::AuthRevoke,
         Action::AuthRefused,
+        Action::DetokenizeAnomaly,
+        Action::IdentitySuspend,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -255,6 +264,8 @@ impl Action {
             Action::AuthRenew => "auth.renew",
             Action::AuthRevoke => "auth.revoke",
             Action::AuthRefused => "auth.refused",
+            Action::DetokenizeAnomaly => "detokenize.anomaly",
+            Action::IdentitySuspend => "identity.suspend",
         }
     }
 
@@ -303,7 +314,9 @@ impl Action {
             | Action::AuthLogin
             | Action::AuthRenew
             | Action::AuthRevoke
-            | Action::AuthRefused => false,
+            | Action::AuthRefused
+            | Action::DetokenizeAnomaly
+            | Action::IdentitySuspend => false,
         }
     }
 
@@ -347,7 +360,9 @@ impl Action {
             | Action::AuthLogin
             | Action::AuthRenew
             | Action::AuthRevoke
-            | Action::AuthRefused => false,
+            | Action::AuthRefused
+            | Action::DetokenizeAnomaly
+            | Action::IdentitySuspend => false,
         }
     }
 
@@ -391,7 +406,9 @@ impl Action {
             | Action::AuthLogin
             | Action::AuthRenew
             | Action::AuthRevoke
-            | Action::AuthRefused => None,
+            | Action::AuthRefused
+            | Action::DetokenizeAnomaly
+            | Action::IdentitySuspend => None,
         }
     }
 

@@ -7,7 +7,7 @@
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AuditEvent, AuditLog, AuditTx, audit_failed};
-use crate::store::{ImportJournal, NewToken, SessionRow, Store, StoreError};
+use crate::store::{ImportJournal, NewToken, SessionRow, StepUpRow, Store, StoreError};
 
 /// Most writes gathered into one transaction.
 const MAX_BATCH: usize = 512;
@@ -62,6 +62,22 @@ pub enum Write {
         event: AuditEvent,
         at: i64,
     },
+    /// A verdict of anomaly scoring that keeps a row (a held request, a suspension),
+    /// with its event.
+    Anomaly {
+        record: AnomalyRecord,
+        event: AuditEvent,
+        at: i64,
+    },
+}
+
+/// What a [`Write::Anomaly`] keeps besides its event.
+#[derive(Debug)]
+pub enum AnomalyRecord {
+    /// A reveal request held for an officer's approval.
+    Hold(StepUpRow),
+    /// The identity suspended until an officer lifts it (the reasons of the block).
+    Suspend { identity: String, reasons: String },
 }
 
 /// What a [`Write::Session`] does to the stored session.
@@ -272,6 +288,16 @@ async fn commit(store: &Store, log: &AuditLog, batch: &[Job]) -> Result<Vec<Writ
                     events.push((event.clone(), *at));
                 }
                 outcomes.push(Written::Applied(applied));
+            }
+            Write::Anomaly { record, event, at } => {
+                match record {
+                    AnomalyRecord::Hold(row) => store.insert_step_up(&mut atx.tx, row).await?,
+                    AnomalyRecord::Suspend { identity, reasons } => {
+                        store.suspend(&mut atx.tx, identity, reasons, *at).await?;
+                    }
+                }
+                events.push((event.clone(), *at));
+                outcomes.push(Written::Recorded);
             }
         }
     }

@@ -8,8 +8,9 @@
 //! - [`Guard::charge`]: the reveal budget, at the entry of a revealing service call,
 //!   for every value the call may reveal;
 //! - [`Guard::check`]: the typed permission for an action on an object (type, keyring
-//!   or scope). Anomaly scoring and step-up approval sit here: [`Guard::decide`] is
-//!   where a future `Decision::StepUp` is made.
+//!   or scope), and the suspension of an identity blocked by anomaly scoring;
+//! - [`Guard::screen`]: anomaly scoring of a reveal, after its tokens were looked up and
+//!   before anything is revealed (allow, alert, step-up, block; `crate::anomaly`).
 //!
 //! Each refusal is audited once, here, as a `denied` event with a stable reason.
 
@@ -22,9 +23,11 @@ pub use permission::{Grant, GrantError, Principal, SHARED_NAMESPACE};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::audit::writer::{Write, Writer};
+use crate::anomaly::{Scorer, Sighting, Verdict};
+use crate::audit::writer::{AnomalyRecord, Write, Writer};
 use crate::audit::{Action, AuditEvent, ObjectKind, Outcome, Verb};
 use crate::error::Error;
+use crate::store::StepUpRow;
 
 /// A client identity's entry in the config: what it may do and how much.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -58,6 +61,10 @@ pub struct ClientPolicy {
     /// `vault_api.token_ttl_secs`; never above `vault_api.token_max_ttl_secs`).
     #[serde(default)]
     pub vault_token_ttl_secs: Option<u64>,
+    /// This identity's anomaly rules over `[anomaly]`'s (only the keys it names), e.g.
+    /// `{ step_up_at = 40, cold_start = "step_up" }`.
+    #[serde(default)]
+    pub anomaly: Option<serde_json::Value>,
 }
 
 /// What the guard decided about one action.
@@ -74,6 +81,7 @@ pub const REASON_RATE_LIMITED: &str = "rate_limited";
 pub const REASON_BUDGET: &str = "detokenize_budget_exhausted";
 pub const REASON_NEW_VALUES: &str = "new_value_budget_exhausted";
 pub const REASON_DECRYPT_BUDGET: &str = "decrypt_budget_exhausted";
+pub const REASON_SUSPENDED: &str = "identity_suspended";
 
 pub struct Guard {
     clients: HashMap<String, (Arc<[Grant]>, ClientPolicy)>,
@@ -85,6 +93,7 @@ pub struct Guard {
     /// Namespaces more than one client is configured into (and `shared`).
     shared_namespaces: std::collections::HashSet<String>,
     limiter: Limiter,
+    scorer: Arc<Scorer>,
     writer: Writer,
 }
 
@@ -93,6 +102,7 @@ impl Guard {
         clients: &BTreeMap<String, ClientPolicy>,
         unknown_rate: RateLimit,
         new_values_per_hour: u64,
+        scorer: Arc<Scorer>,
         writer: Writer,
     ) -> Self {
         let mut members: HashMap<String, usize> = HashMap::new();
@@ -126,6 +136,7 @@ impl Guard {
             new_values_per_hour,
             shared_namespaces,
             limiter: Limiter::default(),
+            scorer,
             writer,
         }
     }
@@ -138,6 +149,11 @@ impl Guard {
         };
         let private = !self.shared_namespaces.contains(namespace);
         Principal::new(identity, origin, (namespace, private), grants)
+    }
+
+    /// The anomaly scorer (baselines for the report and tests; flushing at shutdown).
+    pub fn anomaly(&self) -> &Arc<Scorer> {
+        &self.scorer
     }
 
     /// The config entry of a client identity; `None` for an identity the config does not
@@ -306,6 +322,13 @@ impl Guard {
         resource: Option<&str>,
         now: i64,
     ) -> Result<(), Error> {
+        if self.scorer.is_suspended(&who.identity).await? {
+            let event = AuditEvent::new(&who.identity, action, Outcome::Denied)
+                .origin(&who.origin)
+                .reason(Some(REASON_SUSPENDED.into()));
+            self.record(event, now).await?;
+            return Err(Error::Suspended);
+        }
         match self.decide(who, action, object) {
             Decision::Allow => Ok(()),
             Decision::Deny => {
@@ -319,6 +342,107 @@ impl Guard {
                 Err(Error::Forbidden(refusal(action, object)))
             }
         }
+    }
+
+    /// Scores a reveal of `sightings` (its tokens, each found or not) for the identity
+    /// and acts on the verdict, before anything is revealed: an alert is audited and
+    /// counted and the reveal goes on; a step-up holds the request for an officer's
+    /// approval and refuses it (`approval_required`); a block suspends the identity.
+    /// Fails closed when the baseline cannot be read.
+    pub async fn screen(
+        &self,
+        who: &Principal,
+        sightings: &[Sighting<'_>],
+        now: i64,
+    ) -> Result<(), Error> {
+        let Some(a) = self
+            .scorer
+            .assess(&who.identity, &who.origin, sightings, now)
+            .await?
+        else {
+            return Ok(());
+        };
+        if a.verdict == Verdict::Allow {
+            return Ok(());
+        }
+        for r in &a.reasons {
+            metrics::counter!("tokenvault_detokenize_anomalies_total",
+                "verdict" => a.verdict.as_str(), "reason" => r.as_str())
+            .increment(1);
+        }
+        let said = format!("{} {}", a.verdict.as_str(), a.describe());
+        let event = |action, outcome| {
+            AuditEvent::new(&who.identity, action, outcome)
+                .origin(&who.origin)
+                .reason(Some(said.clone()))
+        };
+        match a.verdict {
+            Verdict::Allow => Ok(()),
+            Verdict::Alert => {
+                tracing::warn!(identity = %who.identity, assessment = %said, "unusual reveal");
+                self.record(event(Action::DetokenizeAnomaly, Outcome::Success), now)
+                    .await
+            }
+            Verdict::StepUp => {
+                let mut raw = [0u8; 16];
+                crate::crypto::random_bytes(&mut raw);
+                let id = format!("su_{}", hex::encode(raw));
+                let tokens: Vec<&str> = sightings.iter().map(|s| s.token).collect();
+                let row = StepUpRow {
+                    id: id.clone(),
+                    identity: who.identity.clone(),
+                    origin: who.origin.clone(),
+                    created_at: now,
+                    score: i64::from(a.score),
+                    reasons: a
+                        .reasons
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    tokens: serde_json::to_string(&tokens)
+                        .map_err(|e| Error::Internal(e.to_string()))?,
+                    token_count: tokens.len() as i64,
+                    state: "pending".into(),
+                };
+                let event = event(Action::DetokenizeAnomaly, Outcome::Denied).resource(&id);
+                self.write(Write::Anomaly {
+                    record: AnomalyRecord::Hold(row),
+                    event,
+                    at: now,
+                })
+                .await?;
+                Err(Error::ApprovalRequired {
+                    request_id: id,
+                    reasons: a.reasons.iter().map(|r| r.as_str()).collect(),
+                })
+            }
+            Verdict::Block => {
+                tracing::error!(identity = %who.identity, assessment = %said,
+                    "reveals blocked: identity suspended until an officer lifts it");
+                let record = AnomalyRecord::Suspend {
+                    identity: who.identity.clone(),
+                    reasons: said.clone(),
+                };
+                let event = event(Action::IdentitySuspend, Outcome::Success);
+                self.write(Write::Anomaly {
+                    record,
+                    event,
+                    at: now,
+                })
+                .await?;
+                self.scorer.suspended_now(&who.identity);
+                Err(Error::Suspended)
+            }
+        }
+    }
+
+    async fn write(&self, write: Write) -> Result<(), Error> {
+        self.writer
+            .submit(write)
+            .await
+            .map(drop)
+            .map_err(|e| Error::Unavailable(format!("audit trail unavailable: {e}")))
     }
 
     /// Records events together (one job of the group commit; returns once durable).

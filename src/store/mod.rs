@@ -2,6 +2,7 @@
 //! pool. Statements use the portable subset (`$1` placeholders, `RETURNING`,
 //! `ON CONFLICT DO NOTHING`), so both backends run the same text.
 
+mod anomaly;
 mod audit;
 mod import;
 mod keys;
@@ -11,6 +12,7 @@ mod sessions;
 mod signing;
 mod tokens;
 
+pub use anomaly::StepUpRow;
 pub use audit::{AuditRow, AuditWitness, CheckpointRow};
 pub use import::{ImportJournal, JournalEntry};
 pub use keys::{DataKeyRow, KekRow, NewDataKey, StateChange};

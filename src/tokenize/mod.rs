@@ -20,6 +20,7 @@ pub use values::{Validator, Value, ValueError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::anomaly::Sighting;
 use crate::audit::writer::{Write, Writer, Written};
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
 use crate::cardscan;
@@ -290,7 +291,7 @@ impl TokenService {
         }
     }
 
-    /// Reveals one token's value; charged to the caller's reveal budget.
+    /// Reveals one token's value; charged to the caller's reveal budget and scored.
     pub async fn detokenize(
         &self,
         who: &Principal,
@@ -299,12 +300,14 @@ impl TokenService {
         now: i64,
     ) -> Result<Detokenized, Error> {
         self.guard.charge(who, Action::Detokenize, 1, now).await?;
-        self.reveal(who, (token, None), reason, now).await
+        let mut one = self.reveal_all(who, &[(token, None)], reason, now).await?;
+        one.pop()
+            .unwrap_or_else(|| Err(Error::Internal("a reveal gave no result".into())))
     }
 
     /// Reveals many tokens' values, in order. The whole batch is charged to the reveal
-    /// budget first: it is served whole or refused whole. A failure of the HSM or the
-    /// audit trail fails the batch closed; other failures are per item.
+    /// budget and scored first: it is served whole or refused whole. A failure of the
+    /// HSM or the audit trail fails the batch closed; other failures are per item.
     pub async fn detokenize_batch(
         &self,
         who: &Principal,
@@ -330,37 +333,68 @@ impl TokenService {
         self.guard
             .charge(who, Action::Detokenize, tokens.len() as u64, now)
             .await?;
-        let mut results = futures_util::future::join_all(
+        self.reveal_all(who, tokens, reason, now).await
+    }
+
+    /// The reveal itself, after the budget was charged: every token is looked up, the
+    /// request is scored on what was found ([`Guard::screen`]: an alert, a step-up, a
+    /// block), and only then are values opened, each with its audit event.
+    async fn reveal_all(
+        &self,
+        who: &Principal,
+        tokens: &[(&str, Option<&str>)],
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<Result<Detokenized, Error>>, Error> {
+        let mut found = futures_util::future::join_all(
             tokens
                 .iter()
-                .map(|&(t, only_type)| self.reveal(who, (t, only_type), reason, now)),
+                .map(|&(t, only_type)| self.find_for_reveal(who, (t, only_type), reason, now)),
         )
         .await;
-        if let Some(pos) = results
+        stop_on_outage(&mut found)?;
+        // Only strings that could be tokens are scored (and kept with a held request):
+        // whatever else a caller sent may be a value.
+        let sightings: Vec<Sighting<'_>> = tokens
             .iter()
-            .position(|r| matches!(r, Err(e) if e.is_unavailable()))
-            && let Err(e) = results.swap_remove(pos)
-        {
-            return Err(e);
-        }
+            .zip(&found)
+            .map(|(&(t, _), r)| Sighting {
+                token: if format::plausible_token(t) { t } else { "" },
+                created_at: r.as_ref().ok().map(|row| row.created_at),
+            })
+            .collect();
+        self.guard.screen(who, &sightings, now).await?;
+        let mut results =
+            futures_util::future::join_all(found.into_iter().zip(tokens).map(
+                |(row, &(t, _))| async move { self.open_for(who, row?, t, reason, now).await },
+            ))
+            .await;
+        stop_on_outage(&mut results)?;
         Ok(results)
     }
 
-    /// The reveal itself, after the budget was charged.
-    async fn reveal(
+    async fn find_for_reveal(
         &self,
         who: &Principal,
-        (token, only_type): (&str, Option<&str>),
+        token: (&str, Option<&str>),
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<TokenRow, Error> {
+        if let Err(e) = check_reason(reason) {
+            return self.fail(who, Action::Detokenize, None, e, now).await;
+        }
+        self.visible(who, Action::Detokenize, token, now).await
+    }
+
+    /// Opens a found record's value and records the reveal.
+    async fn open_for(
+        &self,
+        who: &Principal,
+        row: TokenRow,
+        token: &str,
         reason: Option<&str>,
         now: i64,
     ) -> Result<Detokenized, Error> {
-        let reason = match check_reason(reason) {
-            Ok(r) => r,
-            Err(e) => return self.fail(who, Action::Detokenize, None, e, now).await,
-        };
-        let row = self
-            .visible(who, Action::Detokenize, (token, only_type), now)
-            .await?;
         let opened = async {
             let version = KeyVersion::from_db(row.key_version)
                 .ok_or_else(|| Error::Internal("stored key version out of range".into()))?;
@@ -383,7 +417,7 @@ impl TokenService {
         let event = self
             .event(who, Action::Detokenize, Outcome::Success)
             .resource(token)
-            .reason(reason);
+            .reason(check_reason(reason)?);
         self.guard.record(event, now).await?;
         Ok(Detokenized {
             token: row.token,
@@ -396,6 +430,20 @@ impl TokenService {
     /// Metadata and masked value of a token; never the value.
     pub async fn info(&self, who: &Principal, token: &str, now: i64) -> Result<TokenInfo, Error> {
         self.info_of(who, token, None, now).await
+    }
+
+    /// [`Self::info`] of many tokens, in order (the masked answer of a detokenize batch):
+    /// per-item failures, except one of the HSM, the database or the audit trail.
+    pub async fn info_many(
+        &self,
+        who: &Principal,
+        tokens: &[String],
+        now: i64,
+    ) -> Result<Vec<Result<TokenInfo, Error>>, Error> {
+        let mut results =
+            futures_util::future::join_all(tokens.iter().map(|t| self.info(who, t, now))).await;
+        stop_on_outage(&mut results)?;
+        Ok(results)
     }
 
     /// [`Self::info`] of a token of `only_type` (another type's token is not found).
@@ -471,6 +519,21 @@ impl TokenService {
         }
         self.store.compact().await?;
         Ok(total)
+    }
+}
+
+/// Takes a fail-closed error (the HSM, the database or the audit trail; a suspension) out
+/// of per-item results: the whole call answers it.
+fn stop_on_outage<T>(results: &mut Vec<Result<T, Error>>) -> Result<(), Error> {
+    match results
+        .iter()
+        .position(|r| matches!(r, Err(e) if e.is_unavailable() || matches!(e, Error::Suspended)))
+    {
+        Some(pos) => match results.swap_remove(pos) {
+            Err(e) => Err(e),
+            Ok(_) => Ok(()),
+        },
+        None => Ok(()),
     }
 }
 

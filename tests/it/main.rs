@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod anomaly;
 mod api;
 mod audit;
 mod connection;

@@ -404,7 +404,8 @@ fn revealed_values_never_show_in_debug_output() {
     let d = DetokenizeResponse {
         token: "tok_x".into(),
         token_type: "card".into(),
-        value: "4111111111111111".into(),
+        value: Some("4111111111111111".into()),
+        masked: None,
         metadata: None,
     };
     assert!(!format!("{d:?}").contains("4111111111111111"), "{d:?}");

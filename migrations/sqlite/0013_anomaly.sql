@@ -1,0 +1,30 @@
+-- Detokenize anomaly scoring (issue 17). Each identity's baseline of reveal behaviour,
+-- serialized by the vault (JSON: counts, shares, the hour-of-day histogram, origins, and
+-- a filter of SHA-256 bit positions of the tokens it revealed; never a value), so a
+-- restart does not reset it and every node reads the same one.
+CREATE TABLE anomaly_baselines (
+    identity   TEXT PRIMARY KEY,
+    state      TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+-- Reveal requests held for an officer's approval (step-up): who asked, from where, the
+-- score and its reasons, and the tokens asked for (tokens, never values).
+CREATE TABLE step_ups (
+    id          TEXT PRIMARY KEY,
+    identity    TEXT NOT NULL,
+    origin      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    score       INTEGER NOT NULL,
+    reasons     TEXT NOT NULL,
+    tokens      TEXT NOT NULL,
+    token_count INTEGER NOT NULL,
+    -- pending, approved, denied, used
+    state       TEXT NOT NULL
+);
+CREATE INDEX step_ups_by_identity ON step_ups (identity, created_at);
+-- Identities suspended by a block verdict, until an officer lifts the suspension.
+CREATE TABLE suspensions (
+    identity TEXT PRIMARY KEY,
+    since    INTEGER NOT NULL,
+    reasons  TEXT NOT NULL
+);
