@@ -25,6 +25,7 @@ pub enum Code {
     InvalidValue,
     RateLimited,
     ApprovalRequired,
+    ApprovalInvalid,
     IdentitySuspended,
     IntegrityError,
     Unavailable,
@@ -33,7 +34,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, for the documentation and the tests that pin the status table.
-    pub const ALL: [Code; 14] = [
+    pub const ALL: [Code; 15] = [
         Code::InvalidRequest,
         Code::Unauthenticated,
         Code::Forbidden,
@@ -44,6 +45,7 @@ impl Code {
         Code::InvalidValue,
         Code::RateLimited,
         Code::ApprovalRequired,
+        Code::ApprovalInvalid,
         Code::IdentitySuspended,
         Code::IntegrityError,
         Code::Unavailable,
@@ -62,6 +64,7 @@ impl Code {
             Code::InvalidValue => "invalid_value",
             Code::RateLimited => "rate_limited",
             Code::ApprovalRequired => "approval_required",
+            Code::ApprovalInvalid => "approval_invalid",
             Code::IdentitySuspended => "identity_suspended",
             Code::IntegrityError => "integrity_error",
             Code::Unavailable => "unavailable",
@@ -111,6 +114,11 @@ pub enum Error {
         request_id: String,
         reasons: Vec<&'static str>,
     },
+    /// The `Tokenvault-Approval` presented does not hold for this request: unknown, not
+    /// the caller's, not approved, already used, expired, or narrower than what is
+    /// asked. The text says which; nothing was revealed and the approval is kept.
+    #[error("{0}")]
+    ApprovalInvalid(&'static str),
     /// The identity is suspended (a block verdict of anomaly scoring) until an officer
     /// lifts the suspension.
     #[error("this identity is suspended; ask your security team")]
@@ -140,6 +148,7 @@ impl Error {
             Error::InvalidValue(_) => Code::InvalidValue,
             Error::RateLimited { .. } => Code::RateLimited,
             Error::ApprovalRequired { .. } => Code::ApprovalRequired,
+            Error::ApprovalInvalid(_) => Code::ApprovalInvalid,
             Error::Suspended => Code::IdentitySuspended,
             Error::Integrity => Code::IntegrityError,
             Error::Unavailable(_) => Code::Unavailable,

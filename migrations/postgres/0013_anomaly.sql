@@ -19,7 +19,17 @@ CREATE TABLE step_ups (
     tokens      TEXT NOT NULL,
     token_count INTEGER NOT NULL,
     -- pending, approved, denied, used
-    state       TEXT NOT NULL
+    state       TEXT NOT NULL,
+    -- The officers' decision: the approved scope (a JSON array of tokens, or a count of
+    -- any tokens), until when the client may use it, who decided and when, and when the
+    -- client used it (once).
+    scope_tokens TEXT,
+    scope_count  BIGINT,
+    valid_until  BIGINT,
+    decided_by   TEXT,
+    decided_at   BIGINT,
+    decision     TEXT,
+    used_at      BIGINT
 );
 CREATE INDEX step_ups_by_identity ON step_ups (identity, created_at);
 -- Identities suspended by a block verdict, until an officer lifts the suspension.

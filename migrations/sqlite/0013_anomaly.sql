@@ -19,7 +19,17 @@ CREATE TABLE step_ups (
     tokens      TEXT NOT NULL,
     token_count INTEGER NOT NULL,
     -- pending, approved, denied, used
-    state       TEXT NOT NULL
+    state       TEXT NOT NULL,
+    -- The officers' decision: the approved scope (a JSON array of tokens, or a count of
+    -- any tokens), until when the client may use it, who decided and when, and when the
+    -- client used it (once).
+    scope_tokens TEXT,
+    scope_count  INTEGER,
+    valid_until  INTEGER,
+    decided_by   TEXT,
+    decided_at   INTEGER,
+    decision     TEXT,
+    used_at      INTEGER
 );
 CREATE INDEX step_ups_by_identity ON step_ups (identity, created_at);
 -- Identities suspended by a block verdict, until an officer lifts the suspension.

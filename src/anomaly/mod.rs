@@ -5,6 +5,7 @@
 //! this module only keeps the baselines and scores. The model, the defaults and their
 //! reasoning: `docs/anomaly-detection.md`.
 
+pub mod approvals;
 mod baseline;
 mod rules;
 
@@ -143,6 +144,11 @@ impl Scorer {
         self.enabled
     }
 
+    /// The database the baselines, held requests and suspensions live in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     fn rules_of(&self, identity: &str) -> &Rules {
         self.rules.get(identity).unwrap_or(&self.defaults)
     }
@@ -172,11 +178,12 @@ impl Scorer {
         let allowed = a.verdict <= Verdict::Alert;
         let learn = a.verdict == Verdict::Allow || (!f.warm && allowed);
         b.record(origin, sightings, (learn, allowed), now);
-        drop(all);
+        // Marked while the baselines are locked, so a flush never forgets a change.
         self.dirty
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(identity.to_owned());
+        drop(all);
         Ok(Some(a))
     }
 
@@ -242,7 +249,11 @@ impl Scorer {
             .insert(identity.to_owned());
     }
 
-    /// Writes every changed baseline to the database.
+    /// Writes every changed baseline to the database, then forgets the baselines this
+    /// node did not change since the last flush: they are read again on next use, so
+    /// what another node sharing the database learned reaches this one within
+    /// `flush_secs` (an identity served by several nodes at once keeps the baseline of
+    /// the node that wrote last: docs/anomaly-detection.md).
     pub async fn flush(&self, now: i64) -> Result<(), StoreError> {
         let changed: Vec<String> = self
             .dirty
@@ -268,6 +279,9 @@ impl Scorer {
                 .extend(changed);
             return Err(e);
         }
+        let mut all = self.lock();
+        let dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|id, _| dirty.contains(id));
         Ok(())
     }
 }

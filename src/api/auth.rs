@@ -109,11 +109,33 @@ impl FromRequestParts<AppState> for Caller {
             .get::<ConnInfo>()
             .ok_or(Error::Unauthenticated)?;
         let identity = info.identity.as_deref().ok_or(Error::Unauthenticated)?;
+        let approval = approval_header(parts)?;
         Ok(Caller(
             state
                 .services
                 .guard
-                .principal(identity, &info.peer.ip().to_string()),
+                .principal(identity, &info.peer.ip().to_string())
+                .with_approval(approval),
         ))
+    }
+}
+
+/// The header a client retries a held reveal with, naming the held request officers
+/// approved.
+pub const APPROVAL_HEADER: &str = "tokenvault-approval";
+
+/// The held request id of `Tokenvault-Approval`, if sent; anything else is refused
+/// without being echoed.
+fn approval_header(parts: &Parts) -> Result<Option<String>, Error> {
+    let Some(v) = parts.headers.get(APPROVAL_HEADER) else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(id) if crate::anomaly::approvals::is_held_id(id) => Ok(Some(id.to_owned())),
+        _ => Err(Error::InvalidRequest(
+            "Tokenvault-Approval must be the held request id of an approval_required answer \
+             (su_ and 32 hex digits)"
+                .into(),
+        )),
     }
 }

@@ -19,7 +19,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable, machine-readable: `invalid_request`, `unauthenticated`, `forbidden`,
     /// `not_found`, `method_not_allowed`, `key_destroyed`, `payload_too_large`,
-    /// `invalid_value`, `rate_limited`, `approval_required`, `identity_suspended`,
+    /// `invalid_value`, `rate_limited`, `approval_required`, `approval_invalid`,
+    /// `identity_suspended`,
     /// `integrity_error`, `unavailable`, `internal`.
     pub code: &'static str,
     pub message: String,
@@ -43,7 +44,9 @@ pub(crate) fn status(code: Code) -> StatusCode {
         Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Code::InvalidValue => StatusCode::UNPROCESSABLE_ENTITY,
         Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        Code::ApprovalRequired | Code::IdentitySuspended => StatusCode::FORBIDDEN,
+        Code::ApprovalRequired | Code::ApprovalInvalid | Code::IdentitySuspended => {
+            StatusCode::FORBIDDEN
+        }
         Code::IntegrityError | Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     }
@@ -111,6 +114,7 @@ mod tests {
             ("invalid_value", 422),
             ("rate_limited", 429),
             ("approval_required", 403),
+            ("approval_invalid", 403),
             ("identity_suspended", 403),
             ("integrity_error", 500),
             ("unavailable", 503),

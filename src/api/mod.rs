@@ -239,11 +239,16 @@ impl Server {
         };
         let limits = self.state.vault.settings.limits.clone();
         let settings = self.state.vault.settings.server.clone();
+        let scorer = self.state.services.guard.anomaly().clone();
         let router = app(self.state);
         server::accept_loop(self.listener, self.tls, router, settings, limits, shutdown).await;
         purge.abort();
         background.abort();
         watch.abort();
+        // A clean stop keeps everything the baselines learned since the last flush.
+        if let Err(e) = scorer.flush(now_ms()).await {
+            tracing::warn!(error = %e, "anomaly baselines not written at shutdown");
+        }
     }
 }
 

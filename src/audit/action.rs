@@ -73,6 +73,15 @@ pub enum Action {
     DetokenizeAnomaly,
     /// An identity suspended by a block verdict, until an officer lifts it.
     IdentitySuspend,
+    /// Officers approved a held reveal request: its scope and window are in the reason.
+    ApprovalGrant,
+    /// Officers denied a held reveal request.
+    ApprovalDeny,
+    /// A client used an approval (`success`, once), or presented one that does not hold
+    /// for the request (`denied`).
+    ApprovalRedeem,
+    /// Officers lifted an identity's suspension.
+    IdentityReinstate,
 }
 
 /// The permission verb an action needs (`<verb>:<object>` in the config).
@@ -183,7 +192,7 @@ pub enum ObjectKind {
 }
 
 impl Action {
-    pub const ALL: [Action; 39] = [
+    pub const ALL: [Action; 43] = [
         Action::Tokenize,
         Action::Detokenize,
         Action::Read,
@@ -223,6 +232,10 @@ impl Action {
         Action::AuthRefused,
         Action::DetokenizeAnomaly,
         Action::IdentitySuspend,
+        Action::ApprovalGrant,
+        Action::ApprovalDeny,
+        Action::ApprovalRedeem,
+        Action::IdentityReinstate,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -266,6 +279,10 @@ impl Action {
             Action::AuthRefused => "auth.refused",
             Action::DetokenizeAnomaly => "detokenize.anomaly",
             Action::IdentitySuspend => "identity.suspend",
+            Action::ApprovalGrant => "approval.grant",
+            Action::ApprovalDeny => "approval.deny",
+            Action::ApprovalRedeem => "approval.redeem",
+            Action::IdentityReinstate => "identity.reinstate",
         }
     }
 
@@ -316,7 +333,11 @@ impl Action {
             | Action::AuthRevoke
             | Action::AuthRefused
             | Action::DetokenizeAnomaly
-            | Action::IdentitySuspend => false,
+            | Action::IdentitySuspend
+            | Action::ApprovalGrant
+            | Action::ApprovalDeny
+            | Action::ApprovalRedeem
+            | Action::IdentityReinstate => false,
         }
     }
 
@@ -362,7 +383,11 @@ impl Action {
             | Action::AuthRevoke
             | Action::AuthRefused
             | Action::DetokenizeAnomaly
-            | Action::IdentitySuspend => false,
+            | Action::IdentitySuspend
+            | Action::ApprovalGrant
+            | Action::ApprovalDeny
+            | Action::ApprovalRedeem
+            | Action::IdentityReinstate => false,
         }
     }
 
@@ -408,7 +433,11 @@ impl Action {
             | Action::AuthRevoke
             | Action::AuthRefused
             | Action::DetokenizeAnomaly
-            | Action::IdentitySuspend => None,
+            | Action::IdentitySuspend
+            | Action::ApprovalGrant
+            | Action::ApprovalDeny
+            | Action::ApprovalRedeem
+            | Action::IdentityReinstate => None,
         }
     }
 

@@ -75,9 +75,12 @@ pub enum Write {
 #[derive(Debug)]
 pub enum AnomalyRecord {
     /// A reveal request held for an officer's approval.
-    Hold(StepUpRow),
+    Hold(Box<StepUpRow>),
     /// The identity suspended until an officer lifts it (the reasons of the block).
     Suspend { identity: String, reasons: String },
+    /// An approval used by its identity's retry: the event is written, and the outcome
+    /// is `Written::Applied(true)`, only if it was still approved and within its window.
+    Redeem { held: String, identity: String },
 }
 
 /// What a [`Write::Session`] does to the stored session.
@@ -290,14 +293,25 @@ async fn commit(store: &Store, log: &AuditLog, batch: &[Job]) -> Result<Vec<Writ
                 outcomes.push(Written::Applied(applied));
             }
             Write::Anomaly { record, event, at } => {
-                match record {
-                    AnomalyRecord::Hold(row) => store.insert_step_up(&mut atx.tx, row).await?,
+                let outcome = match record {
+                    AnomalyRecord::Hold(row) => {
+                        store.insert_step_up(&mut atx.tx, row).await?;
+                        Written::Recorded
+                    }
                     AnomalyRecord::Suspend { identity, reasons } => {
                         store.suspend(&mut atx.tx, identity, reasons, *at).await?;
+                        Written::Recorded
                     }
+                    AnomalyRecord::Redeem { held, identity } => Written::Applied(
+                        store
+                            .redeem_step_up(&mut atx.tx, (held, identity), *at)
+                            .await?,
+                    ),
+                };
+                if outcome != Written::Applied(false) {
+                    events.push((event.clone(), *at));
                 }
-                events.push((event.clone(), *at));
-                outcomes.push(Written::Recorded);
+                outcomes.push(outcome);
             }
         }
     }

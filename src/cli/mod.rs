@@ -1,5 +1,6 @@
 //! The command line. Exit codes: 0 success, 1 the operation failed, 2 usage error.
 
+mod approvals;
 mod audit;
 mod dev_certs;
 mod import;
@@ -50,6 +51,10 @@ pub enum Command {
     /// Officer keys, signing requests, and the officer registry.
     #[command(subcommand)]
     Officer(officer::OfficerCommand),
+    /// Reveal requests held by anomaly scoring, suspended clients, and the officers'
+    /// decisions about them (approve, deny, reinstate).
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
     /// Tokenize a CSV or JSON-lines file (or stdin) in bulk for a client, writing
     /// `id,token,error` to an output file; resumable after a kill.
     Import(import::ImportArgs),
@@ -76,6 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(cmd) => keys::run(settings, cmd).await,
         Command::Audit(cmd) => audit::run(settings, cmd).await,
         Command::Officer(cmd) => officer::run(settings, cmd).await,
+        Command::Approvals(cmd) => approvals::run(settings, cmd).await,
         Command::Import(args) => {
             let vault = crate::vault::Vault::open(settings).await?;
             let result = import::run(&vault, args).await;

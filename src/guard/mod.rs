@@ -16,6 +16,7 @@
 
 mod limits;
 mod permission;
+mod screen;
 
 pub use limits::{Limiter, RateLimit, Rates};
 pub use permission::{Grant, GrantError, Principal, SHARED_NAMESPACE};
@@ -23,11 +24,10 @@ pub use permission::{Grant, GrantError, Principal, SHARED_NAMESPACE};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::anomaly::{Scorer, Sighting, Verdict};
-use crate::audit::writer::{AnomalyRecord, Write, Writer};
+use crate::anomaly::Scorer;
+use crate::audit::writer::{Write, Writer};
 use crate::audit::{Action, AuditEvent, ObjectKind, Outcome, Verb};
 use crate::error::Error;
-use crate::store::StepUpRow;
 
 /// A client identity's entry in the config: what it may do and how much.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -344,104 +344,10 @@ impl Guard {
         }
     }
 
-    /// Scores a reveal of `sightings` (its tokens, each found or not) for the identity
-    /// and acts on the verdict, before anything is revealed: an alert is audited and
-    /// counted and the reveal goes on; a step-up holds the request for an officer's
-    /// approval and refuses it (`approval_required`); a block suspends the identity.
-    /// Fails closed when the baseline cannot be read.
-    pub async fn screen(
-        &self,
-        who: &Principal,
-        sightings: &[Sighting<'_>],
-        now: i64,
-    ) -> Result<(), Error> {
-        let Some(a) = self
-            .scorer
-            .assess(&who.identity, &who.origin, sightings, now)
-            .await?
-        else {
-            return Ok(());
-        };
-        if a.verdict == Verdict::Allow {
-            return Ok(());
-        }
-        for r in &a.reasons {
-            metrics::counter!("tokenvault_detokenize_anomalies_total",
-                "verdict" => a.verdict.as_str(), "reason" => r.as_str())
-            .increment(1);
-        }
-        let said = format!("{} {}", a.verdict.as_str(), a.describe());
-        let event = |action, outcome| {
-            AuditEvent::new(&who.identity, action, outcome)
-                .origin(&who.origin)
-                .reason(Some(said.clone()))
-        };
-        match a.verdict {
-            Verdict::Allow => Ok(()),
-            Verdict::Alert => {
-                tracing::warn!(identity = %who.identity, assessment = %said, "unusual reveal");
-                self.record(event(Action::DetokenizeAnomaly, Outcome::Success), now)
-                    .await
-            }
-            Verdict::StepUp => {
-                let mut raw = [0u8; 16];
-                crate::crypto::random_bytes(&mut raw);
-                let id = format!("su_{}", hex::encode(raw));
-                let tokens: Vec<&str> = sightings.iter().map(|s| s.token).collect();
-                let row = StepUpRow {
-                    id: id.clone(),
-                    identity: who.identity.clone(),
-                    origin: who.origin.clone(),
-                    created_at: now,
-                    score: i64::from(a.score),
-                    reasons: a
-                        .reasons
-                        .iter()
-                        .map(|r| r.as_str())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    tokens: serde_json::to_string(&tokens)
-                        .map_err(|e| Error::Internal(e.to_string()))?,
-                    token_count: tokens.len() as i64,
-                    state: "pending".into(),
-                };
-                let event = event(Action::DetokenizeAnomaly, Outcome::Denied).resource(&id);
-                self.write(Write::Anomaly {
-                    record: AnomalyRecord::Hold(row),
-                    event,
-                    at: now,
-                })
-                .await?;
-                Err(Error::ApprovalRequired {
-                    request_id: id,
-                    reasons: a.reasons.iter().map(|r| r.as_str()).collect(),
-                })
-            }
-            Verdict::Block => {
-                tracing::error!(identity = %who.identity, assessment = %said,
-                    "reveals blocked: identity suspended until an officer lifts it");
-                let record = AnomalyRecord::Suspend {
-                    identity: who.identity.clone(),
-                    reasons: said.clone(),
-                };
-                let event = event(Action::IdentitySuspend, Outcome::Success);
-                self.write(Write::Anomaly {
-                    record,
-                    event,
-                    at: now,
-                })
-                .await?;
-                self.scorer.suspended_now(&who.identity);
-                Err(Error::Suspended)
-            }
-        }
-    }
-
-    async fn write(&self, write: Write) -> Result<(), Error> {
+    async fn write(&self, write: Write) -> Result<crate::audit::writer::Written, Error> {
         self.writer
             .submit(write)
             .await
-            .map(drop)
             .map_err(|e| Error::Unavailable(format!("audit trail unavailable: {e}")))
     }
 

@@ -118,6 +118,10 @@ pub struct Principal {
     /// Whether no other client shares the namespace: only then is an existing value's
     /// expiry shown to this client (a peer in a shared namespace may have set it).
     pub namespace_is_private: bool,
+    /// The held request whose officers' approval this call presents (header
+    /// `Tokenvault-Approval`), if any: its reveal is checked against the approved scope
+    /// instead of being scored.
+    pub approval: Option<String>,
     grants: Arc<[Grant]>,
 }
 
@@ -137,8 +141,15 @@ impl Principal {
             origin: origin.to_owned(),
             namespace: namespace.to_owned(),
             namespace_is_private,
+            approval: None,
             grants,
         }
+    }
+
+    /// The principal presenting an approval of a held reveal request.
+    pub fn with_approval(mut self, held: Option<String>) -> Self {
+        self.approval = held;
+        self
     }
 
     /// A principal for the officer CLI and background tasks, which act with full rights.

@@ -143,6 +143,11 @@ pub async fn execute(
             remove(store, name, actor, reason, now).await?;
             done(format!("officer {name} is removed."))
         }
+        Operation::ApproveReveal { .. }
+        | Operation::DenyReveal { .. }
+        | Operation::Reinstate { .. } => Ok(Executed::Done(
+            super::reveals::decide(store, doc, actor, now).await?,
+        )),
         Operation::RekeyOfficer { name, public_key } => {
             let key = parse_public_key(public_key)?;
             if !Registry::load(store).await?.is_active(name) {

@@ -19,6 +19,7 @@ mod execute;
 mod flow;
 mod registry;
 mod request;
+mod reveals;
 
 use std::fmt;
 use std::path::Path;
@@ -77,6 +78,9 @@ pub enum OfficerError {
     NoOfficers,
     #[error("{0}")]
     Registry(String),
+    /// A decision about a held reveal or a suspension that does not apply.
+    #[error("{0}")]
+    Approval(String),
     #[error(
         "the officer registry does not match the audit trail for officer {0}: it was changed outside dual control; run `tokenvault audit verify`"
     )]

@@ -14,6 +14,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
 use super::OfficerError;
+use crate::anomaly::approvals::RevealScope;
 
 /// The document format this build writes and signs.
 pub const FORMAT: &str = "tokenvault-officer-request/2";
@@ -49,6 +50,18 @@ pub enum Operation {
     RemoveOfficer { name: String },
     /// Replace an officer's key (the old key stops counting at once).
     RekeyOfficer { name: String, public_key: String },
+    /// Let a client retry a reveal that anomaly scoring held (step-up), once, within
+    /// `valid_for_secs` of the approval, for `scope`.
+    ApproveReveal {
+        held: String,
+        identity: String,
+        scope: RevealScope,
+        valid_for_secs: u32,
+    },
+    /// Refuse a held reveal for good.
+    DenyReveal { held: String, identity: String },
+    /// Lift the suspension of an identity that anomaly scoring blocked.
+    Reinstate { identity: String },
 }
 
 impl Operation {
@@ -66,25 +79,33 @@ impl Operation {
             Operation::AddOfficer { .. } => "add-officer",
             Operation::RemoveOfficer { .. } => "remove-officer",
             Operation::RekeyOfficer { .. } => "rekey-officer",
+            Operation::ApproveReveal { .. } => "approve-reveal",
+            Operation::DenyReveal { .. } => "deny-reveal",
+            Operation::Reinstate { .. } => "reinstate",
         }
     }
 
-    /// How many distinct registered officers must sign: two for what cannot be undone
-    /// and for changes to who the officers are, one for the rest.
+    /// How many distinct registered officers must sign: two for what cannot be undone,
+    /// for changes to who the officers are, and for letting a held reveal of cleartext go
+    /// (or a blocked identity reveal again: the officer who proposes it and a second
+    /// one, never the same twice); one for the rest, a denial included.
     pub fn signatures_required(&self) -> u32 {
         match self {
             Operation::Init
             | Operation::Rotate { .. }
             | Operation::RotateKek
             | Operation::Rewrap { .. }
-            | Operation::Retire { .. } => 1,
+            | Operation::Retire { .. }
+            | Operation::DenyReveal { .. } => 1,
             Operation::ForceRetire { .. }
             | Operation::Destroy { .. }
             | Operation::DestroyKek { .. }
             | Operation::DestroyWithKek { .. }
             | Operation::AddOfficer { .. }
             | Operation::RemoveOfficer { .. }
-            | Operation::RekeyOfficer { .. } => 2,
+            | Operation::RekeyOfficer { .. }
+            | Operation::ApproveReveal { .. }
+            | Operation::Reinstate { .. } => 2,
         }
     }
 
@@ -142,6 +163,24 @@ impl Operation {
                 "RE-KEY OFFICER {name} to Ed25519 public key {public_key}: the old key stops \
                  counting at once and can never be registered again."
             ),
+            Operation::ApproveReveal {
+                held,
+                identity,
+                scope,
+                valid_for_secs,
+            } => format!(
+                "APPROVE REVEAL of held request {held}: client {identity} may retry it once, \
+                 within {valid_for_secs} s of the approval, and see the CLEARTEXT of {}.",
+                scope.describe()
+            ),
+            Operation::DenyReveal { held, identity } => format!(
+                "DENY REVEAL of held request {held} by client {identity}: nothing of it is \
+                 ever revealed."
+            ),
+            Operation::Reinstate { identity } => format!(
+                "REINSTATE client {identity}: lift its suspension; it may reveal again, \
+                 under its permissions and anomaly scoring."
+            ),
         }
     }
 }
@@ -166,6 +205,13 @@ impl fmt::Display for Operation {
             Operation::AddOfficer { name, .. } => write!(f, "add officer {name}"),
             Operation::RemoveOfficer { name } => write!(f, "remove officer {name}"),
             Operation::RekeyOfficer { name, .. } => write!(f, "re-key officer {name}"),
+            Operation::ApproveReveal { held, identity, .. } => {
+                write!(f, "approve reveal {held} of {identity}")
+            }
+            Operation::DenyReveal { held, identity } => {
+                write!(f, "deny reveal {held} of {identity}")
+            }
+            Operation::Reinstate { identity } => write!(f, "reinstate {identity}"),
         }
     }
 }

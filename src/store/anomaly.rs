@@ -20,10 +20,28 @@ pub struct StepUpRow {
     pub tokens: String,
     pub token_count: i64,
     pub state: String,
+    pub decision: Option<Decision>,
+    /// When the client used the approval (it can be used once).
+    pub used_at: Option<i64>,
 }
 
-const STEP_UP_COLUMNS: &str =
-    "id, identity, origin, created_at, score, reasons, tokens, token_count, state";
+/// What officers decided about a held request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The approved tokens (a JSON array), or `None` for any `scope_count` tokens.
+    pub scope_tokens: Option<String>,
+    pub scope_count: i64,
+    /// Until when (ms) the client may use the approval.
+    pub valid_until: i64,
+    /// The officers who signed (`officer:a+officer:b`).
+    pub decided_by: String,
+    pub decided_at: i64,
+    /// The officers' reason.
+    pub reason: String,
+}
+
+const STEP_UP_COLUMNS: &str = "id, identity, origin, created_at, score, reasons, tokens, token_count, state, \
+     scope_tokens, scope_count, valid_until, decided_by, decided_at, decision, used_at";
 
 fn step_up(row: &AnyRow) -> Result<StepUpRow, sqlx::Error> {
     Ok(StepUpRow {
@@ -36,6 +54,20 @@ fn step_up(row: &AnyRow) -> Result<StepUpRow, sqlx::Error> {
         tokens: row.try_get("tokens")?,
         token_count: row.try_get("token_count")?,
         state: row.try_get("state")?,
+        decision: match row.try_get::<Option<String>, _>("decided_by")? {
+            None => None,
+            Some(decided_by) => Some(Decision {
+                scope_tokens: row.try_get("scope_tokens")?,
+                scope_count: row.try_get::<Option<i64>, _>("scope_count")?.unwrap_or(0),
+                valid_until: row.try_get::<Option<i64>, _>("valid_until")?.unwrap_or(0),
+                decided_by,
+                decided_at: row.try_get::<Option<i64>, _>("decided_at")?.unwrap_or(0),
+                reason: row
+                    .try_get::<Option<String>, _>("decision")?
+                    .unwrap_or_default(),
+            }),
+        },
+        used_at: row.try_get("used_at")?,
     })
 }
 
@@ -76,9 +108,10 @@ impl Store {
     }
 
     pub async fn insert_step_up(&self, tx: &mut Tx, s: &StepUpRow) -> Result<(), StoreError> {
-        sqlx::query(&format!(
-            "INSERT INTO step_ups ({STEP_UP_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-        ))
+        sqlx::query(
+            "INSERT INTO step_ups (id, identity, origin, created_at, score, reasons, tokens, \
+             token_count, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
         .bind(s.id.as_str())
         .bind(s.identity.as_str())
         .bind(s.origin.as_str())
@@ -102,6 +135,92 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(step_up).collect::<Result<_, _>>()?)
+    }
+
+    /// One held request.
+    pub async fn step_up(&self, id: &str) -> Result<Option<StepUpRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {STEP_UP_COLUMNS} FROM step_ups WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(step_up).transpose()?)
+    }
+
+    /// Records the officers' decision on a pending held request of `identity` (`state`:
+    /// approved or denied); whether it was still pending.
+    pub async fn decide_step_up(
+        &self,
+        tx: &mut Tx,
+        (id, identity): (&str, &str),
+        state: &str,
+        d: &Decision,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE step_ups SET state = $1, scope_tokens = $2, scope_count = $3, \
+             valid_until = $4, decided_by = $5, decided_at = $6, decision = $7 \
+             WHERE id = $8 AND identity = $9 AND state = 'pending'",
+        )
+        .bind(state)
+        .bind(d.scope_tokens.as_deref())
+        .bind(d.scope_count)
+        .bind(d.valid_until)
+        .bind(d.decided_by.as_str())
+        .bind(d.decided_at)
+        .bind(d.reason.as_str())
+        .bind(id)
+        .bind(identity)
+        .execute(&mut **tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Uses an approval: once, by its identity, within its window; whether it applied.
+    pub async fn redeem_step_up(
+        &self,
+        tx: &mut Tx,
+        (id, identity): (&str, &str),
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE step_ups SET state = 'used', used_at = $1 \
+             WHERE id = $2 AND identity = $3 AND state = 'approved' AND valid_until > $4",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(identity)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Lifts a suspension; whether there was one.
+    pub async fn reinstate(&self, tx: &mut Tx, identity: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM suspensions WHERE identity = $1")
+            .bind(identity)
+            .execute(&mut **tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Every suspension: identity, since, reasons.
+    pub async fn suspensions(&self) -> Result<Vec<(String, i64, String)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT identity, since, reasons FROM suspensions ORDER BY identity")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("identity")?,
+                    r.try_get("since")?,
+                    r.try_get("reasons")?,
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()?)
     }
 
     /// Suspends `identity` (kept as it was if already suspended); whether it was new.

@@ -12,7 +12,7 @@ mod sessions;
 mod signing;
 mod tokens;
 
-pub use anomaly::StepUpRow;
+pub use anomaly::{Decision, StepUpRow};
 pub use audit::{AuditRow, AuditWitness, CheckpointRow};
 pub use import::{ImportJournal, JournalEntry};
 pub use keys::{DataKeyRow, KekRow, NewDataKey, StateChange};

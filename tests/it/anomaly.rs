@@ -297,7 +297,7 @@ async fn a_held_reveal_answers_approval_required_and_the_masked_answer_needs_onl
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn baselines_and_suspensions_survive_a_restart() {
+async fn baselines_and_suspensions_survive_a_restart_and_are_shared_by_nodes() {
     let reveal = &["detokenize:card", "tokenize:card"];
     let strict = json!({"cold_start": "step_up", "step_up_at": 40, "block_at": 50});
     let (_dir, vault, services) = open(
@@ -308,6 +308,14 @@ async fn baselines_and_suspensions_survive_a_restart() {
         ],
     )
     .await;
+    // A second node over the same database, which has read the baseline before the
+    // first one learned anything.
+    let peer = Vault::open((*vault.settings).clone())
+        .await
+        .unwrap()
+        .services();
+    let cold = peer.guard.anomaly().baseline("refunds").await.unwrap();
+    assert_eq!(cold.learned, 0);
     let tokens = stored_cards(&services, 5, now_ms()).await;
     let refunds = services.guard.principal("refunds", "10.0.1.5");
     for t in &tokens {
@@ -334,6 +342,10 @@ async fn baselines_and_suspensions_survive_a_restart() {
     services.guard.anomaly().flush(now_ms()).await.unwrap();
     let learned = services.guard.anomaly().baseline("refunds").await.unwrap();
     assert_eq!(learned.learned, 5);
+    // The peer sees it after its own flush (every `flush_secs` in a server).
+    peer.guard.anomaly().flush(now_ms()).await.unwrap();
+    let shared = peer.guard.anomaly().baseline("refunds").await.unwrap();
+    assert_eq!(shared.learned, 5, "two nodes see the same baseline");
 
     // Another process over the same database (a restart, or a second node).
     let again = Vault::open((*vault.settings).clone())
@@ -353,4 +365,36 @@ async fn baselines_and_suspensions_survive_a_restart() {
         .await;
     assert!(matches!(still, Err(Error::Suspended)), "{still:?}");
     assert_eq!(count_events(&vault, "identity.suspend", "success").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clean_stop_writes_what_the_baselines_learned() {
+    let app = crate::helpers::spawn_with("anomaly-stop", |s, _| {
+        s.anomaly.flush_secs = 3_600;
+    })
+    .await;
+    for _ in 0..3 {
+        let token = app.tokenize("card", &crate::helpers::random_pan()).await;
+        let (status, body) = app
+            .post("app", "/v1/detokenize", json!({"token": token}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let settings = app.settings.clone();
+    drop(app);
+    let vault = Vault::open(settings).await.unwrap();
+    let mut learned = None;
+    for _ in 0..50 {
+        if let Some(state) = vault.store.baseline("app").await.unwrap() {
+            let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+            learned = state["learned"].as_u64();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        learned,
+        Some(3),
+        "written at the stop, not at the next flush"
+    );
 }

@@ -7,6 +7,7 @@ mod helpers;
 
 mod anomaly;
 mod api;
+mod approvals;
 mod audit;
 mod connection;
 mod dual_control;

@@ -89,6 +89,21 @@ impl TestApp {
         captured("POST", path, r).await
     }
 
+    /// A POST with extra headers (`Tokenvault-Approval`, …).
+    pub async fn post_with(
+        &self,
+        who: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let mut req = client(who).post(self.url(path)).json(&body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        captured("POST", path, req.send().await.unwrap()).await
+    }
+
     pub async fn get(&self, who: &str, path: &str) -> (u16, serde_json::Value) {
         let r = client(who).get(self.url(path)).send().await.unwrap();
         captured("GET", path, r).await
