@@ -93,11 +93,16 @@ impl Vault {
             std::time::Duration::from_secs(s.anomaly.flush_secs.max(1)),
             now_ms,
         ));
+        let alerts = crate::anomaly::webhook::Alerts::start(
+            s.anomaly.webhook.as_ref(),
+            writer.clone(),
+            now_ms,
+        );
         let guard = Arc::new(Guard::new(
             &s.clients,
             unknown_rate,
             s.limits.new_values_per_hour,
-            scorer,
+            (scorer, alerts),
             writer.clone(),
         ));
         let tokens = TokenService::new(

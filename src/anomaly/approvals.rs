@@ -110,6 +110,20 @@ pub fn holds_for(
     Ok(())
 }
 
+/// A fresh held request id: `su_` and 32 lowercase hex digits from the OS random
+/// source, drawn again when its hex holds a Luhn-valid run of 12 or more digits (the id
+/// is stored in the audit trail, where nothing may read as a card number).
+pub fn new_held_id() -> String {
+    loop {
+        let mut raw = [0u8; 16];
+        crate::crypto::random_bytes(&mut raw);
+        let id = format!("su_{}", hex::encode(raw));
+        if !crate::cardscan::contains_pan(&id) {
+            return id;
+        }
+    }
+}
+
 /// Whether a header value is a held request id: `su_` and 32 lowercase hex digits.
 pub fn is_held_id(id: &str) -> bool {
     id.strip_prefix("su_").is_some_and(|h| {
@@ -184,5 +198,12 @@ mod tests {
         assert!(is_held_id("su_0123456789abcdef0123456789abcdef"));
         assert!(!is_held_id("su_0123456789ABCDEF0123456789abcdef"));
         assert!(!is_held_id("req-0123456789abcdef"));
+        for _ in 0..20_000 {
+            let id = new_held_id();
+            assert!(
+                is_held_id(&id) && !crate::cardscan::contains_pan(&id),
+                "{id}"
+            );
+        }
     }
 }

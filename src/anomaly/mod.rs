@@ -8,6 +8,7 @@
 pub mod approvals;
 mod baseline;
 mod rules;
+pub mod webhook;
 
 pub use baseline::{Baseline, Features, Sighting};
 pub use rules::{Assessment, ColdStart, Reason, Rules, Verdict, Weights};
@@ -26,6 +27,9 @@ pub struct AnomalySettings {
     /// How often changed baselines are written to the database (a kill loses at most
     /// this much learning; a clean stop writes them all).
     pub flush_secs: u64,
+    /// Where alerts are posted (`[anomaly.webhook]`); none: the audit trail and
+    /// `/metrics` only.
+    pub webhook: Option<webhook::WebhookSettings>,
     /// The rules of every identity, unless its client entry overrides some.
     #[serde(flatten)]
     pub rules: Rules,
@@ -36,6 +40,7 @@ impl Default for AnomalySettings {
         Self {
             enabled: true,
             flush_secs: 10,
+            webhook: None,
             rules: Rules::default(),
         }
     }
@@ -66,6 +71,9 @@ impl AnomalySettings {
             Ok(())
         };
         check("[anomaly]", &self.rules)?;
+        if let Some(w) = &self.webhook {
+            w.validate()?;
+        }
         for (id, o) in clients {
             if let Some(o) = o {
                 let r = self

@@ -82,6 +82,9 @@ pub enum Action {
     ApprovalRedeem,
     /// Officers lifted an identity's suspension.
     IdentityReinstate,
+    /// Anomaly alerts the webhook did not receive (queue full or delivery failed); the
+    /// reason holds the count.
+    AlertDropped,
 }
 
 /// The permission verb an action needs (`<verb>:<object>` in the config).
@@ -192,7 +195,7 @@ pub enum ObjectKind {
 }
 
 impl Action {
-    pub const ALL: [Action; 43] = [
+    pub const ALL: [Action; 44] = [
         Action::Tokenize,
         Action::Detokenize,
         Action::Read,
@@ -236,6 +239,7 @@ impl Action {
         Action::ApprovalDeny,
         Action::ApprovalRedeem,
         Action::IdentityReinstate,
+        Action::AlertDropped,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -283,6 +287,7 @@ impl Action {
             Action::ApprovalDeny => "approval.deny",
             Action::ApprovalRedeem => "approval.redeem",
             Action::IdentityReinstate => "identity.reinstate",
+            Action::AlertDropped => "alert.dropped",
         }
     }
 
@@ -337,7 +342,8 @@ impl Action {
             | Action::ApprovalGrant
             | Action::ApprovalDeny
             | Action::ApprovalRedeem
-            | Action::IdentityReinstate => false,
+            | Action::IdentityReinstate
+            | Action::AlertDropped => false,
         }
     }
 
@@ -387,7 +393,8 @@ impl Action {
             | Action::ApprovalGrant
             | Action::ApprovalDeny
             | Action::ApprovalRedeem
-            | Action::IdentityReinstate => false,
+            | Action::IdentityReinstate
+            | Action::AlertDropped => false,
         }
     }
 
@@ -437,7 +444,8 @@ impl Action {
             | Action::ApprovalGrant
             | Action::ApprovalDeny
             | Action::ApprovalRedeem
-            | Action::IdentityReinstate => None,
+            | Action::IdentityReinstate
+            | Action::AlertDropped => None,
         }
     }
 

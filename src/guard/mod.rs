@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::anomaly::Scorer;
+use crate::anomaly::webhook::Alerts;
 use crate::audit::writer::{Write, Writer};
 use crate::audit::{Action, AuditEvent, ObjectKind, Outcome, Verb};
 use crate::error::Error;
@@ -94,6 +95,8 @@ pub struct Guard {
     shared_namespaces: std::collections::HashSet<String>,
     limiter: Limiter,
     scorer: Arc<Scorer>,
+    /// The anomaly webhook (never waited on).
+    alerts: Alerts,
     writer: Writer,
 }
 
@@ -102,7 +105,7 @@ impl Guard {
         clients: &BTreeMap<String, ClientPolicy>,
         unknown_rate: RateLimit,
         new_values_per_hour: u64,
-        scorer: Arc<Scorer>,
+        (scorer, alerts): (Arc<Scorer>, Alerts),
         writer: Writer,
     ) -> Self {
         let mut members: HashMap<String, usize> = HashMap::new();
@@ -137,6 +140,7 @@ impl Guard {
             shared_namespaces,
             limiter: Limiter::default(),
             scorer,
+            alerts,
             writer,
         }
     }

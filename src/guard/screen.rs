@@ -1,7 +1,8 @@
 //! Anomaly scoring of reveals, and the retry of a held reveal under its approval.
 
 use crate::anomaly::approvals::holds_for;
-use crate::anomaly::{Sighting, Verdict};
+use crate::anomaly::webhook::Alert;
+use crate::anomaly::{Assessment, Sighting, Verdict};
 use crate::audit::writer::{AnomalyRecord, Write, Written};
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::error::Error;
@@ -50,12 +51,12 @@ impl Guard {
             Verdict::Alert => {
                 tracing::warn!(identity = %who.identity, assessment = %said, "unusual reveal");
                 self.record(event(Action::DetokenizeAnomaly, Outcome::Success), now)
-                    .await
+                    .await?;
+                self.notify(who, &a, None, sightings.len(), now);
+                Ok(())
             }
             Verdict::StepUp => {
-                let mut raw = [0u8; 16];
-                crate::crypto::random_bytes(&mut raw);
-                let id = format!("su_{}", hex::encode(raw));
+                let id = crate::anomaly::approvals::new_held_id();
                 let tokens: Vec<&str> = sightings.iter().map(|s| s.token).collect();
                 let row = StepUpRow {
                     id: id.clone(),
@@ -83,6 +84,7 @@ impl Guard {
                     at: now,
                 })
                 .await?;
+                self.notify(who, &a, Some(&id), sightings.len(), now);
                 Err(Error::ApprovalRequired {
                     request_id: id,
                     reasons: a.reasons.iter().map(|r| r.as_str()).collect(),
@@ -103,9 +105,35 @@ impl Guard {
                 })
                 .await?;
                 self.scorer.suspended_now(&who.identity);
+                self.notify(who, &a, None, sightings.len(), now);
                 Err(Error::Suspended)
             }
         }
+    }
+
+    /// Queues the webhook alert of a verdict already in the audit trail (never waits).
+    fn notify(
+        &self,
+        who: &Principal,
+        a: &Assessment,
+        request_id: Option<&str>,
+        tokens: usize,
+        now: i64,
+    ) {
+        let mut raw = [0u8; 16];
+        crate::crypto::random_bytes(&mut raw);
+        self.alerts.send(Alert {
+            id: format!("al_{}", hex::encode(raw)),
+            event: Action::DetokenizeAnomaly.as_str(),
+            verdict: a.verdict.as_str(),
+            identity: who.identity.clone(),
+            origin: who.origin.clone(),
+            score: a.score,
+            reasons: a.reasons.iter().map(|r| r.as_str()).collect(),
+            request_id: request_id.map(str::to_owned),
+            tokens,
+            at: now,
+        });
     }
 
     /// A retry under an approval: it reveals only what officers approved for this

@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod alerts;
 mod anomaly;
 mod api;
 mod approvals;

@@ -10,6 +10,7 @@ mod officers;
 mod pki;
 mod postgres;
 mod process;
+mod receiver;
 mod vault;
 
 pub use app::*;
@@ -20,6 +21,7 @@ pub use officers::*;
 pub use pki::*;
 pub use postgres::*;
 pub use process::*;
+pub use receiver::*;
 pub use vault::*;
 
 /// A random Luhn-valid 16-digit card number (not one of the canaries).
