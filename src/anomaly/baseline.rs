@@ -213,6 +213,25 @@ pub struct Features {
     pub known_origin: bool,
 }
 
+/// What a baseline has learned, in figures an assessor can read (the report).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Profile {
+    pub learned: u64,
+    pub first_seen: Option<i64>,
+    /// The highest reveals in a minute, an hour and a request over the last seven days.
+    pub peak_minute: u64,
+    pub peak_hour: u64,
+    pub peak_batch: u64,
+    /// Long-run shares of reveals of never-revealed tokens, of tokens in creation
+    /// order, and of unknown tokens.
+    pub usual_novel_share: f64,
+    pub usual_rising_share: f64,
+    pub usual_not_found_share: f64,
+    pub origins: usize,
+    /// The share of learned reveals in each hour of the day (UTC).
+    pub hours: [f64; 24],
+}
+
 /// One identity's state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Baseline {
@@ -237,6 +256,25 @@ pub struct Baseline {
 }
 
 impl Baseline {
+    /// What it has learned (for the report).
+    pub fn profile(&self) -> Profile {
+        let total: f64 = self.hours.iter().sum();
+        Profile {
+            learned: self.learned,
+            first_seen: self.first_seen,
+            peak_minute: self.peak_minute.max(),
+            peak_hour: self.peak_hour.max(),
+            peak_batch: self.peak_batch.max(),
+            usual_novel_share: self.novel_share,
+            usual_rising_share: self.rising_share,
+            usual_not_found_share: self.not_found_share,
+            origins: self.origins.len(),
+            hours: self
+                .hours
+                .map(|h| if total > 0.0 { h / total } else { 0.0 }),
+        }
+    }
+
     /// The features of a request of `sightings` from `origin`, as if it were recorded.
     pub fn features(&self, origin: &str, sightings: &[Sighting<'_>], now: i64) -> Features {
         let minute = now.div_euclid(MINUTE_MS);

@@ -10,7 +10,7 @@ mod baseline;
 mod rules;
 pub mod webhook;
 
-pub use baseline::{Baseline, Features, Sighting};
+pub use baseline::{Baseline, Features, Profile, Sighting};
 pub use rules::{Assessment, ColdStart, Reason, Rules, Verdict, Weights};
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -137,6 +137,38 @@ impl Store {
         Ok(rows.iter().map(step_up).collect::<Result<_, _>>()?)
     }
 
+    /// Held requests made in [from, to), oldest first.
+    pub async fn step_ups_between(&self, from: i64, to: i64) -> Result<Vec<StepUpRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {STEP_UP_COLUMNS} FROM step_ups WHERE created_at >= $1 AND created_at < $2 \
+             ORDER BY created_at, id"
+        ))
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(step_up).collect::<Result<_, _>>()?)
+    }
+
+    /// Every stored baseline: identity, serialized state, when it was written.
+    pub async fn baselines(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT identity, state, updated_at FROM anomaly_baselines ORDER BY identity",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("identity")?,
+                    r.try_get("state")?,
+                    r.try_get("updated_at")?,
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()?)
+    }
+
     /// One held request.
     pub async fn step_up(&self, id: &str) -> Result<Option<StepUpRow>, StoreError> {
         let row = sqlx::query(&format!(

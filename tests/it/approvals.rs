@@ -6,6 +6,7 @@
 
 use serde_json::json;
 use tokenvault::anomaly::approvals::RevealScope;
+use tokenvault::audit::report;
 use tokenvault::guard::Grant;
 use tokenvault::officers::{self, OfficerError, Operation};
 use tokenvault::vault::{Vault, now_ms};
@@ -273,6 +274,33 @@ async fn an_approved_reveal_gives_exactly_its_scope_once_within_its_window() {
     .await
     .unwrap();
     assert_eq!(revealed, 2, "exactly the approved scope was revealed");
+
+    // The report says who approved what, per client and per held request.
+    let report = report::collect(&vault, 0, now_ms() + 1).await.unwrap();
+    let a = &report.anomalies;
+    let row = a.clients.iter().find(|c| c.client == "app").unwrap();
+    assert_eq!(
+        (row.step_ups, row.approved, row.used, row.denied),
+        (4, 2, 1, 1),
+        "{row:?}"
+    );
+    let first = a.held.iter().find(|h| h.id == id).unwrap();
+    assert_eq!(first.decided_by, "officer:alice+officer:bob");
+    assert_eq!(first.state, "used");
+    assert!(first.reason.contains("SEC-7") && !first.used_at.is_empty());
+    assert!(
+        first.scope.starts_with("2 named tokens until"),
+        "{}",
+        first.scope
+    );
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| f.title.contains("1 reveal requests held"))
+    );
+    let html = report::render(&report, report::Format::Html).unwrap();
+    assert!(html.contains("Held reveal requests") && html.contains(&id));
 }
 
 #[tokio::test(flavor = "multi_thread")]

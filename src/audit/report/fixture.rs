@@ -141,6 +141,7 @@ pub fn report() -> Report {
             })
             .collect(),
         access,
+        anomalies: anomalies(),
         daily_detokenize: vec![DayCount {
             day: "2026-12-01".into(),
             count: 4,
@@ -165,5 +166,56 @@ pub fn report() -> Report {
             requirement: "r",
             evidence: "e",
         }],
+    }
+}
+
+fn anomalies() -> super::AnomalySection {
+    use super::anomalies::{BaselineEntry, ClientAnomalies, HeldEntry};
+    super::AnomalySection {
+        clients: (0..HOSTILE.len())
+            .map(|i| ClientAnomalies {
+                client: h(i),
+                alerts: 2,
+                step_ups: 1,
+                blocks: i as i64 % 2,
+                suspended: i % 2 == 1,
+                ..ClientAnomalies::default()
+            })
+            .collect(),
+        held: (0..HOSTILE.len())
+            .map(|i| HeldEntry {
+                id: h(i),
+                client: h(i + 1),
+                origin: h(i + 2),
+                at: h(i + 3),
+                score: 60,
+                reasons: h(i + 4),
+                tokens: 3,
+                state: h(i + 5),
+                decided_by: h(i + 6),
+                decided_at: h(i + 7),
+                scope: h(i + 8),
+                reason: h(i + 9),
+                used_at: h(i + 10),
+            })
+            .collect(),
+        baselines: (0..HOSTILE.len())
+            .map(|i| BaselineEntry {
+                client: h(i),
+                updated_at: h(i + 1),
+                profile: crate::anomaly::Profile {
+                    learned: 200,
+                    first_seen: Some(0),
+                    peak_minute: 3,
+                    peak_hour: 40,
+                    peak_batch: 100,
+                    usual_novel_share: 0.3,
+                    usual_rising_share: 0.1,
+                    usual_not_found_share: 0.02,
+                    origins: 2,
+                    hours: [1.0 / 24.0; 24],
+                },
+            })
+            .collect(),
     }
 }

@@ -8,7 +8,9 @@
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use super::{ClientAccess, HISTORY_COLUMNS, HistoryEntry, KEY_COLUMNS, KeyEntry, Report, access};
+use super::{
+    ClientAccess, HISTORY_COLUMNS, HistoryEntry, KEY_COLUMNS, KeyEntry, Report, access, anomalies,
+};
 
 fn yes(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
@@ -325,6 +327,47 @@ fn activity(r: &Report) -> Markup {
     }
 }
 
+fn anomalies(r: &Report) -> Markup {
+    let a = &r.anomalies;
+    let classes: Vec<String> = a
+        .clients
+        .iter()
+        .map(|c| {
+            if c.suspended || c.blocks > 0 {
+                "bad".into()
+            } else {
+                String::new()
+            }
+        })
+        .collect();
+    let bars: Vec<(String, f64, String)> = a
+        .clients
+        .iter()
+        .map(|c| {
+            let note = format!(
+                "{} alerts · {} step-ups · {} blocks",
+                c.alerts, c.step_ups, c.blocks
+            );
+            (c.client.clone(), c.flagged() as f64, note)
+        })
+        .collect();
+    let max = bars.iter().map(|b| b.1).fold(1.0_f64, f64::max);
+    html! {
+        h2 { "Reveal anomalies, step-ups and blocks (PCI DSS 10.4.1, 10.7, 12.10.5)" }
+        p.meta {
+            "Every reveal is scored against its client's own baseline: an alert is allowed and "
+            "recorded; a step-up is refused until two officers approve it; a block suspends the "
+            "client until two officers reinstate it."
+        }
+        (table(&anomalies::CLIENT_COLUMNS, a.clients.iter().map(anomalies::ClientAnomalies::cells), &classes))
+        (hbars("Unusual reveals per client (alerts, step-ups and blocks)", &bars, max, None))
+        h3 { "Held reveal requests and the officers' decisions" }
+        (table(&anomalies::HELD_COLUMNS, a.held.iter().map(anomalies::HeldEntry::cells), &[]))
+        h3 { "What each baseline has learned" }
+        (table(&anomalies::BASELINE_COLUMNS, a.baselines.iter().map(anomalies::BaselineEntry::cells), &[]))
+    }
+}
+
 fn transport_and_mapping(r: &Report) -> Markup {
     html! {
         h2 { "Transport security" }
@@ -363,6 +406,7 @@ pub fn render(r: &Report) -> String {
                 (keys(r))
                 (hsm(r))
                 (activity(r))
+                (anomalies(r))
                 (transport_and_mapping(r))
             }
         }
@@ -392,7 +436,7 @@ mod tests {
         for element in ["<script", "<img", "<svg onload", "<!-- c", "<?p"] {
             assert!(!page.contains(element), "{element} in\n{page}");
         }
-        // The three charts are the only SVG elements.
-        assert_eq!(page.matches("<svg").count(), 3);
+        // The four charts are the only SVG elements.
+        assert_eq!(page.matches("<svg").count(), 4);
     }
 }

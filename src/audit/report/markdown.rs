@@ -3,7 +3,9 @@
 
 use std::fmt::Write;
 
-use super::{ClientAccess, HISTORY_COLUMNS, HistoryEntry, KEY_COLUMNS, KeyEntry, Report, access};
+use super::{
+    ClientAccess, HISTORY_COLUMNS, HistoryEntry, KEY_COLUMNS, KeyEntry, Report, access, anomalies,
+};
 
 /// A field as Markdown text that a CommonMark or GFM renderer shows verbatim, whatever it
 /// holds (a certificate identity, a reason, a label from the HSM or the config):
@@ -57,7 +59,7 @@ fn table(out: &mut String, header: &[&str], rows: impl IntoIterator<Item = Vec<S
     if !any {
         let _ = writeln!(
             out,
-            "| _none in this period_ |{}",
+            "| (none in this period) |{}",
             " |".repeat(header.len() - 1)
         );
     }
@@ -167,6 +169,25 @@ pub fn render(r: &Report) -> String {
         &mut o,
         &access::columns(),
         r.access.iter().map(ClientAccess::cells),
+    );
+    let a = &r.anomalies;
+    let _ = writeln!(o, "## Reveal anomalies, step-ups and blocks\n");
+    table(
+        &mut o,
+        &anomalies::CLIENT_COLUMNS,
+        a.clients.iter().map(anomalies::ClientAnomalies::cells),
+    );
+    let _ = writeln!(o, "### Held reveal requests and the officers' decisions\n");
+    table(
+        &mut o,
+        &anomalies::HELD_COLUMNS,
+        a.held.iter().map(anomalies::HeldEntry::cells),
+    );
+    let _ = writeln!(o, "### What each baseline has learned\n");
+    table(
+        &mut o,
+        &anomalies::BASELINE_COLUMNS,
+        a.baselines.iter().map(anomalies::BaselineEntry::cells),
     );
     let c = &r.chain;
     let _ = writeln!(o, "## Audit trail integrity\n");

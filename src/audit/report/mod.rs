@@ -3,12 +3,14 @@
 //! JSON, and signed by the HSM key (detached signature).
 
 mod access;
+pub(crate) mod anomalies;
 #[cfg(test)]
 mod fixture;
 mod html;
 mod markdown;
 
 pub use access::ClientAccess;
+pub use anomalies::AnomalySection;
 
 use std::collections::BTreeMap;
 
@@ -41,6 +43,7 @@ pub struct Report {
     pub reconciliation: Reconciliation,
     pub history: Vec<HistoryEntry>,
     pub access: Vec<ClientAccess>,
+    pub anomalies: AnomalySection,
     pub daily_detokenize: Vec<DayCount>,
     pub chain: ChainStatus,
     pub tls: TlsInfo,
@@ -441,7 +444,28 @@ pub async fn collect(vault: &Vault, from: i64, to: i64) -> anyhow::Result<Report
         })
         .collect();
 
-    let access = access::tally(store.audit_counts(from, to).await?);
+    let counts = store.audit_counts(from, to).await?;
+    let anomalies = anomalies::collect(store, &counts, (from, to)).await?;
+    let pending = anomalies
+        .held
+        .iter()
+        .filter(|h| h.state == "pending")
+        .count();
+    if pending > 0 {
+        findings.push(Finding {
+            severity: "medium",
+            title: format!("{pending} reveal requests held by anomaly scoring await a decision"),
+            requirement: "10.7.2",
+        });
+    }
+    for c in anomalies.clients.iter().filter(|c| c.suspended) {
+        findings.push(Finding {
+            severity: "medium",
+            title: format!("client {} is suspended by anomaly scoring", c.client),
+            requirement: "10.7.2",
+        });
+    }
+    let access = access::tally(counts);
     let denied_total: i64 = access.iter().map(|a| a.denied).sum();
     if denied_total > 0 {
         findings.push(Finding {
@@ -562,6 +586,7 @@ pub async fn collect(vault: &Vault, from: i64, to: i64) -> anyhow::Result<Report
         },
         history,
         access,
+        anomalies,
         daily_detokenize,
         chain,
         tls,
@@ -595,6 +620,12 @@ fn pci_mapping() -> Vec<PciRow> {
             "Lifecycle history",
             "3.6.5 / 3.7.4 / 3.7.5",
             "rotation, retirement and destruction with actors and reasons",
+        ),
+        row(
+            "Reveal anomalies, step-ups and blocks",
+            "10.4.1 / 10.7.2 / 12.10.5",
+            "unusual reveals per client, held requests with the two officers who approved or \
+             the one who denied each, their use, suspensions, and each client's baseline",
         ),
         row(
             "Lifecycle history: approvals",
