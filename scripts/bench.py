@@ -171,6 +171,34 @@ def run_load(url, scenario, seconds=None, concurrency=32, count=None, state=None
     return json.loads(out)
 
 
+def start_server(env):
+    server = subprocess.Popen([BIN, "serve"], env={**env, "TOKENVAULT_LOG": "info"},
+                              stderr=subprocess.PIPE, text=True)
+    for line in server.stderr:
+        if "listening" in line:
+            break
+    else:
+        sys.exit("the server exited before it listened")
+    # Keep draining its log so it never blocks on a full pipe.
+    import threading
+    threading.Thread(target=lambda: [None for _ in server.stderr], daemon=True).start()
+    return server
+
+
+def measure(url, pid, scenario, conc, state, seconds, mal=0):
+    c0, h0 = cpu_seconds(pid), hsm_calls(url)
+    r = run_load(url, scenario, seconds=seconds, concurrency=conc, state=state, malformed=mal)
+    c1, h1 = cpu_seconds(pid), hsm_calls(url)
+    ops = max(r["values"], 1)
+    return {
+        "rate": r["values_per_s"],
+        "unit": "values/s" if scenario.startswith("batch") else "req/s",
+        "p50": r["p50_ms"], "p99": r["p99_ms"], "errors": r["errors"],
+        "cpu": (c1 - c0) / ops * 10000, "hsm": (h1 - h0) / max(r["requests"], 1) * 10000,
+        "secs": r["seconds"],
+    }
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--postgres", action="store_true")
@@ -210,16 +238,7 @@ def main():
         env["TOKENVAULT_DEV_MODE"] = "true"  # the development clients drive the load
         state = f"data/bench/{tag}.tokens"
         subprocess.run([BIN, "init", *bench_officers()], env=env, check=True, capture_output=True)
-        server = subprocess.Popen([BIN, "serve"], env={**env, "TOKENVAULT_LOG": "info"},
-                                  stderr=subprocess.PIPE, text=True)
-        for line in server.stderr:
-            if "listening" in line:
-                break
-        else:
-            sys.exit("the server exited before it listened")
-        # Keep draining its log so it never blocks on a full pipe.
-        import threading
-        threading.Thread(target=lambda: [None for _ in server.stderr], daemon=True).start()
+        server = start_server(env)
         url = "https://localhost:18443"
         try:
             if a.soak:
@@ -240,23 +259,24 @@ def main():
             ]:
                 if a.scenarios and scenario not in a.scenarios.split(","):
                     continue
-                c0, h0 = cpu_seconds(server.pid), hsm_calls(url)
-                r = run_load(url, scenario, seconds=a.seconds, concurrency=conc, state=state, malformed=mal)
-                c1, h1 = cpu_seconds(server.pid), hsm_calls(url)
-                ops = max(r["values"], 1)
-                rows.append({
-                    "stored": n, "name": name, "rate": r["values_per_s"],
-                    "unit": "values/s" if scenario.startswith("batch") else "req/s",
-                    "p50": r["p50_ms"], "p99": r["p99_ms"], "errors": r["errors"],
-                    "cpu": (c1 - c0) / ops * 10000, "hsm": (h1 - h0) / max(r["requests"], 1) * 10000,
-                    "secs": r["seconds"],
-                })
+                m = measure(url, server.pid, scenario, conc, state, a.seconds, mal)
+                rows.append({"stored": n, "name": name, **m})
             if a.import_rows and not a.rewrap_only:
                 secs, rate = run_import(env, a.import_rows, tag)
                 rows.append({"stored": n, "name": f"import {a.import_rows:,} values (`tokenvault import`, pan)",
                              "rate": rate, "unit": "values/s", "p50": None, "p99": None, "errors": 0,
                              "cpu": None, "hsm": None, "secs": secs})
             rss = peak_rss_mb(server.pid)
+            if not a.rewrap_only and (not a.scenarios or "detokenize" in a.scenarios.split(",")):
+                # The same detokenize load with anomaly scoring off: what scoring costs.
+                server.terminate()
+                server.wait()
+                server = start_server({**env, "TOKENVAULT_ANOMALY__ENABLED": "false"})
+                m = measure(url, server.pid, "detokenize", 32, state, a.seconds)
+                rows.append({"stored": n, "name": "detokenize, anomaly scoring off", **m})
+                server.terminate()
+                server.wait()
+                server = start_server(env)
             # Correctness: every token produced by the tokenize runs comes back as its value.
             produced = sum(1 for _ in open(state)) if os.path.exists(state) else 0
             v = run_load(url, "verify", concurrency=32, state=state) if produced else None

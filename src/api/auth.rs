@@ -131,6 +131,8 @@ fn approval_header(parts: &Parts) -> Result<Option<String>, Error> {
         return Ok(None);
     };
     match v.to_str() {
+        // An empty header is no approval (some clients send every optional header).
+        Ok("") => Ok(None),
         Ok(id) if crate::anomaly::approvals::is_held_id(id) => Ok(Some(id.to_owned())),
         _ => Err(Error::InvalidRequest(
             "Tokenvault-Approval must be the held request id of an approval_required answer \

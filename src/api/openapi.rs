@@ -154,6 +154,15 @@ pub fn document(settings: &Settings) -> Value {
         )),
     );
     links(&mut doc);
+    // The approval header is optional, never null (a header cannot carry a JSON null);
+    // empty means none.
+    for path in ["/v1/detokenize", "/v1/detokenize/batch"] {
+        if let Some(params) = doc["paths"][path]["post"]["parameters"].as_array_mut() {
+            for p in params.iter_mut().filter(|p| p["in"] == "header") {
+                p["schema"] = json!({"type": "string", "pattern": "^(?:su_[0-9a-f]{32})?$"});
+            }
+        }
+    }
     doc
 }
 

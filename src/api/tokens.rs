@@ -300,9 +300,12 @@ impl From<TokenInfo> for DetokenizeResponse {
 }
 
 #[utoipa::path(post, path = "/v1/detokenize", tag = "tokens", request_body = DetokenizeRequest,
+    params(("Tokenvault-Approval" = Option<String>, Header, pattern = "^su_[0-9a-f]{32}$",
+        description = "Retry of a reveal held by anomaly scoring: the `request_id` of its `approval_required` answer, once officers approved it")),
     responses((status = 200, body = DetokenizeResponse, description = "The value"),
         (status = 400, body = ErrorBody, description = "`invalid_request`: the body does not match this document"),
         (status = 401, body = ErrorBody, description = "`unauthenticated`"),
+        (status = 403, body = ErrorBody, description = "`approval_required` (held by anomaly scoring; `request_id` and `reasons` in the body), `approval_invalid` (the approval does not cover this retry) or `identity_suspended`"),
         (status = 404, body = ErrorBody, description = "`not_found`: unknown, expired, or not the caller's to reveal (alike)"),
         (status = 410, body = ErrorBody, description = "`key_destroyed`: the token's key version was destroyed"),
         (status = 413, body = ErrorBody, description = "`payload_too_large`"),
@@ -326,10 +329,13 @@ async fn detokenize(
 }
 
 #[utoipa::path(post, path = "/v1/detokenize/batch", tag = "tokens", request_body = DetokenizeBatchRequest,
+    params(("Tokenvault-Approval" = Option<String>, Header, pattern = "^su_[0-9a-f]{32}$",
+        description = "Retry of a batch held by anomaly scoring: the `request_id` of its `approval_required` answer, once officers approved it")),
     responses((status = 200, body = DetokenizeBatchResponse,
             description = "One result or `{\"error\": …}` per token, in order"),
         (status = 400, body = ErrorBody, description = "`invalid_request`: the body does not match this document"),
         (status = 401, body = ErrorBody, description = "`unauthenticated`"),
+        (status = 403, body = ErrorBody, description = "`approval_required` (held by anomaly scoring; `request_id` and `reasons` in the body), `approval_invalid` (the approval does not cover this retry) or `identity_suspended`"),
         (status = 413, body = ErrorBody, description = "`payload_too_large`: too many tokens or too large a body"),
         (status = 429, body = ErrorBody, description = "`rate_limited`: request rate or reveal budget spent"),
         (status = 500, body = ErrorBody, description = "`internal` or `integrity_error`"),
