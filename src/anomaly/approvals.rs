@@ -39,7 +39,7 @@ impl RevealScope {
     /// The scope in words, for the officers' summary and the audit trail.
     pub fn describe(&self) -> String {
         match self {
-            RevealScope::Tokens(t) => format!("the {} tokens it asked for", t.len()),
+            RevealScope::Tokens(t) => format!("{} named tokens of the held request", t.len()),
             RevealScope::Count(n) => format!("up to {n} tokens of any kind"),
         }
     }
@@ -66,6 +66,24 @@ impl RevealScope {
             )),
             RevealScope::Count(_) => Ok(()),
         }
+    }
+}
+
+/// The approved scope of a held request in words (`2 named tokens until …`, `5 tokens
+/// of any kind until …`); empty when it was not approved.
+pub fn scope_text(held: &StepUpRow) -> String {
+    match &held.decision {
+        Some(d) if held.state != "denied" => format!(
+            "{} {} until {}",
+            d.scope_count,
+            if d.scope_tokens.is_some() {
+                "named tokens"
+            } else {
+                "tokens of any kind"
+            },
+            crate::keys::rfc3339(d.valid_until)
+        ),
+        _ => String::new(),
     }
 }
 
@@ -124,13 +142,15 @@ pub fn new_held_id() -> String {
     }
 }
 
-/// Whether a header value is a held request id: `su_` and 32 lowercase hex digits.
+/// Whether a header value is a held request id: `su_` and 32 lowercase hex digits that
+/// do not read as a card number (the vault never makes such an id, see [`new_held_id`];
+/// a client's string is audited as the resource of a refused retry).
 pub fn is_held_id(id: &str) -> bool {
     id.strip_prefix("su_").is_some_and(|h| {
         h.len() == 32
             && h.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
+    }) && !crate::cardscan::contains_pan(id)
 }
 
 #[cfg(test)]
@@ -198,6 +218,10 @@ mod tests {
         assert!(is_held_id("su_0123456789abcdef0123456789abcdef"));
         assert!(!is_held_id("su_0123456789ABCDEF0123456789abcdef"));
         assert!(!is_held_id("req-0123456789abcdef"));
+        assert!(
+            !is_held_id("su_4111111111111111abcdefabcdefabcd"),
+            "reads as a card"
+        );
         for _ in 0..20_000 {
             let id = new_held_id();
             assert!(

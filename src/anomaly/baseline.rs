@@ -106,6 +106,40 @@ impl DailyPeak {
     fn max(&self) -> u64 {
         self.days.iter().map(|(_, m)| *m).max().unwrap_or(0)
     }
+
+    /// The peak of the days before `day`: what today is compared with, so requests of
+    /// today cannot raise their own bar (a ramp of ever larger batches).
+    fn max_before(&self, day: i64) -> u64 {
+        self.days
+            .iter()
+            .filter(|(d, _)| *d < day)
+            .map(|(_, m)| *m)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// The request's tokens once each (the first sighting of each): a token asked twice in
+/// one request is one attempt, so repeats cannot dilute the shares.
+fn distinct<'a>(sightings: &[Sighting<'a>]) -> Vec<Sighting<'a>> {
+    let mut seen = std::collections::HashSet::with_capacity(sightings.len());
+    sightings
+        .iter()
+        .filter(|s| seen.insert(s.token))
+        .copied()
+        .collect()
+}
+
+/// Shares of a run of attempts: never revealed, unknown, and later than the previous
+/// found token (with the number of comparable pairs).
+fn shares(attempts: &[Attempt]) -> (f64, f64, Option<f64>, usize) {
+    let n = attempts.len().max(1) as f64;
+    let novel = attempts.iter().filter(|a| a.novel).count() as f64 / n;
+    let not_found = attempts.iter().filter(|a| !a.found).count() as f64 / n;
+    let rising: Vec<bool> = attempts.iter().filter_map(|a| a.rising).collect();
+    let rising_share = (!rising.is_empty())
+        .then(|| rising.iter().filter(|r| **r).count() as f64 / rising.len() as f64);
+    (novel, not_found, rising_share, rising.len())
 }
 
 /// Tokens revealed to the identity: two generations of a Bloom filter, so the memory is
@@ -208,9 +242,22 @@ pub struct Features {
     /// Attempts in the window (the shares' sample size), and comparable pairs.
     pub window: usize,
     pub rising_pairs: usize,
+    /// The same shares over this request's own tokens (each once): a large batch is
+    /// judged on all of its tokens, not only on the last ones that fit the window.
+    pub request: RequestShares,
     /// The share of the identity's usual reveals that fall in this hour of the day.
     pub hour_share: f64,
     pub known_origin: bool,
+}
+
+/// Shares over one request's distinct tokens.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestShares {
+    pub distinct: usize,
+    pub novel_share: f64,
+    pub not_found_share: f64,
+    pub rising_share: Option<f64>,
+    pub rising_pairs: usize,
 }
 
 /// What a baseline has learned, in figures an assessor can read (the report).
@@ -278,35 +325,45 @@ impl Baseline {
     /// The features of a request of `sightings` from `origin`, as if it were recorded.
     pub fn features(&self, origin: &str, sightings: &[Sighting<'_>], now: i64) -> Features {
         let minute = now.div_euclid(MINUTE_MS);
+        let day = now.div_euclid(DAY_MS);
         let n = sightings.len() as u64;
-        let mut window: Vec<Attempt> = self.window.iter().copied().collect();
         let mut last = self.last_created;
-        window.extend(sightings.iter().map(|s| self.attempt(s, &mut last)));
+        let asked: Vec<Attempt> = distinct(sightings)
+            .iter()
+            .map(|s| self.attempt(s, &mut last))
+            .collect();
+        let mut window: Vec<Attempt> = self.window.iter().copied().collect();
+        window.extend(&asked);
         let start = window.len().saturating_sub(WINDOW);
         let window = &window[start..];
-        let share = |f: &dyn Fn(&Attempt) -> bool| {
-            window.iter().filter(|a| f(a)).count() as f64 / window.len().max(1) as f64
-        };
-        let rising: Vec<bool> = window.iter().filter_map(|a| a.rising).collect();
+        let (novel_share, not_found_share, rising_share, rising_pairs) = shares(window);
+        let (request_novel_share, request_not_found_share, request_rising_share, request_pairs) =
+            shares(&asked);
         let total: f64 = self.hours.iter().sum();
         let hour = (now.div_euclid(HOUR_MS)).rem_euclid(24) as usize;
         Features {
             warm: false,
             this_minute: self.minutes.at(minute) + n,
             last_hour: self.minutes.since(minute - 59) + n,
-            peak_minute: self.peak_minute.max(),
-            peak_hour: self.peak_hour.max(),
+            peak_minute: self.peak_minute.max_before(day),
+            peak_hour: self.peak_hour.max_before(day),
             batch: n,
-            peak_batch: self.peak_batch.max(),
-            novel_share: share(&|a| a.novel),
+            peak_batch: self.peak_batch.max_before(day),
+            novel_share,
             usual_novel_share: self.novel_share,
-            rising_share: (!rising.is_empty())
-                .then(|| rising.iter().filter(|r| **r).count() as f64 / rising.len() as f64),
+            rising_share,
             usual_rising_share: self.rising_share,
-            not_found_share: share(&|a| !a.found),
+            not_found_share,
             usual_not_found_share: self.not_found_share,
             window: window.len(),
-            rising_pairs: rising.len(),
+            rising_pairs,
+            request: RequestShares {
+                distinct: asked.len(),
+                novel_share: request_novel_share,
+                not_found_share: request_not_found_share,
+                rising_share: request_rising_share,
+                rising_pairs: request_pairs,
+            },
             hour_share: if total > 0.0 {
                 self.hours[hour] / total
             } else {
@@ -344,7 +401,7 @@ impl Baseline {
         let day = now.div_euclid(DAY_MS);
         let n = sightings.len() as u64;
         let mut last = self.last_created;
-        let attempts: Vec<Attempt> = sightings
+        let attempts: Vec<Attempt> = distinct(sightings)
             .iter()
             .map(|s| self.attempt(s, &mut last))
             .collect();
@@ -445,7 +502,12 @@ mod tests {
         );
         let f = b.features("10.0.0.9", &[seen("t1", 4)], now);
         assert_eq!(f.this_minute, 4, "refused attempts count in the window");
-        assert_eq!(f.peak_minute, 1, "only the learned request set the peak");
+        assert_eq!(f.peak_minute, 0, "today's requests do not set today's bar");
+        assert_eq!(
+            b.features("10.0.0.9", &[], now + DAY_MS).peak_minute,
+            1,
+            "only the learned request set the peak"
+        );
         assert!(!f.known_origin, "an unlearned origin stays unknown");
         assert!(b.features("10.0.0.1", &[], now).known_origin);
         // t1 was novel when first revealed, t2 and t3 were never revealed, t1 now is not.

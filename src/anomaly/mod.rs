@@ -10,7 +10,7 @@ mod baseline;
 mod rules;
 pub mod webhook;
 
-pub use baseline::{Baseline, Features, Profile, Sighting};
+pub use baseline::{Baseline, Features, Profile, RequestShares, Sighting};
 pub use rules::{Assessment, ColdStart, Reason, Rules, Verdict, Weights};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -162,8 +162,9 @@ impl Scorer {
     }
 
     /// Scores a reveal request and records it in the identity's windows; the baseline
-    /// learns from it only if it scored below the alert threshold (or while it is cold
-    /// and the request is allowed). `None` when scoring is off.
+    /// learns from it only if nothing in it scored (or, while it is cold, if the request
+    /// is allowed). `None` when scoring is off, or for a request of no tokens (it reveals
+    /// nothing and teaches nothing).
     pub async fn assess(
         &self,
         identity: &str,
@@ -171,44 +172,76 @@ impl Scorer {
         sightings: &[Sighting<'_>],
         now: i64,
     ) -> Result<Option<Assessment>, StoreError> {
-        if !self.enabled {
+        if !self.enabled || sightings.is_empty() {
             return Ok(None);
         }
-        self.load(identity).await?;
         let rules = self.rules_of(identity);
-        let mut all = self.baselines.lock().unwrap_or_else(|p| p.into_inner());
-        let b = all.entry(identity.to_owned()).or_default();
-        let mut f = b.features(origin, sightings, now);
-        f.warm = b.learned >= rules.warmup_reveals
-            && b.first_seen
-                .is_some_and(|t| now - t >= rules.warmup_hours as i64 * HOUR_MS);
-        let a = rules.assess(&f);
-        let allowed = a.verdict <= Verdict::Alert;
-        let learn = a.verdict == Verdict::Allow || (!f.warm && allowed);
-        b.record(origin, sightings, (learn, allowed), now);
-        // Marked while the baselines are locked, so a flush never forgets a change.
+        loop {
+            self.load(identity).await?;
+            let mut all = self.lock();
+            // A flush may have forgotten it between the load and this lock: read it again
+            // rather than score against an empty, cold baseline.
+            let Some(b) = all.get_mut(identity) else {
+                continue;
+            };
+            let mut f = b.features(origin, sightings, now);
+            f.warm = b.learned >= rules.warmup_reveals
+                && b.first_seen
+                    .is_some_and(|t| now - t >= rules.warmup_hours as i64 * HOUR_MS);
+            let a = rules.assess(&f);
+            let allowed = a.verdict <= Verdict::Alert;
+            let learn = if f.warm { a.score == 0 } else { allowed };
+            b.record(origin, sightings, (learn, allowed), now);
+            // Marked while the baselines are locked, so a flush never forgets a change.
+            self.mark(identity);
+            return Ok(Some(a));
+        }
+    }
+
+    /// Teaches the baseline a reveal officers approved (a held request's retry): vetted
+    /// traffic, so a client held while cold (`cold_start = "step_up"`) warms up.
+    pub async fn learn_approved(
+        &self,
+        identity: &str,
+        origin: &str,
+        sightings: &[Sighting<'_>],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        if !self.enabled || sightings.is_empty() {
+            return Ok(());
+        }
+        loop {
+            self.load(identity).await?;
+            let mut all = self.lock();
+            let Some(b) = all.get_mut(identity) else {
+                continue;
+            };
+            b.record(origin, sightings, (true, true), now);
+            self.mark(identity);
+            return Ok(());
+        }
+    }
+
+    fn mark(&self, identity: &str) {
         self.dirty
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(identity.to_owned());
-        drop(all);
-        Ok(Some(a))
     }
 
-    /// Reads the identity's stored baseline the first time this node sees it.
+    /// Reads the identity's stored baseline the first time this node sees it. A stored
+    /// baseline that does not parse fails the request closed (503) and stays as it is
+    /// for an operator to look at: replacing it with a cold one would switch most rules
+    /// off for a day.
     async fn load(&self, identity: &str) -> Result<(), StoreError> {
         if self.lock().contains_key(identity) {
             return Ok(());
         }
-        let stored = self.store.baseline(identity).await?;
-        let b = match stored.map(|s| serde_json::from_str::<Baseline>(&s)) {
-            Some(Ok(b)) => b,
-            Some(Err(e)) => {
-                // A baseline that does not parse starts over cold: scored by the cold-start
-                // rules, never skipped.
-                tracing::warn!(identity, error = %e, "stored anomaly baseline unreadable");
-                Baseline::default()
-            }
+        let b = match self.store.baseline(identity).await? {
+            Some(text) => serde_json::from_str::<Baseline>(&text).map_err(|e| {
+                tracing::error!(identity, error = %e, "stored anomaly baseline unreadable");
+                StoreError::Query(format!("the anomaly baseline of {identity} is unreadable"))
+            })?,
             None => Baseline::default(),
         };
         self.lock().entry(identity.to_owned()).or_insert(b);

@@ -202,19 +202,38 @@ impl Rules {
         if f.warm && spike(f.last_hour, f.peak_hour, self.min_spike_per_hour) {
             reasons.push(Reason::VolumeSpike);
         }
+        // Each share is judged on the recent window and on the request's own tokens, each
+        // when it holds enough attempts: a big batch cannot hide in the window's tail.
         let windowed = f.window >= self.min_window;
-        if windowed && f.not_found_share >= f.usual_not_found_share + self.not_found_margin {
+        let batched = f.request.distinct >= self.min_window;
+        let above = |window: f64, request: f64, usual: f64, margin: f64| {
+            (windowed && window >= usual + margin) || (batched && request >= usual + margin)
+        };
+        if above(
+            f.not_found_share,
+            f.request.not_found_share,
+            f.usual_not_found_share,
+            self.not_found_margin,
+        ) {
             reasons.push(Reason::NotFound);
         }
         if f.warm {
             if spike(f.batch, f.peak_batch, self.min_spike_batch) {
                 reasons.push(Reason::BatchSize);
             }
-            if windowed && f.novel_share >= f.usual_novel_share + self.novel_margin {
+            if above(
+                f.novel_share,
+                f.request.novel_share,
+                f.usual_novel_share,
+                self.novel_margin,
+            ) {
                 reasons.push(Reason::NovelTokens);
             }
-            if f.rising_pairs >= self.min_window
-                && f.rising_share.is_some_and(|s| s >= self.sequential_share)
+            let in_order = |pairs: usize, share: Option<f64>| {
+                pairs >= self.min_window && share.is_some_and(|s| s >= self.sequential_share)
+            };
+            if (in_order(f.rising_pairs, f.rising_share)
+                || in_order(f.request.rising_pairs, f.request.rising_share))
                 && f.usual_rising_share < self.sequential_usual_below
             {
                 reasons.push(Reason::SequentialScan);
@@ -292,6 +311,7 @@ mod tests {
             usual_not_found_share: 0.02,
             window: 50,
             rising_pairs: 45,
+            request: Default::default(),
             hour_share: 0.08,
             known_origin: true,
         }
@@ -372,5 +392,71 @@ mod tests {
         assert_eq!(client.weights.off_hours, 15);
         assert!(base.with(&serde_json::json!({"alert_at": -1})).is_err());
         assert!(base.with(&serde_json::json!({"alrt_at": 1})).is_err());
+    }
+
+    #[test]
+    fn a_batch_cannot_hide_behind_repeats_nor_raise_its_own_bar() {
+        use crate::anomaly::{Baseline, Sighting};
+        const HOUR: i64 = 3_600_000;
+        const DAY: i64 = 24 * HOUR;
+        let rules = Rules::default();
+        let mut b = Baseline::default();
+        // A week of refunds from one address: a reveal every 4 minutes from 08:00 to
+        // 20:00, over 300 stored cards in no particular order.
+        let known: Vec<String> = (0..300).map(|i| format!("tok_{i:04}")).collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        for day in 0..7 {
+            for minute in (8 * 60..20 * 60).step_by(4) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let i = (x % 300) as usize;
+                let s = [Sighting {
+                    token: &known[i],
+                    created_at: Some(((i * 7919) % 300) as i64),
+                }];
+                b.record("10.0.1.5", &s, (true, true), day * DAY + minute * 60_000);
+            }
+        }
+        // Day seven, 10:00, the usual address: 50 never-revealed cards in creation order,
+        // then one revealed card 32 times to fill the window.
+        let fresh: Vec<String> = (0..50).map(|i| format!("new_{i:04}")).collect();
+        let mut ask: Vec<Sighting<'_>> = fresh
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Sighting {
+                token: t,
+                created_at: Some(1_000 + i as i64),
+            })
+            .collect();
+        ask.extend((0..32).map(|_| Sighting {
+            token: &known[0],
+            created_at: Some(0),
+        }));
+        let now = 7 * DAY + 10 * HOUR;
+        let mut f = b.features("10.0.1.5", &ask, now);
+        f.warm = true;
+        let a = rules.assess(&f);
+        assert!(a.verdict >= Verdict::StepUp, "{a:?}");
+        assert!(a.reasons.contains(&Reason::NovelTokens), "{a:?}");
+        assert!(a.reasons.contains(&Reason::SequentialScan), "{a:?}");
+        // Or followed by 32 distinct revealed cards, which fill the window with
+        // harmless-looking attempts: the request is judged on all of its tokens too.
+        let mut ask2: Vec<Sighting<'_>> = ask[..50].to_vec();
+        ask2.extend(known[..32].iter().enumerate().map(|(i, t)| Sighting {
+            token: t,
+            created_at: Some(((i * 7919) % 300) as i64),
+        }));
+        let mut f = b.features("10.0.1.5", &ask2, now);
+        f.warm = true;
+        assert!(f.novel_share < 0.4, "the window alone sees nothing");
+        let a = rules.assess(&f);
+        assert!(a.verdict >= Verdict::Alert, "{a:?}");
+        assert!(a.reasons.contains(&Reason::NovelTokens), "{a:?}");
+        // What today taught does not raise today's bar: a ramp of ever larger batches
+        // is compared with the days before.
+        b.record("10.0.1.5", &ask, (true, true), now);
+        let f = b.features("10.0.1.5", &ask[..1], now + 60_000);
+        assert_eq!(f.peak_batch, 1, "yesterday's peak, not this morning's");
     }
 }

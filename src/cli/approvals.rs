@@ -11,7 +11,7 @@ use crate::config::Settings;
 use crate::keys::rfc3339;
 use crate::officers::Operation;
 use crate::store::StepUpRow;
-use crate::vault::{Vault, now_ms};
+use crate::vault::Vault;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ApprovalsCommand {
@@ -68,11 +68,7 @@ pub enum ApprovalsCommand {
 pub async fn run(settings: Settings, cmd: ApprovalsCommand) -> anyhow::Result<()> {
     let vault = Vault::open(settings).await?;
     let result = dispatch(&vault, cmd).await;
-    let sealed = vault.checkpointer().checkpoint(now_ms()).await;
-    vault.store.close().await;
-    result?;
-    sealed?;
-    Ok(())
+    request::seal_and_close(vault, result).await
 }
 
 async fn dispatch(vault: &Vault, cmd: ApprovalsCommand) -> anyhow::Result<()> {
@@ -139,7 +135,17 @@ async fn dispatch(vault: &Vault, cmd: ApprovalsCommand) -> anyhow::Result<()> {
             identity,
             reason,
             sign,
-        } => (Operation::Reinstate { identity }, reason, sign),
+        } => {
+            let since = vault
+                .store
+                .suspensions()
+                .await?
+                .into_iter()
+                .find(|(id, _, _)| *id == identity)
+                .map(|(_, since, _)| since)
+                .with_context(|| format!("client {identity} is not suspended"))?;
+            (Operation::Reinstate { identity, since }, reason, sign)
+        }
     };
     request::submit(vault, op, Some(&reason), &sign, plain).await
 }
@@ -174,17 +180,9 @@ fn describe(r: &StepUpRow) -> String {
             d.decided_by,
             d.reason
         ));
-        if r.state != "denied" {
-            out.push_str(&format!(
-                "  scope    {} tokens{}, until {}\n",
-                d.scope_count,
-                if d.scope_tokens.is_some() {
-                    " (named)"
-                } else {
-                    " (any)"
-                },
-                rfc3339(d.valid_until)
-            ));
+        let scope = crate::anomaly::approvals::scope_text(r);
+        if !scope.is_empty() {
+            out.push_str(&format!("  scope    {scope}\n"));
         }
     }
     if let Some(used) = r.used_at {

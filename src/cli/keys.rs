@@ -108,12 +108,7 @@ pub enum KeysCommand {
 pub async fn run(settings: Settings, cmd: KeysCommand) -> anyhow::Result<()> {
     let vault = Vault::open(settings).await?;
     let result = dispatch(&vault, cmd).await;
-    // Seal what the officer just did under a signed checkpoint right away.
-    let sealed = vault.checkpointer().checkpoint(now_ms()).await;
-    vault.store.close().await;
-    result?;
-    sealed?;
-    Ok(())
+    request::seal_and_close(vault, result).await
 }
 
 async fn dispatch(vault: &Vault, cmd: KeysCommand) -> anyhow::Result<()> {

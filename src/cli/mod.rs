@@ -85,15 +85,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(args) => {
             let vault = crate::vault::Vault::open(settings).await?;
             let result = import::run(&vault, args).await;
-            // Seal the import's events under a signed checkpoint right away.
-            let sealed = vault
-                .checkpointer()
-                .checkpoint(crate::vault::now_ms())
-                .await;
-            vault.store.close().await;
-            result?;
-            sealed?;
-            Ok(())
+            request::seal_and_close(vault, result).await
         }
         Command::DevCerts(_) => {
             unreachable!("handled above")

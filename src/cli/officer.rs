@@ -8,7 +8,7 @@ use anyhow::Context;
 use super::request::{self, SignArgs, SweepOptions};
 use crate::config::Settings;
 use crate::officers::{self, OfficerKey, Operation, Registry, RequestDocument};
-use crate::vault::{Vault, now_ms};
+use crate::vault::Vault;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum OfficerCommand {
@@ -115,11 +115,7 @@ pub fn run_offline(cmd: &OfficerCommand) -> anyhow::Result<()> {
 pub async fn run(settings: Settings, cmd: OfficerCommand) -> anyhow::Result<()> {
     let vault = Vault::open(settings).await?;
     let result = dispatch(&vault, cmd).await;
-    let sealed = vault.checkpointer().checkpoint(now_ms()).await;
-    vault.store.close().await;
-    result?;
-    sealed?;
-    Ok(())
+    request::seal_and_close(vault, result).await
 }
 
 async fn dispatch(vault: &Vault, cmd: OfficerCommand) -> anyhow::Result<()> {

@@ -52,6 +52,16 @@ impl Default for SweepOptions {
     }
 }
 
+/// Ends a CLI command that worked on `vault`: seals what it did under a signed checkpoint
+/// right away and closes the database, then reports the command's own error first.
+pub async fn seal_and_close(vault: Vault, result: anyhow::Result<()>) -> anyhow::Result<()> {
+    let sealed = vault.checkpointer().checkpoint(now_ms()).await;
+    vault.store.close().await;
+    result?;
+    sealed?;
+    Ok(())
+}
+
 /// Records `op` as a request, signs it with `--key` if given, and runs it if that was
 /// enough.
 pub async fn submit(

@@ -32,13 +32,14 @@ impl Guard {
         else {
             return Ok(());
         };
-        if a.verdict == Verdict::Allow {
-            return Ok(());
-        }
+        // Reasons below the alert threshold are counted too (not learned, not audited).
         for r in &a.reasons {
             metrics::counter!("tokenvault_detokenize_anomalies_total",
                 "verdict" => a.verdict.as_str(), "reason" => r.as_str())
             .increment(1);
+        }
+        if a.verdict == Verdict::Allow {
+            return Ok(());
         }
         let said = format!("{} {}", a.verdict.as_str(), a.describe());
         let event = |action, outcome| {
@@ -175,7 +176,12 @@ impl Guard {
             at: now,
         };
         match self.write(used).await? {
-            Written::Applied(true) => Ok(()),
+            Written::Applied(true) => {
+                self.scorer
+                    .learn_approved(&who.identity, &who.origin, sightings, now)
+                    .await?;
+                Ok(())
+            }
             _ => refuse("the approval was used or expired meanwhile").await,
         }
     }

@@ -60,8 +60,9 @@ pub enum Operation {
     },
     /// Refuse a held reveal for good.
     DenyReveal { held: String, identity: String },
-    /// Lift the suspension of an identity that anomaly scoring blocked.
-    Reinstate { identity: String },
+    /// Lift the suspension of an identity that anomaly scoring blocked: the one that
+    /// began at `since` (ms), not a later one.
+    Reinstate { identity: String, since: i64 },
 }
 
 impl Operation {
@@ -177,9 +178,10 @@ impl Operation {
                 "DENY REVEAL of held request {held} by client {identity}: nothing of it is \
                  ever revealed."
             ),
-            Operation::Reinstate { identity } => format!(
-                "REINSTATE client {identity}: lift its suspension; it may reveal again, \
-                 under its permissions and anomaly scoring."
+            Operation::Reinstate { identity, since } => format!(
+                "REINSTATE client {identity}: lift its suspension of {}; it may reveal \
+                 again, under its permissions and anomaly scoring.",
+                crate::keys::rfc3339(*since)
             ),
         }
     }
@@ -211,7 +213,7 @@ impl fmt::Display for Operation {
             Operation::DenyReveal { held, identity } => {
                 write!(f, "deny reveal {held} of {identity}")
             }
-            Operation::Reinstate { identity } => write!(f, "reinstate {identity}"),
+            Operation::Reinstate { identity, .. } => write!(f, "reinstate {identity}"),
         }
     }
 }

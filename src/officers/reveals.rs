@@ -20,10 +20,14 @@ pub async fn decide(
     let reason = doc.reason.clone().unwrap_or_default();
     let refuse = |s: String| Err(OfficerError::Approval(s));
     let (held, identity, decision) = match &doc.operation {
-        Operation::Reinstate { identity } => {
+        Operation::Reinstate { identity, since } => {
             let mut atx = AuditLog::new(store.clone()).begin().await?;
-            if !store.reinstate(&mut atx.tx, identity).await? {
-                return refuse(format!("client {identity} is not suspended"));
+            if !store.reinstate(&mut atx.tx, identity, *since).await? {
+                return refuse(format!(
+                    "client {identity} has no suspension of {}: it was lifted, or this is \
+                     another one (propose a new reinstatement)",
+                    crate::keys::rfc3339(*since)
+                ));
             }
             let event = AuditEvent::new(actor, Action::IdentityReinstate, Outcome::Success)
                 .resource(identity.as_str())

@@ -228,10 +228,16 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Lifts a suspension; whether there was one.
-    pub async fn reinstate(&self, tx: &mut Tx, identity: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM suspensions WHERE identity = $1")
+    /// Lifts the suspension of `identity` that began at `since`; whether there was one.
+    pub async fn reinstate(
+        &self,
+        tx: &mut Tx,
+        identity: &str,
+        since: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM suspensions WHERE identity = $1 AND since = $2")
             .bind(identity)
+            .bind(since)
             .execute(&mut **tx)
             .await?;
         Ok(done.rows_affected() == 1)

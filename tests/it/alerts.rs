@@ -10,7 +10,7 @@ use tokenvault::anomaly::webhook::{WebhookSettings, signature};
 
 use crate::helpers::{Receiver, TestApp, spawn_receiver, spawn_with, write_private};
 
-const SECRET: &str = "0123456789abcdef0123456789abcdef-webhook";
+const SECRET: &str = "tv-webhook-secret-for-tests-only-7c1e5a9d-b4f2";
 
 fn webhook(rx: &Receiver, dir: &std::path::Path) -> WebhookSettings {
     write_private(&dir.join("webhook-secret"), SECRET);

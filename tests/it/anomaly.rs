@@ -398,3 +398,55 @@ async fn a_clean_stop_writes_what_the_baselines_learned() {
         "written at the stop, not at the next flush"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_requests_that_score_nothing_teach_the_baseline() {
+    let (_dir, _vault, services) = open(
+        "anomaly-learning",
+        &[("refunds", client(&["detokenize:card"], None))],
+    )
+    .await;
+    let base = (now_ms() / DAY - 3) * DAY;
+    let tokens = stored_cards(&services, 240, base - DAY).await;
+    let usual = services.guard.principal("refunds", "10.0.1.5");
+    // Two days of reveals from the usual address, office hours: warm.
+    for (i, t) in tokens.iter().enumerate() {
+        let at = base + (i as i64 % 2) * DAY + 9 * HOUR + (i as i64 / 2) * 3 * MINUTE;
+        services
+            .tokens
+            .detokenize(&usual, t, None, at)
+            .await
+            .unwrap();
+    }
+    let profile = || async {
+        services
+            .guard
+            .anomaly()
+            .baseline("refunds")
+            .await
+            .unwrap()
+            .profile()
+    };
+    assert_eq!(profile().await.origins, 1);
+    // Day three, 10:00, from a new address: an empty batch, then a reveal that scores
+    // only new_origin (15, below the alert threshold): allowed, but neither teaches the
+    // baseline that address.
+    let stranger = services.guard.principal("refunds", "10.9.9.9");
+    let at = base + 2 * DAY + 10 * HOUR;
+    let none = services
+        .tokens
+        .detokenize_batch(&stranger, &[], None, at)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    services
+        .tokens
+        .detokenize(&stranger, &tokens[0], None, at + MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(
+        profile().await.origins,
+        1,
+        "the new address was not learned"
+    );
+}

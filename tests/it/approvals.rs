@@ -261,7 +261,7 @@ async fn an_approved_reveal_gives_exactly_its_scope_once_within_its_window() {
     .unwrap();
     assert_eq!(actor, "officer:alice+officer:bob");
     assert!(
-        reason.contains("the 2 tokens it asked for") && reason.contains("SEC-7"),
+        reason.contains("2 named tokens of the held request") && reason.contains("SEC-7"),
         "{reason}"
     );
     assert_eq!(count(&app, "approval.redeem", "success").await, 1);
@@ -329,13 +329,24 @@ async fn a_suspended_client_is_reinstated_by_two_officers() {
     assert_eq!(status, 403, "a suspended client does nothing");
 
     let vault = Vault::open(app.settings.clone()).await.unwrap();
+    let since =
+        |store: tokenvault::store::Store| async move { store.suspensions().await.unwrap()[0].1 };
+    let first = since(vault.store.clone()).await;
     let lift = Operation::Reinstate {
         identity: "app".into(),
+        since: first,
+    };
+    // Proposed by alice, left waiting for a second officer.
+    let stale = officers::create(&vault.store, lift.clone(), None, 3_600_000, now_ms())
+        .await
+        .unwrap();
+    let sign = |who: &str| {
+        let sig = load_officer(who).sign(&stale);
+        let store = vault.store.clone();
+        async move { officers::add_signature(&store, &sig, now_ms()).await }
     };
     assert!(
-        sign_request(&vault.store, lift.clone(), &["alice"])
-            .await
-            .is_none(),
+        matches!(sign("alice").await, Ok(officers::Progress::Waiting { .. })),
         "one is not enough"
     );
     let line = decide(&vault, lift.clone(), &["alice", "carol"]).await;
@@ -363,4 +374,46 @@ async fn a_suspended_client_is_reinstated_by_two_officers() {
         .unwrap();
     let again = officers::execute(&vault.store, &vault.keys, &twice.0, &twice.1, now_ms()).await;
     assert!(again.is_err(), "not suspended any more: {again:?}");
+
+    // Blocked again later: the reinstatement proposed for the first suspension cannot
+    // lift this one.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let (status, _) = app
+        .post("app", "/v1/detokenize", json!({"token": token}))
+        .await;
+    assert_eq!(status, 403);
+    let second = since(vault.store.clone()).await;
+    assert_ne!(first, second);
+    let (doc, actor) = match sign("bob").await.unwrap() {
+        officers::Progress::Ready { doc, actor } => (doc, actor),
+        other => panic!("{other:?}"),
+    };
+    let stale_lift = officers::execute(&vault.store, &vault.keys, &doc, &actor, now_ms()).await;
+    assert!(stale_lift.is_err(), "{stale_lift:?}");
+    assert_eq!(since(vault.store.clone()).await, second, "still suspended");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_header_that_reads_as_a_card_number_is_refused_unrecorded() {
+    let app = crate::helpers::spawn_app("approvals-pan-header").await;
+    let token = app.tokenize("card", &crate::helpers::random_pan()).await;
+    let (status, body) = retry(
+        &app,
+        "app",
+        "su_4111111111111111abcdefabcdefabcd",
+        &[&token],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let mut db = app.db().await;
+    let resources: Vec<Option<String>> = sqlx::query_scalar("SELECT resource FROM audit_events")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    for r in resources.into_iter().flatten() {
+        assert!(!tokenvault::cardscan::contains_pan(&r), "{r}");
+    }
 }

@@ -156,28 +156,14 @@ impl BaselineEntry {
 }
 
 fn held_entry(r: StepUpRow) -> HeldEntry {
-    let (decided_by, decided_at, scope, reason) = match &r.decision {
-        None => Default::default(),
-        Some(d) => (
+    let scope = crate::anomaly::approvals::scope_text(&r);
+    let (decided_by, decided_at, reason) = r.decision.as_ref().map_or_else(Default::default, |d| {
+        (
             d.decided_by.clone(),
             rfc3339(d.decided_at),
-            if r.state == "denied" {
-                String::new()
-            } else {
-                format!(
-                    "{} {} tokens until {}",
-                    d.scope_count,
-                    if d.scope_tokens.is_some() {
-                        "named"
-                    } else {
-                        "any"
-                    },
-                    rfc3339(d.valid_until)
-                )
-            },
             d.reason.clone(),
-        ),
-    };
+        )
+    });
     HeldEntry {
         id: r.id,
         client: r.identity,
