@@ -67,6 +67,13 @@ pub struct Settings {
     /// The Vault-compatible API (`/v1/auth`, `/v1/sys`, the Transit and Transform mounts).
     #[serde(default)]
     pub vault_api: crate::session::VaultApiSettings,
+    /// `production` (default) or `nonproduction`: recorded in the database the first time
+    /// the vault opens, and a vault whose config and database disagree does not open.
+    #[serde(default)]
+    pub environment: crate::nonprod::Environment,
+    /// What a non-production vault accepts as test data.
+    #[serde(default)]
+    pub nonproduction: crate::nonprod::TestData,
     /// Detokenize anomaly scoring and step-up (docs/anomaly-detection.md).
     #[serde(default)]
     pub anomaly: crate::anomaly::AnomalySettings,
@@ -578,6 +585,9 @@ impl Settings {
             .validate(self.clients.iter().map(|(id, c)| (id, c.anomaly.as_ref())))
             .map_err(ConfigError::Invalid)?;
         self.vault_api.validate().map_err(ConfigError::Invalid)?;
+        self.nonproduction
+            .validate()
+            .map_err(ConfigError::Invalid)?;
         self.vault_api
             .transform
             .validate(&self.types)

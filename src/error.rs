@@ -23,6 +23,7 @@ pub enum Code {
     KeyDestroyed,
     PayloadTooLarge,
     InvalidValue,
+    RealValueRefused,
     RateLimited,
     ApprovalRequired,
     ApprovalInvalid,
@@ -34,7 +35,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, for the documentation and the tests that pin the status table.
-    pub const ALL: [Code; 15] = [
+    pub const ALL: [Code; 16] = [
         Code::InvalidRequest,
         Code::Unauthenticated,
         Code::Forbidden,
@@ -43,6 +44,7 @@ impl Code {
         Code::KeyDestroyed,
         Code::PayloadTooLarge,
         Code::InvalidValue,
+        Code::RealValueRefused,
         Code::RateLimited,
         Code::ApprovalRequired,
         Code::ApprovalInvalid,
@@ -62,6 +64,7 @@ impl Code {
             Code::KeyDestroyed => "key_destroyed",
             Code::PayloadTooLarge => "payload_too_large",
             Code::InvalidValue => "invalid_value",
+            Code::RealValueRefused => "real_value_refused",
             Code::RateLimited => "rate_limited",
             Code::ApprovalRequired => "approval_required",
             Code::ApprovalInvalid => "approval_invalid",
@@ -100,6 +103,10 @@ pub enum Error {
     /// The value itself is unacceptable (validation, or a ciphertext that does not open).
     #[error("{0}")]
     InvalidValue(String),
+    /// A non-production vault refused a value that could be real (`crate::nonprod`);
+    /// the text says which test values it accepts, never the value.
+    #[error("{0}")]
+    RealValue(&'static str),
     /// A rate limit or budget is spent; retry after the given time.
     #[error("{message}")]
     RateLimited {
@@ -146,6 +153,7 @@ impl Error {
             Error::KeyDestroyed(_) => Code::KeyDestroyed,
             Error::PayloadTooLarge(_) => Code::PayloadTooLarge,
             Error::InvalidValue(_) => Code::InvalidValue,
+            Error::RealValue(_) => Code::RealValueRefused,
             Error::RateLimited { .. } => Code::RateLimited,
             Error::ApprovalRequired { .. } => Code::ApprovalRequired,
             Error::ApprovalInvalid(_) => Code::ApprovalInvalid,

@@ -31,6 +31,8 @@ pub mod hsm;
 pub mod keys;
 /// Parsed names (leaf): keyring names, key versions, key states.
 pub mod names;
+/// Non-production vaults: the environment setting and the test-data checks.
+pub mod nonprod;
 /// Dual control: officer keys, signed requests and approvals.
 pub mod officers;
 /// Reads secrets from files only their owner may read (PIN files, officer keys).

@@ -20,6 +20,14 @@ pub enum OpenError {
     Hsm(#[from] HsmError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The config says one environment and the database was made for the other.
+    #[error(
+        "this database belongs to a {recorded} vault but the config says environment = \"{configured}\": refusing to open it (a staging config pointed at production data, or the reverse)"
+    )]
+    Environment {
+        configured: &'static str,
+        recorded: String,
+    },
 }
 
 /// The opened vault: what every command works on.
@@ -116,6 +124,12 @@ impl Vault {
                 max_metadata_bytes: s.limits.max_metadata_bytes,
             },
         );
+        let tokens = match s.environment {
+            crate::nonprod::Environment::Production => tokens,
+            crate::nonprod::Environment::Nonproduction => {
+                tokens.with_test_data(s.nonproduction.clone())
+            }
+        };
         let crypto = CryptoService::new(self.keys.clone(), guard.clone());
         let sessions = SessionService::new(
             self.store.clone(),
@@ -140,6 +154,7 @@ impl Vault {
             self.keys.hsm().clone(),
             self.keys.labels().audit_signing(),
         )
+        .with_environment(self.settings.environment.as_str())
         .with_sinks(crate::audit::sink::CheckpointSinks::from_settings(
             &self.settings.audit,
         ))
@@ -163,6 +178,15 @@ impl Vault {
         .map_err(|e| HsmError::TaskFailed(e.to_string()))??;
         let store =
             Store::connect(&settings.database.url, settings.database.max_connections).await?;
+        // The first open records the environment; every later one must match it.
+        let configured = settings.environment.as_str();
+        let recorded = store.claim_meta("environment", configured).await?;
+        if recorded != configured {
+            return Err(OpenError::Environment {
+                configured,
+                recorded,
+            });
+        }
         let keys = KeyManager::new(
             Arc::new(hsm),
             store.clone(),

@@ -19,7 +19,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable, machine-readable: `invalid_request`, `unauthenticated`, `forbidden`,
     /// `not_found`, `method_not_allowed`, `key_destroyed`, `payload_too_large`,
-    /// `invalid_value`, `rate_limited`, `approval_required`, `approval_invalid`,
+    /// `invalid_value`, `real_value_refused`, `rate_limited`, `approval_required`, `approval_invalid`,
     /// `identity_suspended`,
     /// `integrity_error`, `unavailable`, `internal`.
     pub code: &'static str,
@@ -42,7 +42,7 @@ pub(crate) fn status(code: Code) -> StatusCode {
         Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         Code::KeyDestroyed => StatusCode::GONE,
         Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        Code::InvalidValue => StatusCode::UNPROCESSABLE_ENTITY,
+        Code::InvalidValue | Code::RealValueRefused => StatusCode::UNPROCESSABLE_ENTITY,
         Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         Code::ApprovalRequired | Code::ApprovalInvalid | Code::IdentitySuspended => {
             StatusCode::FORBIDDEN
@@ -112,6 +112,7 @@ mod tests {
             ("key_destroyed", 410),
             ("payload_too_large", 413),
             ("invalid_value", 422),
+            ("real_value_refused", 422),
             ("rate_limited", 429),
             ("approval_required", 403),
             ("approval_invalid", 403),

@@ -212,7 +212,8 @@ fn input(r: TokenizeRequest) -> TokenizeInput {
         (status = 413, body = ErrorBody, description = "`payload_too_large`: the body exceeds `limits.max_body_bytes`"),
         (status = 422, body = ErrorBody, description = "`invalid_value`: the value fails its type's validator \
             (Luhn, SSN rules, address rules, `limits.max_value_bytes`), or the metadata is larger than \
-            `limits.max_metadata_bytes` or holds a card number"),
+            `limits.max_metadata_bytes` or holds a card number; `real_value_refused`: a non-production vault \
+            accepts only test data (test card prefixes, never-issued SSNs, reserved e-mail domains)"),
         (status = 429, body = ErrorBody, description = "`rate_limited`: request rate or new-value budget spent"),
         (status = 500, body = ErrorBody, description = "`internal` or `integrity_error`"),
         (status = 503, body = ErrorBody, description = "`unavailable`: the HSM, database or audit trail failed; nothing was done")))]

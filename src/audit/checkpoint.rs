@@ -35,16 +35,25 @@ pub enum CheckpointError {
 }
 
 /// The exact bytes a checkpoint signature covers: format v1 (no `prev_digest`, made
-/// before checkpoints were chained) or v2 (with the previous checkpoint's digest).
+/// before checkpoints were chained), v2 (with the previous checkpoint's digest) or v3
+/// (and the vault's environment, `production` or `nonproduction`).
 pub fn message(c: &CheckpointRow) -> Vec<u8> {
-    match &c.prev_digest {
-        None => format!(
+    match (&c.prev_digest, &c.environment) {
+        (Some(prev), Some(env)) => format!(
+            "tokenvault audit checkpoint v3\nseq={}\nhead={}\nat={}\nprev={}\nenv={}\n",
+            c.seq,
+            hex::encode(&c.head_hash),
+            c.at,
+            hex::encode(prev),
+            env
+        ),
+        (None, _) => format!(
             "tokenvault audit checkpoint v1\nseq={}\nhead={}\nat={}\n",
             c.seq,
             hex::encode(&c.head_hash),
             c.at
         ),
-        Some(prev) => format!(
+        (Some(prev), None) => format!(
             "tokenvault audit checkpoint v2\nseq={}\nhead={}\nat={}\nprev={}\n",
             c.seq,
             hex::encode(&c.head_hash),
@@ -105,6 +114,9 @@ pub struct ExportedCheckpoint {
     pub prev_digest: Option<String>,
     /// The key the signer read from the HSM when it signed.
     pub public_key_pem: String,
+    /// The vault's environment, signed (format v3); absent before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
 }
 
 impl ExportedCheckpoint {
@@ -120,6 +132,7 @@ impl ExportedCheckpoint {
                 Some(d) => Some(hex::decode(d).map_err(|_| bad("prev_digest"))?),
                 None => None,
             },
+            environment: self.environment.clone(),
         })
     }
 
@@ -132,6 +145,7 @@ impl ExportedCheckpoint {
             signature: hex::encode(&c.signature),
             prev_digest: c.prev_digest.as_ref().map(hex::encode),
             public_key_pem: public_key_pem(key)?,
+            environment: c.environment.clone(),
         })
     }
 }
@@ -143,6 +157,8 @@ pub struct Checkpointer {
     hsm: Arc<Hsm>,
     label: String,
     sinks: CheckpointSinks,
+    /// Signed into every checkpoint (format v3) when set.
+    environment: Option<&'static str>,
 }
 
 impl Checkpointer {
@@ -152,7 +168,14 @@ impl Checkpointer {
             hsm,
             label,
             sinks: CheckpointSinks::default(),
+            environment: None,
         }
+    }
+
+    /// Signs the vault's environment into every checkpoint.
+    pub fn with_environment(mut self, environment: &'static str) -> Self {
+        self.environment = Some(environment);
+        self
     }
 
     /// Also writes every checkpoint to these outside copies as it is made.
@@ -272,6 +295,7 @@ impl Checkpointer {
             key_label: self.label.clone(),
             signature: Vec::new(),
             prev_digest: Some(prev.as_ref().map_or(NO_PREVIOUS.to_vec(), digest)),
+            environment: self.environment.map(str::to_owned),
         };
         row.signature = self.sign(message(&row)).await?;
         if !self.store.insert_checkpoint_after(&row, after).await? {
@@ -382,6 +406,7 @@ mod tests {
             key_label: "k".into(),
             signature: vec![1; 64],
             prev_digest,
+            environment: None,
         }
     }
 
@@ -401,6 +426,17 @@ mod tests {
             )
             .into_bytes()
         );
+        // v3 signs the environment: a staging trail cannot pass for a production one.
+        let mut staging = row(Some(vec![0xcd; 32]));
+        staging.environment = Some("nonproduction".into());
+        let mut production = staging.clone();
+        production.environment = Some("production".into());
+        assert!(
+            String::from_utf8(message(&staging))
+                .unwrap()
+                .ends_with("env=nonproduction\n")
+        );
+        assert_ne!(message(&staging), message(&production));
     }
 
     #[test]

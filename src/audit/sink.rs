@@ -125,6 +125,7 @@ mod tests {
             signature: "11".repeat(64),
             prev_digest: Some("22".repeat(32)),
             public_key_pem: "pem".into(),
+            environment: Some("production".into()),
         }
     }
 

@@ -99,6 +99,8 @@ pub struct CheckpointRow {
     /// The digest of the checkpoint before this one (format v2); `None` for a v1
     /// checkpoint, made before checkpoints were chained.
     pub prev_digest: Option<Vec<u8>>,
+    /// The vault's environment, signed with the rest (format v3).
+    pub environment: Option<String>,
 }
 
 /// What this process itself wrote to the chain and signed, so the signer can tell a
@@ -111,7 +113,8 @@ pub struct AuditWitness {
     pub signed: Option<CheckpointRow>,
 }
 
-const CHECKPOINT_COLUMNS: &str = "seq, head_hash, at, key_label, signature, prev_digest";
+const CHECKPOINT_COLUMNS: &str =
+    "seq, head_hash, at, key_label, signature, prev_digest, environment";
 
 fn checkpoint_row(r: &sqlx::any::AnyRow) -> Result<CheckpointRow, sqlx::Error> {
     Ok(CheckpointRow {
@@ -121,6 +124,7 @@ fn checkpoint_row(r: &sqlx::any::AnyRow) -> Result<CheckpointRow, sqlx::Error> {
         key_label: r.try_get("key_label")?,
         signature: r.try_get("signature")?,
         prev_digest: r.try_get("prev_digest")?,
+        environment: r.try_get("environment")?,
     })
 }
 
@@ -177,8 +181,8 @@ impl Store {
             return Ok(false);
         }
         sqlx::query(
-            "INSERT INTO audit_checkpoints (seq, head_hash, at, key_label, signature, prev_digest) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO audit_checkpoints (seq, head_hash, at, key_label, signature, prev_digest, \
+             environment) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(c.seq)
         .bind(&c.head_hash)
@@ -186,6 +190,7 @@ impl Store {
         .bind(&c.key_label)
         .bind(&c.signature)
         .bind(&c.prev_digest)
+        .bind(c.environment.as_deref())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -6,6 +6,7 @@ mod anomaly;
 mod audit;
 mod import;
 mod keys;
+mod meta;
 mod officers;
 mod rewrap;
 mod sessions;

@@ -30,6 +30,15 @@ use crate::guard::{Guard, Principal, SHARED_NAMESPACE};
 use crate::keys::{KeyManager, KeyVersion};
 use crate::store::{Store, TokenRow};
 
+impl From<crate::nonprod::TestDataError> for Error {
+    fn from(e: crate::nonprod::TestDataError) -> Self {
+        match e {
+            crate::nonprod::TestDataError::Invalid(v) => v.into(),
+            crate::nonprod::TestDataError::Real(r) => Error::RealValue(r.0),
+        }
+    }
+}
+
 impl From<ValueError> for Error {
     fn from(e: ValueError) -> Self {
         Error::InvalidValue(e.0.to_owned())
@@ -144,6 +153,8 @@ pub struct TokenService {
     audit: AuditLog,
     types: BTreeMap<String, TypeSettings>,
     limits: ValueLimits,
+    /// In a non-production vault: what it accepts as test data (`crate::nonprod`).
+    test_data: Option<Arc<crate::nonprod::TestData>>,
 }
 
 /// Checks the caller-supplied reason: short, and never a place to put a card number.
@@ -180,7 +191,14 @@ impl TokenService {
             store,
             types,
             limits,
+            test_data: None,
         }
+    }
+
+    /// A non-production vault's service: tokenize accepts only test data.
+    pub fn with_test_data(mut self, test_data: crate::nonprod::TestData) -> Self {
+        self.test_data = Some(Arc::new(test_data));
+        self
     }
 
     /// The type's fingerprinters under every usable fingerprint key, the active first.

@@ -81,6 +81,21 @@ fn digits(raw: &str) -> Result<Zeroizing<String>, ValueError> {
     Ok(out)
 }
 
+/// A social security number's nine digits, without the checks that refuse the ranges
+/// never issued (a non-production vault accepts only those: `crate::nonprod`).
+pub fn ssn_digits(raw: &str, max_bytes: usize) -> Result<Value, ValueError> {
+    if raw.len() > max_bytes {
+        return Err(ValueError(
+            "the value is longer than the configured maximum",
+        ));
+    }
+    let d = digits(raw)?;
+    if d.len() != 9 {
+        return Err(ValueError("a social security number has 9 digits"));
+    }
+    Ok(Value(d))
+}
+
 fn pan(raw: &str) -> Result<Value, ValueError> {
     let d = digits(raw)?;
     if !(12..=19).contains(&d.len()) {

@@ -22,6 +22,7 @@ mod import_vault;
 mod lifecycle;
 mod limits;
 mod multinode;
+mod nonprod;
 mod oracle;
 mod permissions;
 mod process;

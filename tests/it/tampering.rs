@@ -578,9 +578,10 @@ mod audit_trail {
         .await
         .unwrap();
         use tokenvault::audit::checkpoint::{NO_PREVIOUS, digest, message};
-        type Row = (i64, Vec<u8>, i64, String, Vec<u8>, Option<Vec<u8>>);
+        type Row = (i64, Vec<u8>, i64, String, Option<Vec<u8>>, Option<String>);
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT seq, head_hash, at, key_label, signature, prev_digest FROM audit_checkpoints ORDER BY seq",
+            "SELECT seq, head_hash, at, key_label, prev_digest, environment FROM audit_checkpoints \
+             ORDER BY seq",
         )
         .fetch_all(&mut c)
         .await
@@ -588,7 +589,7 @@ mod audit_trail {
         // Each re-signed checkpoint is linked to the re-signed one before it, as a careful
         // forger would do: the chain of checkpoints is consistent again.
         let mut before: Option<tokenvault::store::CheckpointRow> = None;
-        for (seq, head_hash, at, key_label, _, prev_digest) in rows {
+        for (seq, head_hash, at, key_label, prev_digest, environment) in rows {
             let mut row = tokenvault::store::CheckpointRow {
                 seq,
                 head_hash,
@@ -597,6 +598,7 @@ mod audit_trail {
                 signature: Vec::new(),
                 prev_digest: prev_digest
                     .map(|_| before.as_ref().map_or(NO_PREVIOUS.to_vec(), digest)),
+                environment,
             };
             let sig: Signature = key.sign(&message(&row));
             row.signature = sig.to_bytes().to_vec();

@@ -81,6 +81,7 @@ pub fn report() -> Report {
         period_from: h(2),
         period_to: h(3),
         vault_version: h(4),
+        environment: "nonproduction",
         summary: Summary {
             data_keys: 2,
             active_keys: 1,

@@ -402,6 +402,9 @@ pub fn render(r: &Report) -> String {
                     "Generated " (r.generated_at) " · period " (r.period_from) " to " (r.period_to)
                     " · tokenvault " (r.vault_version)
                 }
+                p class=(if r.environment == "production" { "meta" } else { "broken" }) {
+                    (super::environment_line(r.environment))
+                }
                 (summary(r))
                 (keys(r))
                 (hsm(r))

@@ -78,6 +78,7 @@ pub fn render(r: &Report) -> String {
         text(&r.period_to),
         text(&r.vault_version)
     );
+    let _ = writeln!(o, "**{}**\n", super::environment_line(r.environment));
     let _ = writeln!(o, "## Summary\n");
     let _ = writeln!(
         o,

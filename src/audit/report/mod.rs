@@ -35,6 +35,8 @@ pub struct Report {
     pub period_from: String,
     pub period_to: String,
     pub vault_version: String,
+    /// `production` or `nonproduction` (the vault's recorded environment).
+    pub environment: &'static str,
     pub summary: Summary,
     pub findings: Vec<Finding>,
     pub hsm: HsmSection,
@@ -232,6 +234,16 @@ fn purpose(keyring: &str) -> String {
         "pan" => "card numbers (PAN) at rest".into(),
         "pii" => "personal data at rest and the encrypt API".into(),
         other => format!("data of keyring `{other}`"),
+    }
+}
+
+/// What the report's header says of a vault's environment.
+pub(super) fn environment_line(environment: &str) -> &'static str {
+    if environment == crate::nonprod::Environment::Nonproduction.as_str() {
+        "NON-PRODUCTION vault: it holds no real data (it refuses values that could be \
+         real). This report is not evidence about cardholder data."
+    } else {
+        "Environment: production."
     }
 }
 
@@ -570,6 +582,7 @@ pub async fn collect(vault: &Vault, from: i64, to: i64) -> anyhow::Result<Report
         period_from: rfc3339(from),
         period_to: rfc3339(to),
         vault_version: env!("CARGO_PKG_VERSION").into(),
+        environment: vault.settings.environment.as_str(),
         summary,
         findings,
         hsm: HsmSection {

@@ -1,0 +1,148 @@
+//! Non-production vaults (issue 18, first part): the environment is recorded and a
+//! database of the other environment is refused; tokenize accepts only test data where
+//! it can be decided; production and staging trust different client CAs; the report
+//! says which environment it describes.
+
+use serde_json::json;
+use tokenvault::devpki::DevCa;
+use tokenvault::nonprod::Environment;
+use tokenvault::vault::{OpenError, Vault, now_ms};
+
+use crate::helpers::{self, TestApp};
+
+async fn nonprod_app(tag: &str) -> TestApp {
+    helpers::spawn_with(tag, |s, _| s.environment = Environment::Nonproduction).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nonproduction_vault_accepts_only_test_data_and_says_so_in_its_report() {
+    let app = nonprod_app("nonprod-values").await;
+    for (ty, value) in [
+        ("card", "4111111111111111"),
+        ("card", "4242 4242 4242 4242"),
+        ("ssn", "987-65-4320"),
+        ("ssn", "666-01-2345"),
+        ("email", "jane@example.com"),
+        ("email", "qa@shop.test"),
+    ] {
+        let (status, body) = app
+            .post("app", "/v1/tokenize", json!({"type": ty, "value": value}))
+            .await;
+        assert_eq!(status, 200, "{ty} {value}: {body}");
+    }
+    let real_pan = helpers::random_pan();
+    for (ty, value) in [
+        ("card", real_pan.as_str()),
+        ("card", "5454545454545454"),
+        ("ssn", "234-56-7891"),
+        ("email", "jane.doe@gmail.com"),
+        ("email", "x@example.com.attacker.io"),
+    ] {
+        let (status, body) = app
+            .post("app", "/v1/tokenize", json!({"type": ty, "value": value}))
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (422, Some("real_value_refused")),
+            "{ty}: {body}"
+        );
+        assert!(!body.to_string().contains(value), "echoed: {body}");
+    }
+    // Not a valid value at all is still `invalid_value`.
+    let (status, body) = app
+        .post(
+            "app",
+            "/v1/tokenize",
+            json!({"type": "card", "value": "4111111111111112"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid_value"))
+    );
+
+    let vault = Vault::open(app.settings.clone()).await.unwrap();
+    // Every checkpoint signs the environment.
+    let signed = vault
+        .checkpointer()
+        .checkpoint(now_ms())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(signed.environment.as_deref(), Some("nonproduction"));
+    let message = tokenvault::audit::checkpoint::message(&signed);
+    assert!(
+        String::from_utf8(message)
+            .unwrap()
+            .contains("\nenv=nonproduction\n")
+    );
+    let report = tokenvault::audit::report::collect(&vault, 0, now_ms() + 1)
+        .await
+        .unwrap();
+    assert_eq!(report.environment, "nonproduction");
+    let md =
+        tokenvault::audit::report::render(&report, tokenvault::audit::report::Format::Md).unwrap();
+    assert!(
+        md.contains("NON-PRODUCTION vault: it holds no real data"),
+        "{md}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vault_refuses_a_database_of_the_other_environment() {
+    let dir = helpers::test_dir("nonprod-mismatch");
+    let mut s = helpers::settings(&dir, "nonprod-mismatch");
+    Vault::open(s.clone()).await.unwrap().store.close().await;
+    s.environment = Environment::Nonproduction;
+    let refused = Vault::open(s.clone()).await;
+    match refused {
+        Err(e @ OpenError::Environment { .. }) => {
+            assert!(
+                e.to_string().contains("belongs to a production vault"),
+                "{e}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // And the reverse: a staging database under a production config.
+    let dir = helpers::test_dir("nonprod-mismatch-2");
+    let mut s = helpers::settings(&dir, "nonprod-mismatch-2");
+    s.environment = Environment::Nonproduction;
+    Vault::open(s.clone()).await.unwrap().store.close().await;
+    s.environment = Environment::Production;
+    assert!(matches!(
+        Vault::open(s).await,
+        Err(OpenError::Environment { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn production_and_nonproduction_trust_different_client_cas() {
+    let staging_ca = DevCa::new("tokenvault staging CA").unwrap();
+    let staging_app = staging_ca.client("app").unwrap();
+    let production = helpers::spawn_app("ca-production").await;
+    let ca_pem = staging_ca.cert_pem.clone();
+    let staging = helpers::spawn_with("ca-staging", move |s, dir| {
+        s.environment = Environment::Nonproduction;
+        std::fs::write(dir.join("staging-ca.pem"), &ca_pem).unwrap();
+        s.server.client_ca = dir.join("staging-ca.pem");
+    })
+    .await;
+    let tokenize = |app: &TestApp, cert: &tokenvault::devpki::Issued| {
+        let req = helpers::http_client(Some(cert))
+            .post(app.url("/v1/tokenize"))
+            .json(&json!({"type": "card", "value": "4111111111111111"}));
+        async move { req.send().await.map(|r| r.status().as_u16()) }
+    };
+    let production_app = &helpers::pki().clients["app"];
+    assert_eq!(tokenize(&staging, &staging_app).await.ok(), Some(200));
+    assert_eq!(tokenize(&production, production_app).await.ok(), Some(200));
+    assert!(
+        tokenize(&production, &staging_app).await.is_err(),
+        "a staging certificate reached production"
+    );
+    assert!(
+        tokenize(&staging, production_app).await.is_err(),
+        "a production certificate reached staging"
+    );
+}
