@@ -178,9 +178,16 @@ impl Vault {
         .map_err(|e| HsmError::TaskFailed(e.to_string()))??;
         let store =
             Store::connect(&settings.database.url, settings.database.max_connections).await?;
-        // The first open records the environment; every later one must match it.
+        // The first open records the environment; every later one must match it. A
+        // database that already holds an audit trail but no environment was made before
+        // environments were recorded: it is a production vault's, whatever opens it.
         let configured = settings.environment.as_str();
-        let recorded = store.claim_meta("environment", configured).await?;
+        let claim = if store.audit_tip().await?.0 > 0 {
+            crate::nonprod::Environment::Production.as_str()
+        } else {
+            configured
+        };
+        let recorded = store.claim_meta("environment", claim).await?;
         if recorded != configured {
             return Err(OpenError::Environment {
                 configured,

@@ -47,7 +47,9 @@ pub fn message(c: &CheckpointRow) -> Vec<u8> {
             hex::encode(prev),
             env
         ),
-        (None, _) => format!(
+        // An environment without a previous digest was never signed: no signature fits.
+        (None, Some(_)) => "tokenvault audit checkpoint: not a format this build signs\n".into(),
+        (None, None) => format!(
             "tokenvault audit checkpoint v1\nseq={}\nhead={}\nat={}\n",
             c.seq,
             hex::encode(&c.head_hash),

@@ -56,8 +56,10 @@ impl Default for TestData {
             // 2223 0031…; American Express 3782 8224…, 3714 4963…; Discover 6011 1111…,
             // 6011 0009…; Diners 3056 9309…; JCB 3530 1113…).
             test_card_prefixes: [
-                "41111111", "42424242", "40128888", "40000566", "55555555", "51051051", "22230031",
-                "37828224", "37144963", "60111111", "60110009", "30569309", "35301113",
+                "41111111", "42424242", "40128888", "40000566", "40000000", "40000025", "42222222",
+                "55555555", "51051051", "52008282", "54252334", "22230031", "22230000", "37828224",
+                "37144963", "60111111", "60110009", "60119811", "30569309", "30569300", "36227206",
+                "35301113", "35660020", "62000000",
             ]
             .map(String::from)
             .to_vec(),
@@ -79,8 +81,9 @@ impl TestData {
     /// Checks the config: prefixes of 1 to 19 digits, domains that look like domains.
     pub fn validate(&self) -> Result<(), String> {
         for p in &self.test_card_prefixes {
-            if p.is_empty() || p.len() > 19 || !p.bytes().all(|b| b.is_ascii_digit()) {
-                return Err("nonproduction.test_card_prefixes: 1 to 19 digits each".into());
+            // Eight digits at least: a shorter prefix ("4") would admit real cards.
+            if p.len() < 8 || p.len() > 19 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err("nonproduction.test_card_prefixes: 8 to 19 digits each".into());
             }
         }
         for d in &self.email_domains {
@@ -123,6 +126,11 @@ impl TestData {
                  (example.com, .test, …)",
             )
             .into()),
+            // Free text and addresses cannot be judged whole, but a card number inside
+            // them can be found.
+            Validator::Email | Validator::None if crate::cardscan::contains_pan(v.as_str()) => Err(
+                RealValue("a non-production vault refuses text that holds a card number").into(),
+            ),
             _ => Ok(v),
         }
     }
@@ -147,10 +155,14 @@ impl TestData {
     }
 }
 
-/// The SSA never issues area 000, 666 or 900–999, group 00 or serial 0000.
+/// The SSA never issues area 000, 666 or 900–999, group 00 or serial 0000; but the IRS
+/// issues area 9xx as taxpayer numbers (ITIN groups 50–65, 70–88, 90–92, 94–99; ATIN
+/// group 93), which are real too.
 fn never_issued_ssn(d: &str) -> bool {
     let (area, group, serial) = (&d[0..3], &d[3..5], &d[5..9]);
-    area == "000" || area == "666" || area.starts_with('9') || group == "00" || serial == "0000"
+    let irs = |g: u32| matches!(g, 50..=65 | 70..=88 | 90..=99);
+    let nine_hundreds = area.starts_with('9') && !group.parse().is_ok_and(irs);
+    area == "000" || area == "666" || nine_hundreds || group == "00" || serial == "0000"
 }
 
 /// A value refused by a non-production vault: not valid for its type, or possibly real.
@@ -203,7 +215,7 @@ mod tests {
             Err(TestDataError::Invalid(_))
         ));
         for ok in [
-            "987-65-4321",
+            "987-45-4321",
             "666-12-3456",
             "000-12-3456",
             "123-00-4567",
@@ -212,6 +224,14 @@ mod tests {
             assert!(check(Validator::Ssn, ok).is_ok(), "{ok}");
         }
         assert!(real(check(Validator::Ssn, "123-45-6789")));
+        assert!(
+            real(check(Validator::Ssn, "912-70-1234")),
+            "an ITIN is real"
+        );
+        assert!(
+            real(check(Validator::Ssn, "912-93-1234")),
+            "an ATIN is real"
+        );
         assert!(matches!(
             check(Validator::Ssn, "12345"),
             Err(TestDataError::Invalid(_))
@@ -232,6 +252,19 @@ mod tests {
             assert!(real(check(Validator::Email, bad)), "{bad}");
         }
         assert!(check(Validator::None, "anything").is_ok());
+        assert!(real(check(Validator::None, "card 4000 1234 1234 1234")));
+        assert!(real(check(
+            Validator::Email,
+            "4000123412341234@example.com"
+        )));
         assert!(TestData::default().validate().is_ok());
+        let loose = TestData {
+            test_card_prefixes: vec!["4".into()],
+            ..TestData::default()
+        };
+        assert!(
+            loose.validate().is_err(),
+            "a one-digit prefix admits every Visa"
+        );
     }
 }

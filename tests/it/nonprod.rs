@@ -20,7 +20,7 @@ async fn a_nonproduction_vault_accepts_only_test_data_and_says_so_in_its_report(
     for (ty, value) in [
         ("card", "4111111111111111"),
         ("card", "4242 4242 4242 4242"),
-        ("ssn", "987-65-4320"),
+        ("ssn", "987-45-4320"),
         ("ssn", "666-01-2345"),
         ("email", "jane@example.com"),
         ("email", "qa@shop.test"),
@@ -35,6 +35,8 @@ async fn a_nonproduction_vault_accepts_only_test_data_and_says_so_in_its_report(
         ("card", real_pan.as_str()),
         ("card", "5454545454545454"),
         ("ssn", "234-56-7891"),
+        ("ssn", "912-70-1234"),
+        ("text", "refund for 4000 1234 1234 1234"),
         ("email", "jane.doe@gmail.com"),
         ("email", "x@example.com.attacker.io"),
     ] {
@@ -145,4 +147,48 @@ async fn production_and_nonproduction_trust_different_client_cas() {
         tokenize(&staging, production_app).await.is_err(),
         "a production certificate reached staging"
     );
+}
+
+/// Review of the first part: a database made before environments were recorded (it has
+/// an audit trail but no environment) is a production vault's, whichever config opens
+/// it first.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_from_before_environments_is_production() {
+    let dir = helpers::test_dir("nonprod-upgrade");
+    let mut s = helpers::settings(&dir, "nonprod-upgrade");
+    let vault = Vault::open(s.clone()).await.unwrap();
+    vault.keys.init("test", now_ms()).await.unwrap();
+    vault.store.close().await;
+    let mut db = helpers::connect(&s).await;
+    sqlx::query("DELETE FROM vault_meta")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    s.environment = Environment::Nonproduction;
+    assert!(matches!(
+        Vault::open(s).await,
+        Err(OpenError::Environment { .. })
+    ));
+}
+
+/// Review of the first part: a Transform encode batch answers a refused item in its
+/// place, with the other items' tokens, like any other refused value.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transform_batch_answers_a_refused_item_in_its_place() {
+    let app = helpers::spawn_with("nonprod-transform", |s, _| {
+        s.environment = Environment::Nonproduction;
+    })
+    .await;
+    let mut c = helpers::VaultClient::of("app");
+    c.login(&app).await;
+    let real = helpers::random_pan();
+    let batch = json!({"batch_input": [{"value": "4111111111111111"}, {"value": real}]});
+    let (status, body, _) = c
+        .call(&app, "POST", "/v1/transform/encode/pan", Some(batch))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let results = &body["data"]["batch_results"];
+    assert!(results[0]["encoded_value"].is_string(), "{body}");
+    assert!(results[1]["error"].is_string(), "{body}");
+    assert!(!body.to_string().contains(&real));
 }

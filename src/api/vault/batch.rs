@@ -35,7 +35,11 @@ pub fn items<I>(
 fn item_error(e: &Error) -> bool {
     matches!(
         e.code(),
-        Code::InvalidRequest | Code::InvalidValue | Code::KeyDestroyed | Code::NotFound
+        Code::InvalidRequest
+            | Code::InvalidValue
+            | Code::RealValueRefused
+            | Code::KeyDestroyed
+            | Code::NotFound
     )
 }
 
