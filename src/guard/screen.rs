@@ -157,7 +157,7 @@ impl Guard {
         let event = |outcome, why: String| {
             AuditEvent::new(&who.identity, Action::ApprovalRedeem, outcome)
                 .origin(&who.origin)
-                .resource(held)
+                .resource(crate::anomaly::approvals::audited_id(held))
                 .reason(Some(why))
         };
         let refuse = |why: &'static str| async move {

@@ -406,7 +406,8 @@ async fn an_approval_header_that_reads_as_a_card_number_is_refused_unrecorded() 
     .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
-        (400, Some("invalid_request"))
+        (403, Some("approval_invalid")),
+        "shaped like an id, and no held request has it"
     );
     let mut db = app.db().await;
     let resources: Vec<Option<String>> = sqlx::query_scalar("SELECT resource FROM audit_events")
