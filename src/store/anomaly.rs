@@ -283,12 +283,11 @@ impl Store {
 
     /// Every suspended identity.
     pub async fn suspended(&self) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT identity FROM suspensions ORDER BY identity")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| r.try_get("identity"))
-            .collect::<Result<_, _>>()?)
+        Ok(self
+            .suspensions()
+            .await?
+            .into_iter()
+            .map(|(identity, ..)| identity)
+            .collect())
     }
 }

@@ -75,13 +75,7 @@ async fn stored_cards(services: &Services, n: usize, at: i64) -> Vec<String> {
 }
 
 async fn count_events(vault: &Vault, action: &str, outcome: &str) -> i64 {
-    let mut db = crate::helpers::connect(&vault.settings).await;
-    sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE action = $1 AND outcome = $2")
-        .bind(action)
-        .bind(outcome)
-        .fetch_one(&mut db)
-        .await
-        .unwrap()
+    crate::helpers::count_events(&vault.settings, action, outcome).await
 }
 
 /// One request of the replay.

@@ -59,13 +59,7 @@ async fn decide(vault: &Vault, op: Operation, signers: &[&str]) -> String {
 }
 
 async fn count(app: &TestApp, action: &str, outcome: &str) -> i64 {
-    let mut db = app.db().await;
-    sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE action = $1 AND outcome = $2")
-        .bind(action)
-        .bind(outcome)
-        .fetch_one(&mut db)
-        .await
-        .unwrap()
+    crate::helpers::count_events(&app.settings, action, outcome).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -57,3 +57,14 @@ pub async fn connect(settings: &Settings) -> sqlx::AnyConnection {
         .await
         .unwrap()
 }
+
+/// Audit events of `action` with `outcome` in the test's database.
+pub async fn count_events(settings: &Settings, action: &str, outcome: &str) -> i64 {
+    let mut db = connect(settings).await;
+    sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE action = $1 AND outcome = $2")
+        .bind(action)
+        .bind(outcome)
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+}
