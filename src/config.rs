@@ -383,6 +383,7 @@ fn default_types() -> BTreeMap<String, TypeSettings> {
         format,
         deterministic,
         formats: None,
+        synthetic: None,
     };
     BTreeMap::from([
         (
@@ -587,6 +588,8 @@ impl Settings {
         self.vault_api.validate().map_err(ConfigError::Invalid)?;
         self.nonproduction
             .validate()
+            .map_err(ConfigError::Invalid)?;
+        crate::nonprod::check_synthetic(self.environment, &self.types)
             .map_err(ConfigError::Invalid)?;
         self.vault_api
             .transform

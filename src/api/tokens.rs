@@ -149,6 +149,10 @@ pub struct DetokenizeResponse {
     pub masked: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+    /// `true`: a non-production vault had no record of the token and answered a synthetic
+    /// value derived from it (never real); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub synthetic: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -284,6 +288,7 @@ impl From<Detokenized> for DetokenizeResponse {
             value: Some(Revealed::from(d.value.as_str())),
             masked: None,
             metadata: d.metadata,
+            synthetic: d.synthetic.then_some(true),
         }
     }
 }
@@ -296,6 +301,7 @@ impl From<TokenInfo> for DetokenizeResponse {
             value: None,
             masked: Some(i.masked),
             metadata: i.metadata,
+            synthetic: None,
         }
     }
 }

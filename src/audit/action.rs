@@ -15,6 +15,9 @@ pub enum Action {
     // The data path.
     Tokenize,
     Detokenize,
+    /// A non-production vault answered a token it has no record of with a synthetic value
+    /// (no stored value was opened; nothing real was revealed).
+    DetokenizeSynthetic,
     /// Token metadata and masked value, never the value.
     Read,
     Delete,
@@ -195,9 +198,10 @@ pub enum ObjectKind {
 }
 
 impl Action {
-    pub const ALL: [Action; 44] = [
+    pub const ALL: [Action; 45] = [
         Action::Tokenize,
         Action::Detokenize,
+        Action::DetokenizeSynthetic,
         Action::Read,
         Action::Delete,
         Action::TokenPurge,
@@ -246,6 +250,7 @@ impl Action {
         match self {
             Action::Tokenize => "tokenize",
             Action::Detokenize => "detokenize",
+            Action::DetokenizeSynthetic => "detokenize.synthetic",
             Action::Read => "read",
             Action::Delete => "delete",
             Action::TokenPurge => "token.purge",
@@ -303,6 +308,7 @@ impl Action {
             Action::Detokenize | Action::Decrypt => true,
             // Rewrap opens and re-seals inside the vault; the plaintext never leaves.
             Action::Tokenize
+            | Action::DetokenizeSynthetic
             | Action::Read
             | Action::Delete
             | Action::TokenPurge
@@ -367,6 +373,7 @@ impl Action {
             | Action::OfficerRemove => true,
             Action::Tokenize
             | Action::Detokenize
+            | Action::DetokenizeSynthetic
             | Action::Read
             | Action::Delete
             | Action::TokenPurge
@@ -404,7 +411,7 @@ impl Action {
         match self {
             Action::Tokenize => Some(Verb::Tokenize),
             Action::TokenLookup => Some(Verb::Lookup),
-            Action::Detokenize => Some(Verb::Detokenize),
+            Action::Detokenize | Action::DetokenizeSynthetic => Some(Verb::Detokenize),
             Action::Read => Some(Verb::Read),
             Action::Delete => Some(Verb::Delete),
             // Rewrap needs no decrypt permission: the plaintext never leaves the vault.

@@ -16,7 +16,13 @@
 //! meant to trust different client CAs (`server.client_ca`): a staging service's
 //! certificate is then refused by production, and the reverse.
 
+pub mod mask;
+pub mod synth;
+mod words;
+
 use serde::Deserialize;
+
+pub use synth::Kind;
 
 use crate::tokenize::{Validator, Value, ValueError, values};
 
@@ -70,6 +76,45 @@ impl Default for TestData {
     }
 }
 
+impl Kind {
+    /// Whether a type checked by `validator` may answer synthetic values of this kind
+    /// (a synthetic value must pass the type's own checks).
+    pub fn fits(self, validator: Validator) -> bool {
+        matches!(
+            (self, validator),
+            (Kind::Pan, Validator::Pan)
+                | (Kind::Ssn, Validator::Ssn)
+                | (Kind::Email, Validator::Email)
+                | (Kind::Name | Kind::Address, Validator::None)
+        )
+    }
+}
+
+/// Checks the types' `synthetic` settings: only a non-production vault answers synthetic
+/// values, and only of a kind that passes the type's own checks.
+pub fn check_synthetic(
+    environment: Environment,
+    types: &std::collections::BTreeMap<String, crate::tokenize::TypeSettings>,
+) -> Result<(), String> {
+    for (name, t) in types {
+        let Some(kind) = t.synthetic else { continue };
+        if environment == Environment::Production {
+            return Err(format!(
+                "type `{name}`: synthetic values are for non-production vaults only (environment \
+                 = \"nonproduction\"); a production vault answers an unknown token with not_found"
+            ));
+        }
+        if !kind.fits(t.validator) {
+            return Err(format!(
+                "type `{name}`: synthetic = \"{}\" does not fit its validator (pan, ssn and email \
+                 need their own validator; name and address need validator \"none\")",
+                kind.as_str()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Top-level domains reserved for tests and documentation (RFC 2606, RFC 6761).
 const RESERVED_TLDS: [&str; 4] = ["test", "example", "invalid", "localhost"];
 
@@ -78,12 +123,13 @@ const RESERVED_TLDS: [&str; 4] = ["test", "example", "invalid", "localhost"];
 pub struct RealValue(pub &'static str);
 
 impl TestData {
-    /// Checks the config: prefixes of 1 to 19 digits, domains that look like domains.
+    /// Checks the config: prefixes of 8 to 15 digits (room for a check digit in a 16-digit
+    /// synthetic number), domains that look like domains.
     pub fn validate(&self) -> Result<(), String> {
         for p in &self.test_card_prefixes {
             // Eight digits at least: a shorter prefix ("4") would admit real cards.
-            if p.len() < 8 || p.len() > 19 || !p.bytes().all(|b| b.is_ascii_digit()) {
-                return Err("nonproduction.test_card_prefixes: 8 to 19 digits each".into());
+            if p.len() < 8 || p.len() > 15 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err("nonproduction.test_card_prefixes: 8 to 15 digits each".into());
             }
         }
         for d in &self.email_domains {
@@ -135,13 +181,13 @@ impl TestData {
         }
     }
 
-    fn is_test_card(&self, digits: &str) -> bool {
+    pub(crate) fn is_test_card(&self, digits: &str) -> bool {
         self.test_card_prefixes
             .iter()
             .any(|p| digits.starts_with(p.as_str()))
     }
 
-    fn is_test_email(&self, address: &str) -> bool {
+    pub(crate) fn is_test_email(&self, address: &str) -> bool {
         let Some((_, domain)) = address.rsplit_once('@') else {
             return false;
         };

@@ -8,6 +8,7 @@ mod issue;
 mod rewrap;
 pub mod roles;
 mod sign;
+mod synthetic;
 pub mod values;
 
 pub use encrypt::CryptoService;
@@ -29,6 +30,7 @@ use crate::error::Error;
 use crate::guard::{Guard, Principal, SHARED_NAMESPACE};
 use crate::keys::{KeyManager, KeyVersion};
 use crate::store::{Store, TokenRow};
+use synthetic::Found;
 
 impl From<crate::nonprod::TestDataError> for Error {
     fn from(e: crate::nonprod::TestDataError) -> Self {
@@ -59,6 +61,11 @@ pub struct TypeSettings {
     /// values (the server decides, the client only chooses within it).
     #[serde(default)]
     pub formats: Option<Vec<TokenFormat>>,
+    /// Non-production vaults only: a token the vault has no record of (a production token
+    /// copied into staging) is answered with a synthetic value of this kind, derived from
+    /// the token (see [`crate::nonprod::synth`]).
+    #[serde(default)]
+    pub synthetic: Option<crate::nonprod::Kind>,
 }
 
 impl TypeSettings {
@@ -111,6 +118,8 @@ pub struct Detokenized {
     pub token_type: String,
     pub value: Value,
     pub metadata: Option<serde_json::Value>,
+    /// A non-production vault's synthetic answer for a token it has no record of.
+    pub synthetic: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -281,32 +290,55 @@ impl TokenService {
         (token, only_type): (&str, Option<&str>),
         now: i64,
     ) -> Result<TokenRow, Error> {
-        let plausible = format::plausible_token(token);
-        let row = if plausible {
-            self.store.token(token).await?
-        } else {
-            None
-        };
-        match row {
-            // A surface that works on one type (a Transform role) sees no other.
-            Some(row)
-                if !is_expired(&row, now) && only_type.is_none_or(|t| t == row.token_type) =>
-            {
-                match self
-                    .guard
-                    .check(who, action, &row.token_type, Some(token), now)
-                    .await
-                {
-                    Ok(()) => Ok(row),
-                    Err(Error::Forbidden(_)) => Err(Error::NotFound),
-                    Err(e) => Err(e),
-                }
-            }
-            _ => {
-                let resource = plausible.then_some(token);
-                self.fail(who, action, resource, Error::NotFound, now).await
-            }
+        match self.stored(token).await? {
+            Some(row) => self.usable(who, action, row, (token, only_type), now).await,
+            None => self.unknown(who, action, token, now).await,
         }
+    }
+
+    /// The record of a string that could be a token, if the vault holds one.
+    async fn stored(&self, token: &str) -> Result<Option<TokenRow>, Error> {
+        if format::plausible_token(token) {
+            Ok(self.store.token(token).await?)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// A stored record, if the caller may use it for `action` (see [`Self::visible`]).
+    async fn usable(
+        &self,
+        who: &Principal,
+        action: Action,
+        row: TokenRow,
+        (token, only_type): (&str, Option<&str>),
+        now: i64,
+    ) -> Result<TokenRow, Error> {
+        // A surface that works on one type (a Transform role) sees no other.
+        if is_expired(&row, now) || only_type.is_some_and(|t| t != row.token_type) {
+            return self.unknown(who, action, token, now).await;
+        }
+        match self
+            .guard
+            .check(who, action, &row.token_type, Some(token), now)
+            .await
+        {
+            Ok(()) => Ok(row),
+            Err(Error::Forbidden(_)) => Err(Error::NotFound),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Audits and answers a token that is not there for the caller.
+    async fn unknown<T>(
+        &self,
+        who: &Principal,
+        action: Action,
+        token: &str,
+        now: i64,
+    ) -> Result<T, Error> {
+        let resource = format::plausible_token(token).then_some(token);
+        self.fail(who, action, resource, Error::NotFound, now).await
     }
 
     /// Reveals one token's value; charged to the caller's reveal budget and scored.
@@ -378,30 +410,48 @@ impl TokenService {
             .zip(&found)
             .map(|(&(t, _), r)| Sighting {
                 token: if format::plausible_token(t) { t } else { "" },
-                created_at: r.as_ref().ok().map(|row| row.created_at),
+                created_at: r.as_ref().ok().and_then(Found::created_at),
             })
             .collect();
         self.guard.screen(who, &sightings, now).await?;
-        let mut results =
-            futures_util::future::join_all(found.into_iter().zip(tokens).map(
-                |(row, &(t, _))| async move { self.open_for(who, row?, t, reason, now).await },
-            ))
-            .await;
+        let mut results = futures_util::future::join_all(found.into_iter().zip(tokens).map(
+            |(found, &(t, _))| async move {
+                match found? {
+                    Found::Record(row) => self.open_for(who, row, t, reason, now).await,
+                    Found::Synthetic(token_type) => {
+                        self.synthesize(who, t, &token_type, reason, now).await
+                    }
+                }
+            },
+        ))
+        .await;
         stop_on_outage(&mut results)?;
         Ok(results)
     }
 
+    /// The record a reveal opens, or (in a non-production vault, for a token it has no
+    /// record of) the type whose synthetic value answers it.
     async fn find_for_reveal(
         &self,
         who: &Principal,
-        token: (&str, Option<&str>),
+        (token, only_type): (&str, Option<&str>),
         reason: Option<&str>,
         now: i64,
-    ) -> Result<TokenRow, Error> {
+    ) -> Result<Found, Error> {
         if let Err(e) = check_reason(reason) {
             return self.fail(who, Action::Detokenize, None, e, now).await;
         }
-        self.visible(who, Action::Detokenize, token, now).await
+        let action = Action::Detokenize;
+        match self.stored(token).await? {
+            Some(row) => self
+                .usable(who, action, row, (token, only_type), now)
+                .await
+                .map(Found::Record),
+            None => match self.synthetic_type(who, token, only_type) {
+                Some(t) => self.synthetic_allowed(who, token, t, now).await,
+                None => self.unknown(who, action, token, now).await,
+            },
+        }
     }
 
     /// Opens a found record's value and records the reveal.
@@ -442,6 +492,7 @@ impl TokenService {
             token_type: row.token_type,
             value,
             metadata: parse_metadata(row.metadata.as_deref()),
+            synthetic: false,
         })
     }
 

@@ -158,6 +158,7 @@ mod tests {
             format: TokenFormat::Opaque,
             deterministic: false,
             formats: None,
+            synthetic: None,
         };
         BTreeMap::from([
             ("pan".into(), t(Validator::Pan)),

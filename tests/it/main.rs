@@ -30,6 +30,7 @@ mod properties;
 mod report;
 mod rewrap;
 mod store;
+mod synthetic;
 mod tampering;
 mod tls;
 mod untrusted_input;

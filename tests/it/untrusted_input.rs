@@ -407,6 +407,7 @@ fn revealed_values_never_show_in_debug_output() {
         value: Some("4111111111111111".into()),
         masked: None,
         metadata: None,
+        synthetic: None,
     };
     assert!(!format!("{d:?}").contains("4111111111111111"), "{d:?}");
     assert!(

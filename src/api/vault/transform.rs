@@ -285,6 +285,9 @@ async fn tokenized(
 #[derive(Serialize)]
 struct Decoded {
     decoded_value: Revealed,
+    /// A non-production vault's synthetic answer for a token it has no record of.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    synthetic: bool,
 }
 
 async fn decode_format(
@@ -356,6 +359,7 @@ async fn decode(
                     .unwrap_or_else(|| Err(Error::Internal("a decode gave no outcome".into())))
                     .map(|d| Decoded {
                         decoded_value: Revealed::from(d.value.as_str()),
+                        synthetic: d.synthetic,
                     })
             })
         })

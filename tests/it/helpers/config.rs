@@ -84,6 +84,7 @@ pub fn api_settings(dir: &std::path::Path, tag: &str) -> Settings {
             format: TokenFormat::Opaque,
             deterministic: false,
             formats: None,
+            synthetic: None,
         },
     );
     s.types.insert(
@@ -94,6 +95,7 @@ pub fn api_settings(dir: &std::path::Path, tag: &str) -> Settings {
             format: TokenFormat::Opaque,
             deterministic: true,
             formats: None,
+            synthetic: None,
         },
     );
     s.limits.max_batch = 50;
