@@ -88,6 +88,10 @@ pub enum Action {
     /// Anomaly alerts the webhook did not receive (queue full or delivery failed); the
     /// reason holds the count.
     AlertDropped,
+    /// A `tokenvault mask` run: a masked copy of a data set was written with a masking key
+    /// derived from the fingerprint key; the reason holds the rows, kinds and key (never a
+    /// value).
+    DataMask,
 }
 
 /// The permission verb an action needs (`<verb>:<object>` in the config).
@@ -198,7 +202,7 @@ pub enum ObjectKind {
 }
 
 impl Action {
-    pub const ALL: [Action; 45] = [
+    pub const ALL: [Action; 46] = [
         Action::Tokenize,
         Action::Detokenize,
         Action::DetokenizeSynthetic,
@@ -244,6 +248,7 @@ impl Action {
         Action::ApprovalRedeem,
         Action::IdentityReinstate,
         Action::AlertDropped,
+        Action::DataMask,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -293,6 +298,7 @@ impl Action {
             Action::ApprovalRedeem => "approval.redeem",
             Action::IdentityReinstate => "identity.reinstate",
             Action::AlertDropped => "alert.dropped",
+            Action::DataMask => "data.mask",
         }
     }
 
@@ -349,7 +355,8 @@ impl Action {
             | Action::ApprovalDeny
             | Action::ApprovalRedeem
             | Action::IdentityReinstate
-            | Action::AlertDropped => false,
+            | Action::AlertDropped
+            | Action::DataMask => false,
         }
     }
 
@@ -401,7 +408,8 @@ impl Action {
             | Action::ApprovalDeny
             | Action::ApprovalRedeem
             | Action::IdentityReinstate
-            | Action::AlertDropped => false,
+            | Action::AlertDropped
+            | Action::DataMask => false,
         }
     }
 
@@ -452,7 +460,8 @@ impl Action {
             | Action::ApprovalDeny
             | Action::ApprovalRedeem
             | Action::IdentityReinstate
-            | Action::AlertDropped => None,
+            | Action::AlertDropped
+            | Action::DataMask => None,
         }
     }
 

@@ -26,19 +26,13 @@ use crate::guard::Principal;
 use crate::tokenize::{JournalSpec, RawValue, TokenService, TokenizeInput, Tokenized};
 use crate::vault::{Vault, now_ms};
 
+pub use super::files::InputFormat;
+use super::files::{guess_format, lock_state, open_own, progress, rate, sibling};
+
 /// Batches in flight at once: one is being committed while the next is prepared.
 const IN_FLIGHT: usize = 3;
 /// How often the output file is synced (and the journal behind it pruned).
 const SYNC_EVERY: Duration = Duration::from_secs(1);
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum InputFormat {
-    Csv,
-    Jsonl,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
@@ -299,27 +293,6 @@ pub async fn run(vault: &Vault, args: ImportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A rate as people read it: a whole number of records per second.
-fn rate(n: u64, since: Instant) -> String {
-    let secs = since.elapsed().as_secs_f64().max(0.001);
-    format!("{n} records, {}/s", (n as f64 / secs).round() as u64)
-}
-
-fn progress(quiet: bool, len: Option<u64>) -> indicatif::ProgressBar {
-    if quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = match len {
-        Some(n) => indicatif::ProgressBar::new(n),
-        None => indicatif::ProgressBar::no_length(),
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {msg}  ETA {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar
-}
-
 /// What a batch needs to tokenize its records.
 struct Importer<'a> {
     tokens: &'a TokenService,
@@ -403,55 +376,11 @@ fn fatal(e: Error) -> anyhow::Error {
     anyhow::anyhow!("import stopped: {e}; run the same command again to resume")
 }
 
-fn guess_format(input: &Path) -> InputFormat {
-    match input.extension().and_then(|e| e.to_str()) {
-        Some("jsonl" | "ndjson" | "json") => InputFormat::Jsonl,
-        _ => InputFormat::Csv,
-    }
-}
-
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".");
-    name.push(suffix);
-    path.with_file_name(name)
-}
-
-/// Opens a file a run left (its state or its output): never through a symbolic link, and
-/// only a regular file of this user that nobody else may read or write — a planted state
-/// file or a link to another file must not make an import resume into it.
-fn open_own(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o077 != 0
-    {
-        return Err(std::io::Error::other(format!(
-            "{} is not a private regular file of this user (mode 0600, no link)",
-            path.display()
-        )));
-    }
-    Ok(file)
-}
-
 /// The run of an output, held for as long as the import runs: its state file, locked so
 /// that a second import on the same output is refused instead of writing over this one.
 struct RunLock {
     state: RunState,
     _lock: nix::fcntl::Flock<File>,
-}
-
-fn lock_state(file: File, path: &Path) -> anyhow::Result<nix::fcntl::Flock<File>> {
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
-        anyhow::anyhow!(
-            "another import is running on this output ({} is locked)",
-            path.display()
-        )
-    })
 }
 
 /// Starts a run, or finds the one an existing output belongs to.

@@ -3,10 +3,13 @@
 mod approvals;
 mod audit;
 mod dev_certs;
+mod files;
 mod import;
 mod import_vault;
 mod init;
 mod keys;
+mod mask;
+mod mask_io;
 mod officer;
 mod request;
 
@@ -58,6 +61,10 @@ pub enum Command {
     /// Tokenize a CSV or JSON-lines file (or stdin) in bulk for a client, writing
     /// `id,token,error` to an output file; resumable after a kill.
     Import(import::ImportArgs),
+    /// Write a masked copy of a CSV or JSON-lines file or a database table for test
+    /// environments: mapped columns replaced consistently by synthetic values of their
+    /// kind, keyed by the vault; resumable after a kill.
+    Mask(mask::MaskArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -85,6 +92,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(args) => {
             let vault = crate::vault::Vault::open(settings).await?;
             let result = import::run(&vault, args).await;
+            request::seal_and_close(vault, result).await
+        }
+        Command::Mask(args) => {
+            let vault = crate::vault::Vault::open(settings).await?;
+            let result = mask::run(&vault, args).await;
             request::seal_and_close(vault, result).await
         }
         Command::DevCerts(_) => {

@@ -8,8 +8,8 @@
 //! - `pan`: Luhn-valid, starting with one of the configured test card prefixes, with the
 //!   shape's length (13–19 digits; 16 otherwise) and separators;
 //! - `ssn`: never issued (area 900–999 outside the IRS's ITIN and ATIN groups);
-//! - `email`: in a reserved domain (`example.com`, `.net`, `.org`), with 48 random bits in
-//!   the local part, so distinct inputs collide about once in 10^14 pairs;
+//! - `email`: in a reserved domain (`example.com`, `.net`, `.org`), with 47 random bits in
+//!   the local part (letters only), so distinct inputs collide about once in 10^14 pairs;
 //! - `name`, `address`: plausible, from the shipped word lists ([`super::words`]).
 //!
 //! Digits and addresses live in smaller spaces: two distinct card numbers map to the same
@@ -198,14 +198,15 @@ pub fn ssn(draw: &mut Draw, shape: &str) -> String {
     }
 }
 
-/// `given.surname.<12 hex digits>@example.{com,net,org}`.
+/// `given.surname.<10 letters>@example.{com,net,org}`.
 pub fn email(draw: &mut Draw) -> String {
     let given = draw.pick(&GIVEN_NAMES).to_ascii_lowercase();
     let surname = draw.pick(&SURNAMES).to_ascii_lowercase();
-    let mut tag = String::with_capacity(12);
-    for _ in 0..6 {
-        tag.push_str(&format!("{:02x}", draw.byte()));
-    }
+    // Letters only: a run of digits could read as a card number, which a non-production
+    // vault refuses to tokenize.
+    let tag: String = (0..10)
+        .map(|_| char::from(b'a' + draw.below(26) as u8))
+        .collect();
     let domain = draw.pick(&DOMAINS);
     format!("{given}.{surname}.{tag}@{domain}")
 }

@@ -255,7 +255,7 @@ async fn an_import_killed_mid_run_resumes_without_a_record_twice_or_lost() {
     let second = import().output().unwrap();
     assert!(!second.status.success());
     assert!(
-        output_text(&second).contains("another import is running"),
+        output_text(&second).contains("another run is writing this output"),
         "{}",
         output_text(&second)
     );

@@ -21,6 +21,7 @@ mod import;
 mod import_vault;
 mod lifecycle;
 mod limits;
+mod mask;
 mod multinode;
 mod nonprod;
 mod oracle;
