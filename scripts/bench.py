@@ -146,6 +146,39 @@ def run_import(env, n, tag, name="import"):
     return secs, (float(m.group(1)) if m else n / secs)
 
 
+def mask_file(n):
+    """A 5-column CSV of n customers (card, SSN, e-mail, name, address) plus an id, kept."""
+    path = f"data/bench/mask-{n}.csv"
+    if not os.path.exists(path):
+        import random
+        rng = random.Random(f"mask{n}")
+        with open(path + ".tmp", "w") as f:
+            f.write("id,card_number,ssn,email,name,address\n")
+            for i in range(n):
+                f.write(f"{i},{luhn_pan(rng)},{rng.randrange(100, 665):03}-{rng.randrange(10, 99)}-"
+                        f"{rng.randrange(1000, 9999)},user{i}@corp.io,Name{i % 997} Surname{i % 991},"
+                        f"{rng.randrange(1, 9999)} Road {i % 500}\n")
+        os.replace(path + ".tmp", path)
+    return path
+
+
+def run_mask(env, n, tag):
+    """`tokenvault mask` of n 5-column rows; returns (seconds, rows/s)."""
+    out = f"data/bench/{tag}-mask-{n}.out.csv"
+    for stale in (out, out + ".mask-state"):
+        if os.path.exists(stale):
+            os.remove(stale)
+    src = mask_file(n)
+    t0 = time.time()
+    subprocess.run([BIN, "mask", "--columns",
+                    "card_number=pan,ssn=ssn,email=email,name=name,address=address",
+                    "--input", src, "--output", out, "--quiet"],
+                   env=env, check=True, capture_output=True, text=True)
+    secs = time.time() - t0
+    os.remove(out)
+    return secs, n / secs
+
+
 def hsm_calls(url):
     """HSM calls on the request path: every op except the background ones — `sign`, the
     audit checkpoint signature once per 1,000 events, and `probe`, the HSM health check
@@ -211,6 +244,8 @@ def main():
     ap.add_argument("--no-rewrap", action="store_true", help="skip the rotation and rewrap row")
     ap.add_argument("--import-rows", type=int, default=1_000_000,
                     help="rows of the `tokenvault import` scenario (0: skip it)")
+    ap.add_argument("--mask-rows", type=int, default=1_000_000,
+                    help="rows of the `tokenvault mask` scenario (0: skip it); whole-process time, vault opening included")
     ap.add_argument("--soak", type=float, default=0,
                     help="instead of the table: this many seconds of load with no /metrics scrape, RSS every 30 s")
     ap.add_argument("--rewrap-only", action="store_true",
@@ -265,6 +300,11 @@ def main():
                 secs, rate = run_import(env, a.import_rows, tag)
                 rows.append({"stored": n, "name": f"import {a.import_rows:,} values (`tokenvault import`, pan)",
                              "rate": rate, "unit": "values/s", "p50": None, "p99": None, "errors": 0,
+                             "cpu": None, "hsm": None, "secs": secs})
+            if a.mask_rows and not a.rewrap_only:
+                secs, rate = run_mask(env, a.mask_rows, tag)
+                rows.append({"stored": n, "name": f"mask {a.mask_rows:,} rows of 5 columns (`tokenvault mask`, CSV)",
+                             "rate": rate, "unit": "rows/s", "p50": None, "p99": None, "errors": 0,
                              "cpu": None, "hsm": None, "secs": secs})
             rss = peak_rss_mb(server.pid)
             if not a.rewrap_only and (not a.scenarios or "detokenize" in a.scenarios.split(",")):
