@@ -58,6 +58,8 @@ pub struct Verification {
     pub proves_nothing_against_a_database_writer: bool,
     /// Checkpoints from an outside copy that were compared with the database.
     pub exported_checkpoints: usize,
+    /// The environment the newest checkpoint signed (`None`: no checkpoint signs one).
+    pub environment: Option<String>,
     pub seconds: f64,
 }
 
@@ -179,6 +181,26 @@ pub async fn verify(
         }
         before = Some(c);
     }
+    // A vault's environment never changes: checkpoints that sign different ones mean the
+    // recorded environment was rewritten (a production database opened as staging).
+    let mut first_env: Option<(&str, i64)> = None;
+    for c in &checkpoints {
+        let Some(env) = c.environment.as_deref() else {
+            continue;
+        };
+        match first_env {
+            None => first_env = Some((env, c.seq)),
+            Some((first, at)) if first != env => failures.push((
+                c.seq,
+                format!(
+                    "the checkpoint at {} signs environment {env} but the one at {at} signed \
+                     {first}: the vault's recorded environment was changed",
+                    c.seq
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
     let stored: HashMap<i64, &CheckpointRow> = checkpoints.iter().map(|c| (c.seq, c)).collect();
     for e in exported {
         match stored.get(&e.seq) {
@@ -297,6 +319,7 @@ pub async fn verify(
         key_source: keys.source,
         proves_nothing_against_a_database_writer: keys.source == KeySource::Database,
         exported_checkpoints: exported.len(),
+        environment: checkpoints.iter().rev().find_map(|c| c.environment.clone()),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

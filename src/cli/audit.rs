@@ -168,6 +168,9 @@ async fn verify_cmd(
             v.seconds,
             v.events_per_second()
         );
+        if let Some(env) = &v.environment {
+            println!("environment signed by the checkpoints: {env}");
+        }
     }
     for (seq, why) in &v.problems {
         eprintln!("problem at sequence {seq}: {why}");

@@ -192,3 +192,50 @@ async fn a_transform_batch_answers_a_refused_item_in_its_place() {
     assert!(results[1]["error"].is_string(), "{body}");
     assert!(!body.to_string().contains(&real));
 }
+
+/// Review of the first part: the recorded environment is an unsigned row, so a database
+/// writer could flip it and open a production database as staging. The checkpoints sign
+/// the environment, and `audit verify` reports a series whose environment changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_verify_reports_a_trail_whose_signed_environment_changes() {
+    let dir = helpers::test_dir("nonprod-flip");
+    let mut s = helpers::settings(&dir, "nonprod-flip");
+    let vault = Vault::open(s.clone()).await.unwrap();
+    vault.keys.init("test", now_ms()).await.unwrap();
+    vault.checkpointer().checkpoint(now_ms()).await.unwrap();
+    vault.store.close().await;
+    let mut db = helpers::connect(&s).await;
+    sqlx::query("UPDATE vault_meta SET value = 'nonproduction' WHERE key = 'environment'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    s.environment = Environment::Nonproduction;
+    let vault = Vault::open(s.clone()).await.unwrap();
+    use tokenvault::audit::{Action, AuditEvent, Outcome};
+    let event = AuditEvent::new("test", Action::ServiceStart, Outcome::Success);
+    vault
+        .services()
+        .guard
+        .record(event, now_ms())
+        .await
+        .unwrap();
+    let flipped = vault.checkpointer().checkpoint(now_ms() + 1).await.unwrap();
+    vault.checkpointer().publish_key(now_ms()).await.unwrap();
+    let keys = tokenvault::audit::verify::trusted_keys(&vault.store, None)
+        .await
+        .unwrap();
+    let v = tokenvault::audit::verify::verify(&vault.store, &keys, &[])
+        .await
+        .unwrap();
+    assert!(
+        flipped.is_some(),
+        "no checkpoint was written after the flip"
+    );
+    assert!(
+        !v.ok(),
+        "a production trail went on as nonproduction unnoticed"
+    );
+    let (_, why) = v.first_bad.clone().unwrap();
+    assert!(why.contains("environment"), "{why}");
+    assert_eq!(v.environment.as_deref(), Some("nonproduction"));
+}
