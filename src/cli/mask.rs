@@ -195,7 +195,7 @@ pub async fn run(vault: &Vault, args: MaskArgs) -> anyhow::Result<()> {
         if rows.is_empty() {
             break;
         }
-        mask_all(&masker, &plan, &mut rows);
+        mask_all(&masker, &plan, &mut rows)?;
         for row in &rows {
             sink.write(row)?;
         }

@@ -33,6 +33,11 @@ impl Plan {
     pub fn new(columns: Vec<(String, Kind)>, header: Option<&[String]>) -> anyhow::Result<Self> {
         let mut positions = Vec::new();
         if let Some(header) = header {
+            // A column named twice would be masked once and copied once.
+            let mut seen = std::collections::HashSet::new();
+            if let Some(twice) = header.iter().find(|h| !seen.insert(h.as_str())) {
+                bail!("the input has two columns named `{twice}`: rename one");
+            }
             for (name, kind) in &columns {
                 let at = header
                     .iter()
@@ -44,8 +49,10 @@ impl Plan {
         Ok(Self { columns, positions })
     }
 
-    /// Replaces the mapped fields of `row` with their masks (the inputs are wiped).
-    pub fn apply(&self, masker: &Masker, row: &mut Row) {
+    /// Replaces the mapped fields of `row` with their masks (the inputs are wiped). A JSON
+    /// row whose mapped field is missing or holds a list or an object is refused: it
+    /// would be copied with its value in place.
+    pub fn apply(&self, masker: &Masker, row: &mut Row) -> Result<(), String> {
         match row {
             Row::Fields(fields) => {
                 for &(at, kind) in &self.positions {
@@ -57,11 +64,18 @@ impl Plan {
             }
             Row::Object(obj) => {
                 for (name, kind) in &self.columns {
-                    let Some(v) = obj.get_mut(name) else { continue };
+                    let v = obj
+                        .get_mut(name)
+                        .ok_or_else(|| format!("a row has no field `{name}` (--columns)"))?;
                     let masked = match v {
                         serde_json::Value::String(s) => masker.mask(*kind, s),
                         serde_json::Value::Number(n) => masker.mask(*kind, &n.to_string()),
-                        _ => continue,
+                        serde_json::Value::Null => continue,
+                        _ => {
+                            return Err(format!(
+                                "a row's field `{name}` is not a string, a number or null"
+                            ));
+                        }
                     };
                     if let serde_json::Value::String(s) = v {
                         s.zeroize();
@@ -70,21 +84,30 @@ impl Plan {
                 }
             }
         }
+        Ok(())
     }
 }
 
-/// Masks `rows` on every core (the reading and writing around it are sequential).
-pub fn mask_all(masker: &Masker, plan: &Plan, rows: &mut [Row]) {
+/// Masks `rows` on every core (the reading and writing around it are sequential); the
+/// first row that cannot be masked stops the run.
+pub fn mask_all(masker: &Masker, plan: &Plan, rows: &mut [Row]) -> anyhow::Result<()> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    if threads == 1 || rows.len() < 256 {
-        rows.iter_mut().for_each(|r| plan.apply(masker, r));
-        return;
-    }
-    std::thread::scope(|s| {
-        for part in rows.chunks_mut(rows.len().div_ceil(threads)) {
-            s.spawn(move || part.iter_mut().for_each(|r| plan.apply(masker, r)));
-        }
-    });
+    let part = |rows: &mut [Row]| rows.iter_mut().try_for_each(|r| plan.apply(masker, r));
+    let result = if threads == 1 || rows.len() < 256 {
+        part(rows)
+    } else {
+        std::thread::scope(|s| {
+            let workers: Vec<_> = rows
+                .chunks_mut(rows.len().div_ceil(threads))
+                .map(|chunk| s.spawn(move || part(chunk)))
+                .collect();
+            workers.into_iter().try_for_each(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err("a masking thread failed".into()))
+            })
+        })
+    };
+    result.map_err(|why| anyhow::anyhow!("{why}; the run stopped before writing that row"))
 }
 
 /// Where a run stands in its source: bytes read (files) and rows read.
@@ -217,6 +240,11 @@ pub async fn open_table(
     if header.is_empty() {
         bail!("the source database has no table `{table}`");
     }
+    // Column names come from the source's schema, which whoever can alter the table
+    // controls: only plain names go into the query.
+    if header.iter().any(|c| c.contains('.') || !identifier(c)) {
+        bail!("a column of `{table}` has a name that is not a plain SQL name (letters, digits, _)");
+    }
     let order = order_by.unwrap_or(&header[0]).to_owned();
     if !header.contains(&order) {
         bail!("the table has no column `{order}` (--order-by)");
@@ -290,7 +318,7 @@ fn identifier(s: &str) -> bool {
 
 fn quoted(name: &str) -> String {
     name.split('.')
-        .map(|p| format!("\"{p}\""))
+        .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
         .collect::<Vec<_>>()
         .join(".")
 }
@@ -316,9 +344,20 @@ impl Source {
                 reader,
                 base,
                 record,
-                ..
+                header,
             } => {
                 while out.len() < n && reader.read_byte_record(record)? {
+                    // A row of another width (an unquoted comma, say) would shift a value
+                    // into a column that is not masked.
+                    if record.len() != header.len() {
+                        bail!(
+                            "row {} has {} fields where the header has {}: fix the input (quote \
+                             fields holding commas)",
+                            pos.rows + 1,
+                            record.len(),
+                            header.len()
+                        );
+                    }
                     let fields = record
                         .iter()
                         .map(|f| Some(String::from_utf8_lossy(f).into_owned()))

@@ -444,3 +444,101 @@ async fn a_killed_mask_run_resumes_to_the_same_copy() {
     );
     assert!(!state.exists());
 }
+
+/// From the review of the mask change: input the run cannot mask whole is refused, never
+/// copied with a real value left in an unmasked place.
+#[tokio::test(flavor = "multi_thread")]
+async fn mask_refuses_input_it_cannot_mask_whole() {
+    let app = helpers::spawn_app("mask-refuse").await;
+    let ssn = "078-05-1120";
+    let card = helpers::random_pan();
+    let cases: [(&str, String, &str); 5] = [
+        // An unquoted comma in a name shifts the SSN into the unmapped `notes` column.
+        (
+            "ragged.csv",
+            format!("name,ssn,notes\nRoe, Jane,{ssn},vip\n"),
+            "name=name,ssn=ssn",
+        ),
+        // Two columns of one name: only the first would be masked.
+        ("twice.csv", format!("ssn,ssn\n{ssn},{ssn}\n"), "ssn=ssn"),
+        // A row without the mapped key, and a row whose mapped value is nested.
+        (
+            "missing.jsonl",
+            format!("{{\"card\":\"{card}\"}}\n{{\"card_number\":\"{card}\"}}\n"),
+            "card=pan",
+        ),
+        (
+            "nested.jsonl",
+            format!("{{\"ssn\":[\"{ssn}\"]}}\n"),
+            "ssn=ssn",
+        ),
+        (
+            "object.jsonl",
+            format!("{{\"card\":{{\"pan\":\"{card}\"}}}}\n"),
+            "card=pan",
+        ),
+    ];
+    for (name, text, columns) in cases {
+        let input = app.dir.join(name);
+        std::fs::write(&input, &text).unwrap();
+        let out = app.dir.join(format!(
+            "{name}.out{}",
+            if name.ends_with(".jsonl") {
+                ".jsonl"
+            } else {
+                ""
+            }
+        ));
+        let o = cli(&app.settings)
+            .args(["mask", "--columns", columns, "--quiet", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let written = std::fs::read_to_string(&out).unwrap_or_default();
+        let said = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!o.status.success(), "{name}: masked and wrote {written}");
+        for value in [ssn, card.as_str()] {
+            assert!(
+                !written.contains(value) && !said.contains(value),
+                "{name}: {written} {said}"
+            );
+        }
+    }
+
+    // A table whose column name would smuggle SQL into the copy's query.
+    let url = format!("sqlite://{}?mode=rwc", app.dir.join("hostile.db").display());
+    sqlx::any::install_default_drivers();
+    let mut db = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TABLE t (\"notes\"\" AS TEXT), CAST(\"\"card_number\" TEXT, card_number TEXT)",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO t VALUES ('x', $1)")
+        .bind(&card)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let out = app.dir.join("hostile.out.csv");
+    let o = cli(&app.settings)
+        .args([
+            "mask",
+            "--columns",
+            "card_number=pan",
+            "--quiet",
+            "--from-url",
+            &url,
+        ])
+        .args(["--table", "t", "--order-by", "card_number", "--output"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let written = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(!o.status.success(), "masked and wrote {written}");
+    assert!(!written.contains(&card), "{written}");
+}
