@@ -81,3 +81,20 @@ pub fn lock_state(file: File, path: &Path) -> anyhow::Result<nix::fcntl::Flock<F
         )
     })
 }
+
+/// A new private output or state file (mode 0600): never through a link, and an existing
+/// file is refused, naming what kind of `run` it would have to belong to.
+pub fn create_private(path: &Path, run: &str) -> anyhow::Result<File> {
+    crate::secret_file::private_options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => anyhow::anyhow!(
+                "{} exists and belongs to no unfinished {run}; choose another output",
+                path.display()
+            ),
+            _ => anyhow::anyhow!("cannot create {}: {e}", path.display()),
+        })
+}

@@ -27,7 +27,7 @@ use crate::tokenize::{JournalSpec, RawValue, TokenService, TokenizeInput, Tokeni
 use crate::vault::{Vault, now_ms};
 
 pub use super::files::InputFormat;
-use super::files::{guess_format, lock_state, open_own, progress, rate, sibling};
+use super::files::{create_private, guess_format, lock_state, open_own, progress, rate, sibling};
 
 /// Batches in flight at once: one is being committed while the next is prepared.
 const IN_FLIGHT: usize = 3;
@@ -412,18 +412,7 @@ fn open_run(
         Err(e) => return Err(anyhow::anyhow!("cannot open {}: {e}", state_path.display())),
     }
     // create_new never follows a link: an existing file or link is refused.
-    let file = crate::secret_file::private_options()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(output)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => anyhow::anyhow!(
-                "{} exists and belongs to no unfinished import; choose another output",
-                output.display()
-            ),
-            _ => anyhow::anyhow!("cannot create {}: {e}", output.display()),
-        })?;
+    let file = create_private(output, "import")?;
     let mut id = [0u8; 16];
     crate::crypto::random_bytes(&mut id);
     wanted.run = hex::encode(id);

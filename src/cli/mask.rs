@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::files::{InputFormat, guess_format, lock_state, open_own, progress, rate, sibling};
+use super::files::{
+    InputFormat, create_private, guess_format, lock_state, open_own, progress, rate, sibling,
+};
 use super::mask_io::{Plan, Position, Sink, mask_all, open_file, open_table};
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::nonprod::Kind;
@@ -153,9 +155,9 @@ pub async fn run(vault: &Vault, args: MaskArgs) -> anyhow::Result<()> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let (version, _) = keys.first().context("the vault has no fingerprint key")?;
-            let output = create_private(&args.output)?;
+            let output = create_private(&args.output, "mask run")?;
             let run = wanted(version.get());
-            let mut file = create_private(&state_path)?;
+            let mut file = create_private(&state_path, "mask run")?;
             writeln!(file, "{}", serde_json::to_string(&run)?)?;
             file.sync_all()?;
             (run, lock_state(file, &state_path)?, output, None)
@@ -260,20 +262,4 @@ fn read_state(file: &mut File) -> anyhow::Result<(RunKey, Checkpoint)> {
         }
     }
     Ok((run, last))
-}
-
-/// A new private file (never through a link; an existing one is refused).
-fn create_private(path: &std::path::Path) -> anyhow::Result<File> {
-    crate::secret_file::private_options()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => anyhow::anyhow!(
-                "{} exists and belongs to no unfinished mask run; choose another output",
-                path.display()
-            ),
-            _ => anyhow::anyhow!("cannot create {}: {e}", path.display()),
-        })
 }

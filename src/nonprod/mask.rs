@@ -15,7 +15,8 @@ use crate::nonprod::synth::{self, Draw, Kind};
 /// The masking keys of one run, one per kind.
 #[derive(Clone)]
 pub struct Masker {
-    keys: Vec<(Kind, Fingerprinter)>,
+    /// One key per kind, in the order of [`Kind::ALL`].
+    keys: [Fingerprinter; Kind::ALL.len()],
     prefixes: Vec<String>,
 }
 
@@ -35,10 +36,7 @@ impl Masker {
     /// test card `prefixes`.
     pub fn new(key: &FingerprintKey, name: &str, prefixes: Vec<String>) -> Self {
         Self {
-            keys: Kind::ALL
-                .into_iter()
-                .map(|k| (k, key.derive(&label(name, k))))
-                .collect(),
+            keys: Kind::ALL.map(|k| key.derive(&label(name, k))),
             prefixes,
         }
     }
@@ -49,10 +47,7 @@ impl Masker {
         if normal.is_empty() {
             return String::new();
         }
-        let key = self.keys.iter().find(|(k, _)| *k == kind).map(|(_, f)| f);
-        let Some(key) = key else {
-            return String::new();
-        };
+        let key = &self.keys[kind as usize];
         let mut draw = Draw::new(key.fingerprint(normal.as_bytes()));
         synth::generate(kind, &mut draw, &self.prefixes, input.trim())
     }
