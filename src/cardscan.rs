@@ -23,8 +23,14 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
 /// written or once the spaces and dashes between digits are removed. (Windows inside
 /// longer runs are not searched: most long numbers would match one by chance.)
 pub fn contains_pan(text: &str) -> bool {
-    let is_pan = |d: &[u8]| (12..=19).contains(&d.len()) && luhn_valid(d);
-    digit_runs(text).any(|run| is_pan(&run))
+    any_pan(text, |_| true)
+}
+
+/// Whether `text` holds a card number (as [`contains_pan`] finds them) for which `judge`,
+/// given its digits, says yes.
+pub fn any_pan(text: &str, judge: impl Fn(&[u8]) -> bool) -> bool {
+    let is_pan = |d: &[u8]| (12..=19).contains(&d.len()) && luhn_valid(d) && judge(d);
+    digit_runs(text).any(|run| is_pan(&zeroize::Zeroizing::new(run)))
         || text.as_bytes().split(|b| !b.is_ascii_digit()).any(is_pan)
 }
 

@@ -124,13 +124,17 @@ impl Vault {
                 max_metadata_bytes: s.limits.max_metadata_bytes,
             },
         );
-        let tokens = match s.environment {
-            crate::nonprod::Environment::Production => tokens,
+        let crypto = CryptoService::new(self.keys.clone(), guard.clone());
+        let (tokens, crypto) = match s.environment {
+            crate::nonprod::Environment::Production => (tokens, crypto),
             crate::nonprod::Environment::Nonproduction => {
-                tokens.with_test_data(s.nonproduction.clone())
+                let test_data = Arc::new(s.nonproduction.clone());
+                (
+                    tokens.with_test_data(test_data.clone()),
+                    crypto.with_test_data(test_data),
+                )
             }
         };
-        let crypto = CryptoService::new(self.keys.clone(), guard.clone());
         let sessions = SessionService::new(
             self.store.clone(),
             writer.clone(),
@@ -192,6 +196,17 @@ impl Vault {
             return Err(OpenError::Environment {
                 configured,
                 recorded,
+            });
+        }
+        // The row is unsigned; the newest checkpoint signs the environment. A row flipped
+        // by a database writer disagrees with it (and a checkpoint rewritten to match
+        // breaks its signature: no further checkpoint is signed and `audit verify` fails).
+        if let Some(signed) = store.latest_checkpoint().await?.and_then(|c| c.environment)
+            && signed != configured
+        {
+            return Err(OpenError::Environment {
+                configured,
+                recorded: signed,
             });
         }
         let keys = KeyManager::new(

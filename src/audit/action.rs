@@ -92,6 +92,9 @@ pub enum Action {
     /// derived from the fingerprint key; the reason holds the rows, kinds and key (never a
     /// value).
     DataMask,
+    /// A `tokenvault mask` run began (or resumed): the reason names the source, the
+    /// output, the kinds and the key, so a run that never finishes is on record too.
+    DataMaskStart,
 }
 
 /// The permission verb an action needs (`<verb>:<object>` in the config).
@@ -202,7 +205,7 @@ pub enum ObjectKind {
 }
 
 impl Action {
-    pub const ALL: [Action; 46] = [
+    pub const ALL: [Action; 47] = [
         Action::Tokenize,
         Action::Detokenize,
         Action::DetokenizeSynthetic,
@@ -249,6 +252,7 @@ impl Action {
         Action::IdentityReinstate,
         Action::AlertDropped,
         Action::DataMask,
+        Action::DataMaskStart,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -299,6 +303,7 @@ impl Action {
             Action::IdentityReinstate => "identity.reinstate",
             Action::AlertDropped => "alert.dropped",
             Action::DataMask => "data.mask",
+            Action::DataMaskStart => "data.mask.start",
         }
     }
 
@@ -356,7 +361,8 @@ impl Action {
             | Action::ApprovalRedeem
             | Action::IdentityReinstate
             | Action::AlertDropped
-            | Action::DataMask => false,
+            | Action::DataMask
+            | Action::DataMaskStart => false,
         }
     }
 
@@ -409,7 +415,8 @@ impl Action {
             | Action::ApprovalRedeem
             | Action::IdentityReinstate
             | Action::AlertDropped
-            | Action::DataMask => false,
+            | Action::DataMask
+            | Action::DataMaskStart => false,
         }
     }
 
@@ -461,7 +468,8 @@ impl Action {
             | Action::ApprovalRedeem
             | Action::IdentityReinstate
             | Action::AlertDropped
-            | Action::DataMask => None,
+            | Action::DataMask
+            | Action::DataMaskStart => None,
         }
     }
 

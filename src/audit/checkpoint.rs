@@ -312,6 +312,7 @@ impl Checkpointer {
     /// names the first thing that does not:
     /// - the newest checkpoint carries a valid signature of the HSM's key (read from the
     ///   HSM, not the database);
+    /// - it signs this vault's environment, when it signs one;
     /// - the checkpoint this process signed last is still stored, unchanged;
     /// - every event since that checkpoint follows it: consecutive, linked, its hash
     ///   matching its content, up to the tip;
@@ -332,6 +333,17 @@ impl Checkpointer {
             Some(c) if !signature_valid(key, &message(c), &c.signature) => {
                 return Ok(Err(format!(
                     "the newest checkpoint (at {}) is not signed by the HSM's audit key",
+                    c.seq
+                )));
+            }
+            // A vault's environment never changes (see `Vault::open`).
+            Some(c)
+                if self.environment.is_some()
+                    && c.environment.is_some()
+                    && c.environment.as_deref() != self.environment =>
+            {
+                return Ok(Err(format!(
+                    "the newest checkpoint (at {}) signs another environment than this vault's",
                     c.seq
                 )));
             }

@@ -13,11 +13,14 @@
 //! the input offset, the output length and the row count is appended to
 //! `<output>.mask-state`; a resumed run cuts the output back to the last recorded length
 //! and reads on from the recorded offset (masking is deterministic, so nothing is lost or
-//! written twice). The state file goes when the run ends.
+//! written twice). For an input file each line also holds a keyed digest of the bytes
+//! read so far (their first and last 64 KiB): a file regenerated at the same path is
+//! refused, not resumed mid-way. Standard input cannot be checked: a resumed run must be
+//! given the same rows again. The state file goes when the run ends.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, Write};
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Read, Seek, Write};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -27,6 +30,7 @@ use super::files::{
 };
 use super::mask_io::{Plan, Position, Sink, mask_all, open_file, open_table};
 use crate::audit::{Action, AuditEvent, Outcome};
+use crate::crypto::Fingerprinter;
 use crate::nonprod::Kind;
 use crate::nonprod::mask::Masker;
 use crate::vault::{Vault, now_ms};
@@ -91,6 +95,28 @@ struct RunKey {
 struct Checkpoint {
     input: Position,
     output_len: u64,
+    /// For an input file: a keyed digest of what the run had read (see [`input_mac`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    input_mac: Option<String>,
+}
+
+/// A keyed digest (under the run's masking key, so it says nothing of the values) of an
+/// input file's first and last 64 KiB before `upto`: a resumed run reads on only when the
+/// file still holds what the run read there, not a file regenerated at the same path.
+fn input_mac(path: &Path, upto: u64, key: &Fingerprinter) -> anyhow::Result<Option<String>> {
+    const WINDOW: u64 = 64 * 1024;
+    let mut f = File::open(path)?;
+    let mut read = zeroize::Zeroizing::new(upto.to_be_bytes().to_vec());
+    for start in [0, upto.saturating_sub(WINDOW).max(WINDOW.min(upto))] {
+        let n = WINDOW.min(upto - start);
+        let mut buf = zeroize::Zeroizing::new(vec![0u8; usize::try_from(n)?]);
+        f.seek(std::io::SeekFrom::Start(start))?;
+        if f.read_exact(&mut buf).is_err() {
+            return Ok(None);
+        }
+        read.extend_from_slice(&buf);
+    }
+    Ok(Some(hex::encode(key.fingerprint(&read))))
 }
 
 fn parse_columns(spec: &str) -> anyhow::Result<Vec<(String, Kind)>> {
@@ -151,7 +177,7 @@ pub async fn run(vault: &Vault, args: MaskArgs) -> anyhow::Result<()> {
             let output = open_own(&args.output)
                 .with_context(|| format!("cannot open {}", args.output.display()))?;
             output.set_len(at.output_len)?;
-            (run, lock, output, Some(at.input))
+            (run, lock, output, Some(at))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let (version, _) = keys.first().context("the vault has no fingerprint key")?;
@@ -174,7 +200,27 @@ pub async fn run(vault: &Vault, args: MaskArgs) -> anyhow::Result<()> {
         &run.key,
         vault.settings.nonproduction.test_card_prefixes.clone(),
     );
-    let at = resumed_at.unwrap_or_default();
+    // What identifies the input file's content to a resumed run (none for standard input
+    // or a table, which are read again from their start or their order).
+    let input_file = args.input.as_deref().filter(|p| p.as_os_str() != "-");
+    let resume_key = key.derived(&format!("mask/{}/resume", run.key));
+    let mac_at = |upto: u64| match input_file {
+        Some(path) => input_mac(path, upto, &resume_key),
+        None => Ok(None),
+    };
+    if let (Some(at), Some(path)) = (&resumed_at, input_file)
+        && let Some(recorded) = &at.input_mac
+        && mac_at(at.input.bytes)?.as_ref() != Some(recorded)
+    {
+        bail!(
+            "{} changed since the run stopped: it no longer holds the rows the run read. Give \
+             it the same input, or remove {} and {} to start again",
+            path.display(),
+            args.output.display(),
+            state_path.display()
+        );
+    }
+    let at = resumed_at.as_ref().map(|c| c.input).unwrap_or_default();
     let (mut source, mut pos, len) = match (&args.input, format) {
         (Some(path), Some(format)) => open_file(path, format, at)?,
         _ => {
@@ -185,6 +231,24 @@ pub async fn run(vault: &Vault, args: MaskArgs) -> anyhow::Result<()> {
         }
     };
     let plan = Plan::new(columns, source.header())?;
+    let kinds: Vec<&str> = plan.columns.iter().map(|(_, k)| k.as_str()).collect();
+    let described = format!(
+        "{} to {} ({}) with masking key {} of fingerprint key v{}",
+        audited_source(&args),
+        args.output.display(),
+        kinds.join(", "),
+        run.key,
+        run.key_version
+    );
+    let verb = if resumed_at.is_some() {
+        "resumed"
+    } else {
+        "started"
+    };
+    let event = AuditEvent::new("cli", Action::DataMaskStart, Outcome::Success)
+        .origin("cli")
+        .reason(Some(format!("{verb} at row {}: {described}", pos.rows)));
+    vault.services().guard.record(event, now_ms()).await?;
     let jsonl = args.output.extension().is_some_and(|e| e == "jsonl");
     let mut sink = Sink::new(output, jsonl, source.header())?;
 
@@ -204,23 +268,16 @@ pub async fn run(vault: &Vault, args: MaskArgs) -> anyhow::Result<()> {
         bar.set_position(pos.bytes);
         bar.set_message(rate(pos.rows - first_row, started));
         if last_sync.elapsed() >= Duration::from_millis(args.sync_every_ms) {
-            checkpoint(&mut sink, &mut state, pos)?;
+            checkpoint(&mut sink, &mut state, pos, mac_at(pos.bytes)?)?;
             last_sync = Instant::now();
         }
     }
-    checkpoint(&mut sink, &mut state, pos)?;
+    checkpoint(&mut sink, &mut state, pos, mac_at(pos.bytes)?)?;
     bar.finish_and_clear();
 
-    let kinds: Vec<&str> = plan.columns.iter().map(|(_, k)| k.as_str()).collect();
     let event = AuditEvent::new("cli", Action::DataMask, Outcome::Success)
         .origin("cli")
-        .reason(Some(format!(
-            "{} rows masked ({}) with masking key {} of fingerprint key v{}",
-            pos.rows,
-            kinds.join(", "),
-            run.key,
-            run.key_version
-        )));
+        .reason(Some(format!("{} rows masked: {described}", pos.rows)));
     vault.services().guard.record(event, now_ms()).await?;
     std::fs::remove_file(&state_path)?;
     eprintln!(
@@ -232,10 +289,36 @@ pub async fn run(vault: &Vault, args: MaskArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The source as the audit trail names it: a database URL without its credentials or
+/// parameters (a password belongs in PGPASSWORD, but may have been put in the URL).
+fn audited_source(args: &MaskArgs) -> String {
+    match (&args.input, &args.from_url, &args.table) {
+        (Some(path), _, _) if path.as_os_str() == "-" => "standard input".into(),
+        (Some(path), _, _) => path.display().to_string(),
+        (None, Some(url), Some(table)) => {
+            let url = url.split(['?', '#']).next().unwrap_or_default();
+            let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+            // Whatever precedes the last `@` may hold a user and password.
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            format!("table {table} of {scheme}://{rest}")
+        }
+        _ => "an unnamed source".into(),
+    }
+}
+
 /// Makes the output durable, then records how far it goes.
-fn checkpoint(sink: &mut Sink, state: &mut File, input: Position) -> anyhow::Result<()> {
+fn checkpoint(
+    sink: &mut Sink,
+    state: &mut File,
+    input: Position,
+    input_mac: Option<String>,
+) -> anyhow::Result<()> {
     let output_len = sink.sync()?;
-    let line = serde_json::to_string(&Checkpoint { input, output_len })?;
+    let line = serde_json::to_string(&Checkpoint {
+        input,
+        output_len,
+        input_mac,
+    })?;
     state.seek(std::io::SeekFrom::End(0))?;
     writeln!(state, "{line}")?;
     state.sync_data()?;
@@ -254,6 +337,7 @@ fn read_state(file: &mut File) -> anyhow::Result<(RunKey, Checkpoint)> {
     let mut last = Checkpoint {
         input: Position::default(),
         output_len: 0,
+        input_mac: None,
     };
     for line in lines {
         match serde_json::from_str(&line?) {

@@ -55,9 +55,18 @@ impl Masker {
 
 /// The form of a value that decides its mask (cleared on drop).
 fn normalize(kind: Kind, input: &str) -> zeroize::Zeroizing<String> {
-    let mut out = zeroize::Zeroizing::new(String::with_capacity(input.len()));
+    // Room for an SSN's leading zeros: no reallocation leaves a copy behind.
+    let mut out = zeroize::Zeroizing::new(String::with_capacity(input.len().max(9)));
     match kind {
-        Kind::Pan | Kind::Ssn => out.extend(input.chars().filter(char::is_ascii_digit)),
+        Kind::Pan => out.extend(input.chars().filter(char::is_ascii_digit)),
+        // Nine digits: an SSN exported as a number has lost its leading zeros.
+        Kind::Ssn => {
+            let n = input.chars().filter(char::is_ascii_digit).count();
+            if n > 0 {
+                out.extend(std::iter::repeat_n('0', 9usize.saturating_sub(n)));
+            }
+            out.extend(input.chars().filter(char::is_ascii_digit));
+        }
         Kind::Email => out.extend(input.trim().chars().flat_map(char::to_lowercase)),
         Kind::Name | Kind::Address => {
             for word in input.split_whitespace() {
@@ -108,6 +117,14 @@ mod tests {
         assert_eq!(m.mask(Kind::Ssn, "  "), "");
         assert_ne!(masker(2, "default").mask(Kind::Pan, "5500000000000004"), b);
         assert_ne!(masker(1, "other").mask(Kind::Pan, "5500000000000004"), b);
+        // From the review of issue 18: an SSN exported as a JSON number has lost its
+        // leading zero; it masks as the same SSN written out.
+        let digits = |s: String| s.chars().filter(char::is_ascii_digit).collect::<String>();
+        assert_eq!(
+            digits(m.mask(Kind::Ssn, "78051120")),
+            digits(m.mask(Kind::Ssn, "078-05-1120"))
+        );
+        assert_eq!(m.mask(Kind::Ssn, "78051120").len(), 11);
         // The same input as another kind masks unrelated.
         assert_ne!(
             m.mask(Kind::Ssn, "078051120"),

@@ -110,6 +110,20 @@ impl Draw {
         }
     }
 
+    /// A uniform number below `n` (n ≥ 1; rejection sampling).
+    pub fn below_u64(&mut self, n: u64) -> u64 {
+        let n = n.max(1);
+        let zone = u64::MAX - u64::MAX % n;
+        loop {
+            let mut b = [0u8; 8];
+            b.iter_mut().for_each(|x| *x = self.byte());
+            let v = u64::from_be_bytes(b);
+            if v < zone {
+                return v % n;
+            }
+        }
+    }
+
     fn pick<'a>(&mut self, list: &[&'a str]) -> &'a str {
         list[self.below(list.len())]
     }
@@ -143,12 +157,21 @@ pub fn pan(draw: &mut Draw, prefixes: &[String], shape: &str, keep_last4: bool) 
         len = 16;
         candidates = prefixes.iter().filter(|p| fits(p, false, len)).collect();
     }
-    let prefix = match candidates.len() {
-        0 => "41111111",
-        n => candidates[draw.below(n)].as_str(),
-    };
-    let mut d: Vec<u8> = prefix.bytes().collect();
     let free_end = if keep { len - 4 } else { len };
+    // Each prefix in proportion to the numbers under it: a long (narrow) one is not a
+    // cluster of collisions.
+    let weight = |p: &String| 10u64.pow(u32::try_from(free_end - p.len()).unwrap_or(0).min(15));
+    let total: u64 = candidates.iter().map(|p| weight(p)).sum();
+    let mut at = draw.below_u64(total);
+    let mut prefix = "41111111";
+    for p in &candidates {
+        if at < weight(p) {
+            prefix = p.as_str();
+            break;
+        }
+        at -= weight(p);
+    }
+    let mut d: Vec<u8> = prefix.bytes().collect();
     while d.len() < free_end {
         d.push(draw.digit());
     }
@@ -271,6 +294,27 @@ mod tests {
             let odd = pan(&mut d, p, "12", false);
             assert_eq!(odd.len(), 16);
             assert!(luhn_valid(odd.as_bytes()));
+        }
+    }
+
+    /// From the review of issue 18: random tails under the short prefixes 4000 0000 and
+    /// 6200 0000 are numbers in ranges issuers use. The defaults name those networks' test
+    /// numbers to 12 digits, and a prefix is drawn in proportion to the numbers under it,
+    /// so the narrow ones add no collisions.
+    #[test]
+    fn synthetic_card_numbers_stay_under_test_only_prefixes_and_do_not_collide() {
+        let data = TestData::default();
+        let p = &data.test_card_prefixes;
+        let mut seen = std::collections::HashSet::new();
+        for mut d in draws() {
+            let v = pan(&mut d, p, "", false);
+            if v.starts_with("4000") || v.starts_with("6200") {
+                assert!(
+                    p.iter().any(|x| x.len() >= 12 && v.starts_with(x.as_str())),
+                    "{v} is a random number in a live range"
+                );
+            }
+            assert!(seen.insert(v.clone()), "{v} drawn twice");
         }
     }
 

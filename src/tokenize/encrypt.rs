@@ -17,11 +17,24 @@ use crate::keys::{KeyError, KeyManager, KeyVersion, KeyringName};
 pub struct CryptoService {
     pub(super) keys: Arc<KeyManager>,
     pub(super) guard: Arc<Guard>,
+    /// Set in a non-production vault: plaintext holding a live card number is refused.
+    test_data: Option<Arc<crate::nonprod::TestData>>,
 }
 
 impl CryptoService {
     pub fn new(keys: Arc<KeyManager>, guard: Arc<Guard>) -> Self {
-        Self { keys, guard }
+        Self {
+            keys,
+            guard,
+            test_data: None,
+        }
+    }
+
+    /// A non-production vault's encrypt path: refuses plaintext that holds a card number
+    /// outside the test prefixes ([`crate::nonprod::TestData::check_plaintext`]).
+    pub fn with_test_data(mut self, test_data: Arc<crate::nonprod::TestData>) -> Self {
+        self.test_data = Some(test_data);
+        self
     }
 
     fn known(&self, keyring: &str) -> Result<(), Error> {
@@ -125,6 +138,11 @@ impl CryptoService {
         self.known(keyring)?;
         self.convergent_allowed(who, keyring, now).await?;
         self.context_given(keyring, context)?;
+        if let Some(test_data) = &self.test_data {
+            test_data
+                .check_plaintext(plaintext)
+                .map_err(|why| Error::RealValue(why.0))?;
+        }
         if let Some(want) = version {
             let (active, _) = self.keys.active(keyring).await?;
             if active.get() != want {

@@ -205,8 +205,8 @@ impl TokenService {
     }
 
     /// A non-production vault's service: tokenize accepts only test data.
-    pub fn with_test_data(mut self, test_data: crate::nonprod::TestData) -> Self {
-        self.test_data = Some(Arc::new(test_data));
+    pub fn with_test_data(mut self, test_data: Arc<crate::nonprod::TestData>) -> Self {
+        self.test_data = Some(test_data);
         self
     }
 
@@ -442,14 +442,27 @@ impl TokenService {
             return self.fail(who, Action::Detokenize, None, e, now).await;
         }
         let action = Action::Detokenize;
-        match self.stored(token).await? {
-            Some(row) => self
+        let row = self.stored(token).await?;
+        // A held token the caller could not reveal (expired, another surface's type, a
+        // type it may not reveal) answers as an unknown one does: a non-production vault
+        // answers both synthetically, so the answer says nothing of what it holds.
+        let plain = row.as_ref().is_some_and(|r| {
+            !is_expired(r, now)
+                && only_type.is_none_or(|t| t == r.token_type)
+                && self.guard.decide(who, action, &r.token_type) == crate::guard::Decision::Allow
+        });
+        match (row, plain) {
+            (Some(row), true) => self
                 .usable(who, action, row, (token, only_type), now)
                 .await
                 .map(Found::Record),
-            None => match self.synthetic_type(who, token, only_type) {
-                Some(t) => self.synthetic_allowed(who, token, t, now).await,
-                None => self.unknown(who, action, token, now).await,
+            (row, _) => match (self.synthetic_type(who, token, only_type), row) {
+                (Some(t), _) => self.synthetic_allowed(who, token, t, now).await,
+                (None, Some(row)) => self
+                    .usable(who, action, row, (token, only_type), now)
+                    .await
+                    .map(Found::Record),
+                (None, None) => self.unknown(who, action, token, now).await,
             },
         }
     }

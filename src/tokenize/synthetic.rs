@@ -7,8 +7,12 @@
 //! role's), or else the only type with `synthetic` set that the caller may reveal (a
 //! digit-only token, which only the format-preserving card formats issue, only a `pan`
 //! one). When that leaves no type or more than one, the answer is `not_found`, as for any
-//! unknown token. A token the vault holds, expired or of another type, is never answered
-//! synthetically. The synthetic values change when the fingerprint key is rotated.
+//! unknown token. A token the vault holds but the caller could not reveal (expired, of
+//! another type than the surface's, or of a type the caller may not reveal) answers as an
+//! unknown token does, synthetically where one fits: otherwise the difference between a
+//! synthetic answer and `not_found` would tell a caller which tokens the vault holds. A
+//! token the caller may reveal answers its own value. The synthetic values change when
+//! the fingerprint key is rotated.
 
 use super::*;
 use crate::guard::Decision;

@@ -411,6 +411,36 @@ async fn a_killed_mask_run_resumes_to_the_same_copy() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(state.exists());
+    // From the review of the mask change: the killed run is on record, naming its input
+    // and output, though it never finished.
+    let reasons = |action: &'static str| {
+        let settings = app.settings.clone();
+        async move {
+            let mut db = helpers::connect(&settings).await;
+            sqlx::query_scalar::<_, String>(
+                "SELECT reason FROM audit_events WHERE action = $1 ORDER BY seq",
+            )
+            .bind(action)
+            .fetch_all(&mut db)
+            .await
+            .unwrap()
+        }
+    };
+    let killed_name = killed.display().to_string();
+    let started = reasons("data.mask.start").await;
+    assert!(
+        started
+            .iter()
+            .any(|r| r.contains(&killed_name) && r.contains(&input)),
+        "{started:?}"
+    );
+    assert!(
+        !reasons("data.mask")
+            .await
+            .iter()
+            .any(|r| r.contains(&killed_name)),
+        "the killed run was recorded as finished"
+    );
     // Another argument is refused; the same ones resume.
     let o = cli(&app.settings)
         .args([
@@ -426,6 +456,32 @@ async fn a_killed_mask_run_resumes_to_the_same_copy() {
         .output()
         .unwrap();
     assert!(!o.status.success());
+    // From the review of the mask change: an input regenerated at the same path (same
+    // length, other rows) is refused, not resumed mid-way into a copy of two data sets.
+    let original = std::fs::read(&input).unwrap();
+    let regenerated = String::from_utf8(original.clone())
+        .unwrap()
+        .replace("\"gold\"", "\"gild\"");
+    assert_eq!(regenerated.len(), original.len());
+    std::fs::write(&input, regenerated).unwrap();
+    let o = cli(&app.settings)
+        .args(["mask", "--columns", columns, "--input", &input, "--quiet"])
+        .arg("--output")
+        .arg(&killed)
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success(),
+        "a changed input was resumed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("changed"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The same rows again resume.
+    std::fs::write(&input, &original).unwrap();
     mask(
         &app.settings,
         &[
@@ -443,6 +499,11 @@ async fn a_killed_mask_run_resumes_to_the_same_copy() {
         std::fs::read(&whole).unwrap()
     );
     assert!(!state.exists());
+    let finished = reasons("data.mask").await;
+    assert!(
+        finished.iter().any(|r| r.contains(&killed_name)),
+        "{finished:?}"
+    );
 }
 
 /// From the review of the mask change: input the run cannot mask whole is refused, never

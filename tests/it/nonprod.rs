@@ -195,14 +195,17 @@ async fn a_transform_batch_answers_a_refused_item_in_its_place() {
 
 /// Review of the first part: the recorded environment is an unsigned row, so a database
 /// writer could flip it and open a production database as staging. The checkpoints sign
-/// the environment, and `audit verify` reports a series whose environment changes.
+/// the environment: a vault does not open when the newest one signs another environment
+/// than its config's, and a writer who rewrites that checkpoint too breaks its signature,
+/// so the vault signs no further checkpoint and `audit verify` fails.
 #[tokio::test(flavor = "multi_thread")]
-async fn audit_verify_reports_a_trail_whose_signed_environment_changes() {
+async fn a_flipped_environment_row_is_caught_by_the_signed_checkpoints() {
     let dir = helpers::test_dir("nonprod-flip");
     let mut s = helpers::settings(&dir, "nonprod-flip");
     let vault = Vault::open(s.clone()).await.unwrap();
     vault.keys.init("test", now_ms()).await.unwrap();
     vault.checkpointer().checkpoint(now_ms()).await.unwrap();
+    vault.checkpointer().publish_key(now_ms()).await.unwrap();
     vault.store.close().await;
     let mut db = helpers::connect(&s).await;
     sqlx::query("UPDATE vault_meta SET value = 'nonproduction' WHERE key = 'environment'")
@@ -210,6 +213,19 @@ async fn audit_verify_reports_a_trail_whose_signed_environment_changes() {
         .await
         .unwrap();
     s.environment = Environment::Nonproduction;
+    match Vault::open(s.clone()).await {
+        Err(e @ OpenError::Environment { .. }) => {
+            assert!(e.to_string().contains("production"), "{e}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a production database opened as staging after its row was flipped"),
+    }
+
+    // The checkpoint rewritten as well: the vault opens, but its audit trail is broken.
+    sqlx::query("UPDATE audit_checkpoints SET environment = 'nonproduction'")
+        .execute(&mut db)
+        .await
+        .unwrap();
     let vault = Vault::open(s.clone()).await.unwrap();
     use tokenvault::audit::{Action, AuditEvent, Outcome};
     let event = AuditEvent::new("test", Action::ServiceStart, Outcome::Success);
@@ -219,23 +235,74 @@ async fn audit_verify_reports_a_trail_whose_signed_environment_changes() {
         .record(event, now_ms())
         .await
         .unwrap();
-    let flipped = vault.checkpointer().checkpoint(now_ms() + 1).await.unwrap();
-    vault.checkpointer().publish_key(now_ms()).await.unwrap();
+    assert!(
+        vault.checkpointer().checkpoint(now_ms() + 1).await.is_err(),
+        "a checkpoint was signed over a rewritten one"
+    );
     let keys = tokenvault::audit::verify::trusted_keys(&vault.store, None)
         .await
         .unwrap();
     let v = tokenvault::audit::verify::verify(&vault.store, &keys, &[])
         .await
         .unwrap();
-    assert!(
-        flipped.is_some(),
-        "no checkpoint was written after the flip"
+    assert!(!v.ok(), "a rewritten checkpoint went unnoticed");
+}
+
+/// The encrypt path (native and Transit) takes bytes whose type it cannot know, but a card
+/// number in them can be found: a non-production vault refuses plaintext that holds a
+/// card number outside the test prefixes, and encrypts test cards and other text.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nonproduction_vault_refuses_to_encrypt_a_real_card_number() {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let app = nonprod_app("nonprod-encrypt").await;
+    let real = helpers::random_pan();
+    let spaced = format!(
+        "{} {} {} {}",
+        &real[..4],
+        &real[4..8],
+        &real[8..12],
+        &real[12..]
     );
-    assert!(
-        !v.ok(),
-        "a production trail went on as nonproduction unnoticed"
-    );
-    let (_, why) = v.first_bad.clone().unwrap();
-    assert!(why.contains("environment"), "{why}");
-    assert_eq!(v.environment.as_deref(), Some("nonproduction"));
+    for plain in [
+        format!("{{\"card\":\"{real}\"}}"),
+        format!("paid with {spaced} on Monday"),
+    ] {
+        let (status, body) = app
+            .post(
+                "app",
+                "/v1/encrypt",
+                json!({"keyring": "pii", "plaintext": b64(plain.as_bytes())}),
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (422, Some("real_value_refused")),
+            "{body}"
+        );
+        assert!(!body.to_string().contains(&real[4..12]), "{body}");
+    }
+    for plain in ["{\"card\":\"4111 1111 1111 1111\"}", "order 77 shipped"] {
+        let (status, body) = app
+            .post(
+                "app",
+                "/v1/encrypt",
+                json!({"keyring": "pii", "plaintext": b64(plain.as_bytes())}),
+            )
+            .await;
+        assert_eq!(status, 200, "{plain}: {body}");
+    }
+    // Transit takes the same path.
+    let mut c = helpers::VaultClient::of("app");
+    c.login(&app).await;
+    let (status, body, _) = c
+        .call(
+            &app,
+            "POST",
+            "/v1/transit/encrypt/pii",
+            Some(json!({ "plaintext": b64(real.as_bytes()) })),
+        )
+        .await;
+    assert!((400..500).contains(&status), "{status} {body}");
+    assert!(!body.to_string().contains(&real[4..12]), "{body}");
 }

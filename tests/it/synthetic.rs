@@ -158,6 +158,43 @@ async fn unknown_tokens_answer_deterministic_synthetic_values_that_are_never_rea
     );
 }
 
+/// From the review of the synthetic answers: a token the vault holds but the caller may
+/// not reveal (another type's) answers exactly as an unknown token does, synthetically,
+/// so the answer does not tell whether the vault holds it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_token_the_caller_may_not_reveal_answers_like_an_unknown_one() {
+    let app = staging("synthetic-oracle").await;
+    let real_looking = "jane.roe@example.com";
+    let (status, made) = app
+        .post(
+            "tokenizer",
+            "/v1/tokenize",
+            json!({"type": "email", "value": real_looking}),
+        )
+        .await;
+    assert_eq!(status, 200, "{made}");
+    let held = made["token"].as_str().unwrap().to_owned();
+    let (held_status, held_body) = reveal(&app, "tokenizer", &held).await;
+    let (unknown_status, unknown_body) = reveal(&app, "tokenizer", &opaque_token()).await;
+    let shape = |b: &Value| {
+        (
+            b["type"].clone(),
+            b["synthetic"].clone(),
+            b["error"].clone(),
+        )
+    };
+    assert_eq!(
+        (held_status, shape(&held_body)),
+        (unknown_status, shape(&unknown_body)),
+        "held: {held_body}; unknown: {unknown_body}"
+    );
+    assert_eq!(held_status, 200);
+    assert!(!held_body.to_string().contains(real_looking), "{held_body}");
+    // Its holder's reveal is unchanged: the value, not a synthetic one.
+    let (status, body) = reveal(&app, "app", &held).await;
+    assert_eq!((status, body["value"].as_str()), (200, Some(real_looking)));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_production_vault_never_answers_synthetic_values() {
     let app = helpers::spawn_app("synthetic-production").await;
