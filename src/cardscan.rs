@@ -30,7 +30,7 @@ pub fn contains_pan(text: &str) -> bool {
 /// given its digits, says yes.
 pub fn any_pan(text: &str, judge: impl Fn(&[u8]) -> bool) -> bool {
     let is_pan = |d: &[u8]| (12..=19).contains(&d.len()) && luhn_valid(d) && judge(d);
-    digit_runs(text).any(|run| is_pan(&zeroize::Zeroizing::new(run)))
+    digit_runs(text).any(|run| is_pan(&run))
         || text.as_bytes().split(|b| !b.is_ascii_digit()).any(is_pan)
 }
 
@@ -43,7 +43,9 @@ pub fn has_digit_run(text: &str, min: usize) -> bool {
 /// Runs of digits, joined across a single space or dash between groups of three or more
 /// digits — the way card numbers are written (4-4-4-4, 4-6-5, 4-4-4-4-3), and not the way
 /// identifiers such as `t-29536-36-17966` or dates are.
-fn digit_runs(text: &str) -> impl Iterator<Item = Vec<u8>> + '_ {
+/// Each run is copied out only when it is looked at, into a buffer of its exact size that
+/// is cleared when dropped (the text may be a card number).
+fn digit_runs(text: &str) -> impl Iterator<Item = zeroize::Zeroizing<Vec<u8>>> + '_ {
     let bytes = text.as_bytes();
     let mut groups: Vec<(usize, usize)> = Vec::new();
     let mut i = 0;
@@ -58,19 +60,26 @@ fn digit_runs(text: &str) -> impl Iterator<Item = Vec<u8>> + '_ {
             i += 1;
         }
     }
-    let mut runs: Vec<Vec<u8>> = Vec::new();
+    let mut runs: Vec<Vec<(usize, usize)>> = Vec::new();
     let mut prev: Option<(usize, usize)> = None;
     for (start, end) in groups {
         let joins = prev.is_some_and(|(ps, pe)| {
             start == pe + 1 && matches!(bytes[pe], b' ' | b'-') && pe - ps >= 3 && end - start >= 3
         });
         match runs.last_mut() {
-            Some(run) if joins => run.extend_from_slice(&bytes[start..end]),
-            _ => runs.push(bytes[start..end].to_vec()),
+            Some(run) if joins => run.push((start, end)),
+            _ => runs.push(vec![(start, end)]),
         }
         prev = Some((start, end));
     }
-    runs.into_iter()
+    runs.into_iter().map(move |parts| {
+        let len = parts.iter().map(|(s, e)| e - s).sum();
+        let mut run = zeroize::Zeroizing::new(Vec::with_capacity(len));
+        for (s, e) in parts {
+            run.extend_from_slice(&bytes[s..e]);
+        }
+        run
+    })
 }
 
 #[cfg(test)]

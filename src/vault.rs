@@ -198,6 +198,18 @@ impl Vault {
                 recorded,
             });
         }
+        // The row is unsigned: the HSM keeps the environment too, in a data object a
+        // database writer cannot touch, made at the first open (from the row, for a vault
+        // from before it existed) and compared at every open after.
+        // (Labelled outside `<prefix>-`, where the key report counts key objects.)
+        let anchor = format!("{}.environment", settings.hsm.label_prefix);
+        let held = hsm.claim_data(&anchor, recorded.as_bytes())?;
+        if held != configured.as_bytes() {
+            return Err(OpenError::Environment {
+                configured,
+                recorded: String::from_utf8_lossy(&held).into_owned(),
+            });
+        }
         // The row is unsigned; the newest checkpoint signs the environment. A row flipped
         // by a database writer disagrees with it (and a checkpoint rewritten to match
         // breaks its signature: no further checkpoint is signed and `audit verify` fails).

@@ -19,7 +19,7 @@
 //! given the same rows again. The state file goes when the run ends.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, Write};
+use std::io::{BufRead, BufReader, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -28,9 +28,8 @@ use anyhow::{Context, bail};
 use super::files::{
     InputFormat, create_private, guess_format, lock_state, open_own, progress, rate, sibling,
 };
-use super::mask_io::{Plan, Position, Sink, mask_all, open_file, open_table};
+use super::mask_io::{InputDigest, Plan, Position, Sink, mask_all, open_file, open_table};
 use crate::audit::{Action, AuditEvent, Outcome};
-use crate::crypto::Fingerprinter;
 use crate::nonprod::Kind;
 use crate::nonprod::mask::Masker;
 use crate::vault::{Vault, now_ms};
@@ -83,6 +82,10 @@ pub struct MaskArgs {
 /// What ties an output to its run (written once, as the state file's first line).
 #[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 struct RunKey {
+    /// The masking algorithm's version: a run started by a release that masked otherwise
+    /// is not resumed (its copy would mix two sets of masked values).
+    #[serde(default)]
+    algorithm: u32,
     columns: Vec<(String, Kind)>,
     source: String,
     input_format: Option<InputFormat>,
@@ -95,29 +98,14 @@ struct RunKey {
 struct Checkpoint {
     input: Position,
     output_len: u64,
-    /// For an input file: a keyed digest of what the run had read (see [`input_mac`]).
+    /// For an input file: a keyed digest of what the run had read ([`InputDigest`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     input_mac: Option<String>,
 }
 
-/// A keyed digest (under the run's masking key, so it says nothing of the values) of an
-/// input file's first and last 64 KiB before `upto`: a resumed run reads on only when the
-/// file still holds what the run read there, not a file regenerated at the same path.
-fn input_mac(path: &Path, upto: u64, key: &Fingerprinter) -> anyhow::Result<Option<String>> {
-    const WINDOW: u64 = 64 * 1024;
-    let mut f = File::open(path)?;
-    let mut read = zeroize::Zeroizing::new(upto.to_be_bytes().to_vec());
-    for start in [0, upto.saturating_sub(WINDOW).max(WINDOW.min(upto))] {
-        let n = WINDOW.min(upto - start);
-        let mut buf = zeroize::Zeroizing::new(vec![0u8; usize::try_from(n)?]);
-        f.seek(std::io::SeekFrom::Start(start))?;
-        if f.read_exact(&mut buf).is_err() {
-            return Ok(None);
-        }
-        read.extend_from_slice(&buf);
-    }
-    Ok(Some(hex::encode(key.fingerprint(&read))))
-}
+/// The version of what a masked value is (2: the 12-digit default test prefixes, card
+/// prefixes drawn in proportion to their numbers, SSNs read as nine digits).
+const MASK_ALGORITHM: u32 = 2;
 
 fn parse_columns(spec: &str) -> anyhow::Result<Vec<(String, Kind)>> {
     let mut out: Vec<(String, Kind)> = Vec::new();
@@ -157,6 +145,7 @@ pub async fn run(vault: &Vault, args: MaskArgs) -> anyhow::Result<()> {
     let keys = vault.keys.fingerprint_keys().await?;
     let state_path = sibling(&args.output, "mask-state");
     let wanted = |key_version| RunKey {
+        algorithm: MASK_ALGORITHM,
         columns: columns.clone(),
         source: source_name.clone(),
         input_format: format,
@@ -167,6 +156,14 @@ pub async fn run(vault: &Vault, args: MaskArgs) -> anyhow::Result<()> {
         Ok(file) => {
             let mut lock = lock_state(file, &state_path)?;
             let (run, at) = read_state(&mut lock)?;
+            if run.algorithm != MASK_ALGORITHM {
+                bail!(
+                    "{} belongs to a mask run of an earlier release, which masked values \
+                     otherwise; remove it and {} to start again",
+                    args.output.display(),
+                    state_path.display()
+                );
+            }
             if run != wanted(run.key_version) {
                 bail!(
                     "{} belongs to a mask run with other arguments; resume it with the same \
@@ -202,20 +199,18 @@ pub async fn run(vault: &Vault, args: MaskArgs) -> anyhow::Result<()> {
     );
     // What identifies the input file's content to a resumed run (none for standard input
     // or a table, which are read again from their start or their order).
-    let input_file = args.input.as_deref().filter(|p| p.as_os_str() != "-");
-    let resume_key = key.derived(&format!("mask/{}/resume", run.key));
-    let mac_at = |upto: u64| match input_file {
-        Some(path) => input_mac(path, upto, &resume_key),
-        None => Ok(None),
+    let mut digest = match args.input.as_deref() {
+        Some(path) => InputDigest::open(path, key.derived(&format!("mask/{}/resume", run.key)))?,
+        None => None,
     };
-    if let (Some(at), Some(path)) = (&resumed_at, input_file)
-        && let Some(recorded) = &at.input_mac
-        && mac_at(at.input.bytes)?.as_ref() != Some(recorded)
+    if let (Some(at), Some(d)) = (&resumed_at, digest.as_mut())
+        && at.input.bytes > 0
+        && d.upto(at.input.bytes)? != at.input_mac
     {
         bail!(
             "{} changed since the run stopped: it no longer holds the rows the run read. Give \
              it the same input, or remove {} and {} to start again",
-            path.display(),
+            args.input.as_deref().unwrap_or(Path::new("-")).display(),
             args.output.display(),
             state_path.display()
         );
@@ -268,11 +263,13 @@ pub async fn run(vault: &Vault, args: MaskArgs) -> anyhow::Result<()> {
         bar.set_position(pos.bytes);
         bar.set_message(rate(pos.rows - first_row, started));
         if last_sync.elapsed() >= Duration::from_millis(args.sync_every_ms) {
-            checkpoint(&mut sink, &mut state, pos, mac_at(pos.bytes)?)?;
+            let mac = digest.as_mut().map(|d| d.upto(pos.bytes)).transpose()?;
+            checkpoint(&mut sink, &mut state, pos, mac.flatten())?;
             last_sync = Instant::now();
         }
     }
-    checkpoint(&mut sink, &mut state, pos, mac_at(pos.bytes)?)?;
+    let mac = digest.as_mut().map(|d| d.upto(pos.bytes)).transpose()?;
+    checkpoint(&mut sink, &mut state, pos, mac.flatten())?;
     bar.finish_and_clear();
 
     let event = AuditEvent::new("cli", Action::DataMask, Outcome::Success)
@@ -298,8 +295,13 @@ fn audited_source(args: &MaskArgs) -> String {
         (None, Some(url), Some(table)) => {
             let url = url.split(['?', '#']).next().unwrap_or_default();
             let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-            // Whatever precedes the last `@` may hold a user and password.
-            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            // Whatever precedes the last `@` may hold a user and password (a SQLite
+            // URL is a path, where `@` is a character like any other).
+            let rest = if scheme.starts_with("sqlite") {
+                rest
+            } else {
+                rest.rsplit_once('@').map_or(rest, |(_, host)| host)
+            };
             format!("table {table} of {scheme}://{rest}")
         }
         _ => "an unnamed source".into(),
@@ -346,4 +348,40 @@ fn read_state(file: &mut File) -> anyhow::Result<(RunKey, Checkpoint)> {
         }
     }
     Ok((run, last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(url: &str) -> String {
+        audited_source(&MaskArgs {
+            columns: "card=pan".into(),
+            input: None,
+            input_format: None,
+            from_url: Some(url.into()),
+            table: Some("payments".into()),
+            order_by: None,
+            output: "out.csv".into(),
+            key: "default".into(),
+            quiet: true,
+            sync_every_ms: 1000,
+        })
+    }
+
+    #[test]
+    fn the_audited_source_names_no_credentials_and_keeps_sqlite_paths() {
+        assert_eq!(
+            from("postgres://u:p@ss@db:5432/prod?password=x"),
+            "table payments of postgres://db:5432/prod"
+        );
+        assert_eq!(
+            from("postgresql:///prod?host=/tmp&user=u&password=p"),
+            "table payments of postgresql:///prod"
+        );
+        assert_eq!(
+            from("sqlite:///srv/user@corp/db.sqlite?mode=ro"),
+            "table payments of sqlite:///srv/user@corp/db.sqlite"
+        );
+    }
 }

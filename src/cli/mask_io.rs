@@ -11,7 +11,10 @@ use anyhow::{Context, bail};
 use futures_util::TryStreamExt;
 use zeroize::Zeroize;
 
+use sha2::{Digest, Sha256};
+
 use super::files::InputFormat;
+use crate::crypto::Fingerprinter;
 use crate::nonprod::Kind;
 use crate::nonprod::mask::Masker;
 
@@ -69,11 +72,14 @@ impl Plan {
                         .ok_or_else(|| format!("a row has no field `{name}` (--columns)"))?;
                     let masked = match v {
                         serde_json::Value::String(s) => masker.mask(*kind, s),
-                        serde_json::Value::Number(n) => masker.mask(*kind, &n.to_string()),
+                        // An integer only: a fraction or an exponent has lost the value.
+                        serde_json::Value::Number(n) if n.is_u64() || n.is_i64() => {
+                            masker.mask(*kind, &n.to_string())
+                        }
                         serde_json::Value::Null => continue,
                         _ => {
                             return Err(format!(
-                                "a row's field `{name}` is not a string, a number or null"
+                                "a row's field `{name}` is not a string, an integer or null"
                             ));
                         }
                     };
@@ -136,17 +142,69 @@ pub enum Source {
 }
 
 /// An input file (`-`: standard input), opened at `at`.
+/// A keyed digest of everything a run has read of an input file, kept up as it reads
+/// on: a resumed run compares it with the one its last checkpoint recorded, so a file
+/// regenerated at the same path is refused, not resumed mid-way. Regular files only (a
+/// pipe cannot be read twice). The key is the run's, so the digest says nothing of the
+/// values.
+pub struct InputDigest {
+    file: File,
+    hash: Sha256,
+    at: u64,
+    key: Fingerprinter,
+}
+
+impl InputDigest {
+    pub fn open(path: &Path, key: Fingerprinter) -> anyhow::Result<Option<Self>> {
+        if path.as_os_str() == "-" {
+            return Ok(None);
+        }
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        if !file.metadata()?.is_file() {
+            return Ok(None);
+        }
+        let mut hash = Sha256::new();
+        hash.update(b"tokenvault/mask/input/v1");
+        Ok(Some(Self {
+            file,
+            hash,
+            at: 0,
+            key,
+        }))
+    }
+
+    /// Reads on to `upto` and answers the digest of the bytes before it (`None` when the
+    /// file ends sooner).
+    pub fn upto(&mut self, upto: u64) -> anyhow::Result<Option<String>> {
+        anyhow::ensure!(upto >= self.at, "the input digest cannot go back");
+        let mut buf = zeroize::Zeroizing::new(vec![0u8; 1 << 16]);
+        self.file.seek(SeekFrom::Start(self.at))?;
+        while self.at < upto {
+            let n = usize::try_from((upto - self.at).min(1 << 16))?;
+            if self.file.read_exact(&mut buf[..n]).is_err() {
+                return Ok(None);
+            }
+            self.hash.update(&buf[..n]);
+            self.at += n as u64;
+        }
+        let digest = self.hash.clone().finalize();
+        Ok(Some(hex::encode(self.key.fingerprint(&digest))))
+    }
+}
+
 pub fn open_file(
     path: &Path,
     format: InputFormat,
     at: Position,
 ) -> anyhow::Result<(Source, Position, Option<u64>)> {
+    // Only a regular file is seeked; a pipe named by a path (`/dev/stdin`,
+    // `<(zcat dump.gz)`) is read like standard input.
     let (raw, len, seekable): (Box<dyn Read>, Option<u64>, bool) = if path.as_os_str() == "-" {
         (Box::new(std::io::stdin().lock()), None, false)
     } else {
         let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let len = f.metadata().ok().map(|m| m.len());
-        (Box::new(f), len, true)
+        let len = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
+        (Box::new(f), len, len.is_some())
     };
     let resume_at = |at: u64| -> anyhow::Result<Box<dyn Read>> {
         let mut f = File::open(path)?;

@@ -140,6 +140,54 @@ impl Hsm {
         }
     }
 
+    /// The value of the token's data object labelled `label`, created holding `value`
+    /// when there is none: a fact about the vault (its environment) kept where a database
+    /// writer cannot change it. The object is private and not modifiable.
+    pub fn claim_data(&self, label: &str, value: &[u8]) -> Result<Vec<u8>, HsmError> {
+        self.with_object_lock(|| {
+            let session = self.pool.get()?;
+            let template = [
+                Attribute::Class(ObjectClass::DATA),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ];
+            let found = session
+                .find_objects(&template)
+                .map_err(session.failed("C_FindObjects"))?;
+            let handle = match found.as_slice() {
+                [] => {
+                    session
+                        .create_object(&[
+                            Attribute::Class(ObjectClass::DATA),
+                            Attribute::Token(true),
+                            Attribute::Private(true),
+                            Attribute::Modifiable(false),
+                            Attribute::Label(label.as_bytes().to_vec()),
+                            Attribute::Value(value.to_vec()),
+                        ])
+                        .map_err(session.failed("C_CreateObject"))?;
+                    return Ok(value.to_vec());
+                }
+                [one] => *one,
+                _ => {
+                    return Err(HsmError::KeyPolicy {
+                        label: label.to_owned(),
+                        problem: format!("{} data objects share this label", found.len()),
+                    });
+                }
+            };
+            let attrs = session
+                .get_attributes(handle, &[AttributeType::Value])
+                .map_err(session.failed("C_GetAttributeValue"))?;
+            match attrs.into_iter().next() {
+                Some(Attribute::Value(v)) => Ok(v),
+                _ => Err(HsmError::KeyPolicy {
+                    label: label.to_owned(),
+                    problem: "the data object has no readable value".into(),
+                }),
+            }
+        })
+    }
+
     fn destroy_labelled_now(&self, label: &str) -> Result<usize, HsmError> {
         let session = self.pool.get()?;
         let handles = session

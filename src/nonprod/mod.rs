@@ -208,11 +208,15 @@ impl TestData {
     /// card number outside the test prefixes (read as text; other bytes cannot be judged).
     pub fn check_plaintext(&self, plaintext: &[u8]) -> Result<(), RealValue> {
         let text = zeroize::Zeroizing::new(String::from_utf8_lossy(plaintext).into_owned());
+        // A card number: 13–19 digits starting as the networks' do (2–6); a timestamp or
+        // an identifier that happens to pass Luhn is not one.
         let live = |d: &[u8]| {
-            !self
-                .test_card_prefixes
-                .iter()
-                .any(|p| d.starts_with(p.as_bytes()))
+            d.len() >= 13
+                && (b'2'..=b'6').contains(&d[0])
+                && !self
+                    .test_card_prefixes
+                    .iter()
+                    .any(|p| d.starts_with(p.as_bytes()))
         };
         if crate::cardscan::any_pan(&text, live) {
             return Err(RealValue(

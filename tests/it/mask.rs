@@ -391,11 +391,19 @@ async fn a_killed_mask_run_resumes_to_the_same_copy() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Until at least two checkpoints are recorded, then kill -9.
+    // Until a checkpoint past the first 512 KiB of input is recorded, then kill -9.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let read_so_far = || {
+        let text = std::fs::read_to_string(&state).unwrap_or_default();
+        text.lines()
+            .skip(1)
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|c| c["input"]["bytes"].as_u64())
+            .last()
+            .unwrap_or(0)
+    };
     loop {
-        let lines = std::fs::read_to_string(&state).map_or(0, |s| s.lines().count());
-        if lines >= 3 {
+        if read_so_far() > 512 * 1024 {
             break;
         }
         assert!(
@@ -458,28 +466,26 @@ async fn a_killed_mask_run_resumes_to_the_same_copy() {
     assert!(!o.status.success());
     // From the review of the mask change: an input regenerated at the same path (same
     // length, other rows) is refused, not resumed mid-way into a copy of two data sets.
+    // The second review: also one row changed half-way to where the run stood (neither
+    // in its first nor in its last 64 KiB).
     let original = std::fs::read(&input).unwrap();
-    let regenerated = String::from_utf8(original.clone())
-        .unwrap()
-        .replace("\"gold\"", "\"gild\"");
-    assert_eq!(regenerated.len(), original.len());
-    std::fs::write(&input, regenerated).unwrap();
-    let o = cli(&app.settings)
-        .args(["mask", "--columns", columns, "--input", &input, "--quiet"])
-        .arg("--output")
-        .arg(&killed)
-        .output()
-        .unwrap();
-    assert!(
-        !o.status.success(),
-        "a changed input was resumed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("changed"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let text = String::from_utf8(original.clone()).unwrap();
+    let half = usize::try_from(read_so_far() / 2).unwrap();
+    let row = half + text[half..].find("\"gold\"").unwrap();
+    let one_row = format!("{}\"gild\"{}", &text[..row], &text[row + 6..]);
+    for regenerated in [text.replace("\"gold\"", "\"gild\""), one_row] {
+        assert_eq!(regenerated.len(), original.len());
+        std::fs::write(&input, regenerated).unwrap();
+        let o = cli(&app.settings)
+            .args(["mask", "--columns", columns, "--input", &input, "--quiet"])
+            .arg("--output")
+            .arg(&killed)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "a changed input was resumed: {said}");
+        assert!(said.contains("changed"), "{said}");
+    }
     // The same rows again resume.
     std::fs::write(&input, &original).unwrap();
     mask(
@@ -513,7 +519,7 @@ async fn mask_refuses_input_it_cannot_mask_whole() {
     let app = helpers::spawn_app("mask-refuse").await;
     let ssn = "078-05-1120";
     let card = helpers::random_pan();
-    let cases: [(&str, String, &str); 5] = [
+    let cases: [(&str, String, &str); 6] = [
         // An unquoted comma in a name shifts the SSN into the unmapped `notes` column.
         (
             "ragged.csv",
@@ -537,6 +543,13 @@ async fn mask_refuses_input_it_cannot_mask_whole() {
             "object.jsonl",
             format!("{{\"card\":{{\"pan\":\"{card}\"}}}}\n"),
             "card=pan",
+        ),
+        // The second review: a number with a fraction or an exponent has lost what the
+        // value was (78051120.0 is not the SSN 078-05-1120 as written).
+        (
+            "float.jsonl",
+            "{\"ssn\":78051120.0}\n".to_owned(),
+            "ssn=ssn",
         ),
     ];
     for (name, text, columns) in cases {
@@ -602,4 +615,36 @@ async fn mask_refuses_input_it_cannot_mask_whole() {
     let written = std::fs::read_to_string(&out).unwrap_or_default();
     assert!(!o.status.success(), "masked and wrote {written}");
     assert!(!written.contains(&card), "{written}");
+}
+
+/// The second review: an input path that names a pipe (`/dev/stdin`, `<(zcat dump.gz)`)
+/// is read like standard input, not seeked for a resume digest.
+#[tokio::test(flavor = "multi_thread")]
+async fn mask_reads_an_input_path_that_is_a_pipe() {
+    let app = helpers::spawn_app("mask-pipe").await;
+    let out = app.dir.join("piped.csv");
+    let mut child = cli(&app.settings)
+        .args([
+            "mask",
+            "--columns",
+            "card=pan",
+            "--quiet",
+            "--input",
+            "/dev/stdin",
+        ])
+        .arg("--output")
+        .arg(&out)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "card,tier").unwrap();
+    for _ in 0..500 {
+        writeln!(stdin, "{},gold", helpers::random_pan()).unwrap();
+    }
+    drop(stdin);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 501);
 }
