@@ -191,6 +191,23 @@ impl Vault {
         } else {
             configured
         };
+        // The row is unsigned: the HSM keeps the environment too, in a data object a
+        // database writer cannot touch (labelled outside `<prefix>-`, where the key report
+        // counts key objects), compared at every open and checked first, so a refused open
+        // writes nothing. It is made at the first open from the best evidence there is:
+        // the newest signed checkpoint's environment, else the row (a vault from before
+        // the object existed), else the claim.
+        let signed = store.latest_checkpoint().await?.and_then(|c| c.environment);
+        let row = store.meta("environment").await?;
+        let seed = signed.clone().or(row).unwrap_or_else(|| claim.to_owned());
+        let anchor = format!("{}.environment", settings.hsm.label_prefix);
+        let held = hsm.claim_data(&anchor, seed.as_bytes())?;
+        if held != configured.as_bytes() {
+            return Err(OpenError::Environment {
+                configured,
+                recorded: String::from_utf8_lossy(&held).into_owned(),
+            });
+        }
         let recorded = store.claim_meta("environment", claim).await?;
         if recorded != configured {
             return Err(OpenError::Environment {
@@ -198,22 +215,10 @@ impl Vault {
                 recorded,
             });
         }
-        // The row is unsigned: the HSM keeps the environment too, in a data object a
-        // database writer cannot touch, made at the first open (from the row, for a vault
-        // from before it existed) and compared at every open after.
-        // (Labelled outside `<prefix>-`, where the key report counts key objects.)
-        let anchor = format!("{}.environment", settings.hsm.label_prefix);
-        let held = hsm.claim_data(&anchor, recorded.as_bytes())?;
-        if held != configured.as_bytes() {
-            return Err(OpenError::Environment {
-                configured,
-                recorded: String::from_utf8_lossy(&held).into_owned(),
-            });
-        }
-        // The row is unsigned; the newest checkpoint signs the environment. A row flipped
-        // by a database writer disagrees with it (and a checkpoint rewritten to match
-        // breaks its signature: no further checkpoint is signed and `audit verify` fails).
-        if let Some(signed) = store.latest_checkpoint().await?.and_then(|c| c.environment)
+        // The newest checkpoint signs the environment: a row flipped by a database writer
+        // disagrees with it (and a checkpoint rewritten to match breaks its signature: no
+        // further checkpoint is signed and `audit verify` fails).
+        if let Some(signed) = signed
             && signed != configured
         {
             return Err(OpenError::Environment {

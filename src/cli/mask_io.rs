@@ -159,10 +159,13 @@ impl InputDigest {
         if path.as_os_str() == "-" {
             return Ok(None);
         }
-        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        if !file.metadata()?.is_file() {
+        // The type first: opening a named pipe would take the writer's rows.
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("cannot open {}", path.display()))?;
+        if !meta.is_file() {
             return Ok(None);
         }
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let mut hash = Sha256::new();
         hash.update(b"tokenvault/mask/input/v1");
         Ok(Some(Self {

@@ -153,7 +153,19 @@ impl Hsm {
             let found = session
                 .find_objects(&template)
                 .map_err(session.failed("C_FindObjects"))?;
-            let handle = match found.as_slice() {
+            let value_of = |handle| {
+                let attrs = session
+                    .get_attributes(handle, &[AttributeType::Value])
+                    .map_err(session.failed("C_GetAttributeValue"))?;
+                match attrs.into_iter().next() {
+                    Some(Attribute::Value(v)) => Ok(v),
+                    _ => Err(HsmError::KeyPolicy {
+                        label: label.to_owned(),
+                        problem: "the data object has no readable value".into(),
+                    }),
+                }
+            };
+            match found.as_slice() {
                 [] => {
                     session
                         .create_object(&[
@@ -165,25 +177,27 @@ impl Hsm {
                             Attribute::Value(value.to_vec()),
                         ])
                         .map_err(session.failed("C_CreateObject"))?;
-                    return Ok(value.to_vec());
+                    Ok(value.to_vec())
                 }
-                [one] => *one,
-                _ => {
-                    return Err(HsmError::KeyPolicy {
-                        label: label.to_owned(),
-                        problem: format!("{} data objects share this label", found.len()),
-                    });
+                // Nodes of a network HSM (no shared lock file) starting together may
+                // each have made one: alike, they say one thing.
+                many => {
+                    let values = many
+                        .iter()
+                        .map(|h| value_of(*h))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if values.windows(2).all(|w| w[0] == w[1]) {
+                        Ok(values.into_iter().next().unwrap_or_default())
+                    } else {
+                        Err(HsmError::KeyPolicy {
+                            label: label.to_owned(),
+                            problem: format!(
+                                "{} data objects share this label and disagree",
+                                many.len()
+                            ),
+                        })
+                    }
                 }
-            };
-            let attrs = session
-                .get_attributes(handle, &[AttributeType::Value])
-                .map_err(session.failed("C_GetAttributeValue"))?;
-            match attrs.into_iter().next() {
-                Some(Attribute::Value(v)) => Ok(v),
-                _ => Err(HsmError::KeyPolicy {
-                    label: label.to_owned(),
-                    problem: "the data object has no readable value".into(),
-                }),
             }
         })
     }

@@ -7,6 +7,15 @@ use super::{Store, StoreError};
 impl Store {
     /// The stored value of `key` in `vault_meta`, recording `value` first if there is
     /// none (so the first caller's value stays).
+    /// The value recorded under `key`, if any.
+    pub async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT value FROM vault_meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("value")).transpose()?)
+    }
+
     pub async fn claim_meta(&self, key: &str, value: &str) -> Result<String, StoreError> {
         sqlx::query(
             "INSERT INTO vault_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",

@@ -311,3 +311,47 @@ async fn a_nonproduction_vault_refuses_to_encrypt_a_real_card_number() {
     assert!((400..500).contains(&status), "{status} {body}");
     assert!(!body.to_string().contains(&real[4..12]), "{body}");
 }
+
+/// The second review: a vault from before the HSM kept the environment, whose row a
+/// database writer flipped before its first upgraded open, is anchored by what its
+/// newest checkpoint signs, not by the flipped row; deleting the checkpoints afterwards
+/// does not open it as staging either.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vault_from_before_the_hsm_anchor_is_anchored_by_its_signed_checkpoint() {
+    let dir = helpers::test_dir("nonprod-legacy");
+    let mut s = helpers::settings(&dir, "nonprod-legacy");
+    let vault = Vault::open(s.clone()).await.unwrap();
+    vault.keys.init("test", now_ms()).await.unwrap();
+    vault.checkpointer().checkpoint(now_ms()).await.unwrap();
+    // As made before the anchor existed.
+    let anchor = format!("{}.environment", s.hsm.label_prefix);
+    assert_eq!(vault.keys.hsm().destroy_objects(&anchor).unwrap(), 1);
+    vault.store.close().await;
+    let mut db = helpers::connect(&s).await;
+    sqlx::query("UPDATE vault_meta SET value = 'nonproduction' WHERE key = 'environment'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    s.environment = Environment::Nonproduction;
+    assert!(matches!(
+        Vault::open(s.clone()).await,
+        Err(OpenError::Environment { .. })
+    ));
+    sqlx::query("DELETE FROM audit_checkpoints")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            Vault::open(s.clone()).await,
+            Err(OpenError::Environment { .. })
+        ),
+        "the flipped row was anchored in the HSM"
+    );
+    sqlx::query("UPDATE vault_meta SET value = 'production' WHERE key = 'environment'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    s.environment = Environment::Production;
+    Vault::open(s).await.unwrap().store.close().await;
+}
