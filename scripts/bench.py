@@ -72,29 +72,45 @@ def peak_rss_mb(pid):
 
 
 def rss_mb(pid):
+    return rss_parts(pid)["VmRSS"]
+
+
+def rss_parts(pid):
+    """The resident set and its parts, in MB: RssAnon (the heap: allocator arenas, SQLite's
+    page caches), RssFile (mapped files: the binary, libraries) and RssShmem (shared
+    mappings: SQLite's WAL index, the `-shm` file)."""
+    parts = {"VmRSS": 0.0, "RssAnon": 0.0, "RssFile": 0.0, "RssShmem": 0.0}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+            key = line.split(":", 1)[0]
+            if key in parts:
+                parts[key] = int(line.split()[1]) / 1024
+    return parts
 
 
-def soak(pid, url, seconds, state):
+def soak_row(elapsed, total, pid, wal):
+    p = rss_parts(pid)
+    wal_mb = os.path.getsize(wal) / 2**20 if wal and os.path.exists(wal) else 0.0
+    print(f"| {elapsed:.0f} | {total:,} | {p['VmRSS']:.1f} | {p['RssAnon']:.1f} | "
+          f"{p['RssFile']:.1f} | {p['RssShmem']:.1f} | {wal_mb:.1f} |", flush=True)
+    return p["VmRSS"]
+
+
+def soak(pid, url, seconds, state, wal=None):
     """Mixed tokenize and detokenize at c=32 for `seconds` without ever reading /metrics (a
     vault nobody scrapes) and the server's RSS every 30 s: it must level off, not climb.
     Ends with the growth from the sample at 30 s (pools and caches warm) to the last."""
-    print("| elapsed s | requests | RSS MB |\n|---:|---:|---:|", flush=True)
+    print("| elapsed s | requests | RSS MB | heap (anon) | files | shared (WAL index) | WAL file MB |\n"
+          "|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     start, total, next_sample = time.time(), 0, 0.0
-    first, warm = rss_mb(pid), None
-    print(f"| 0 | 0 | {first:.1f} |", flush=True)
+    first, warm = soak_row(0, 0, pid, wal), None
     while time.time() - start < seconds:
         for scenario in ("tokenize", "detokenize"):
             total += run_load(url, scenario, seconds=5, concurrency=32, state=state)["requests"]
         if time.time() - start >= next_sample + 30:
             next_sample += 30
-            now_rss = rss_mb(pid)
+            now_rss = soak_row(time.time() - start, total, pid, wal)
             warm = now_rss if warm is None else warm
-            print(f"| {time.time() - start:.0f} | {total:,} | {now_rss:.1f} |", flush=True)
     last = rss_mb(pid)
     warm = last if warm is None else warm
     print(f"\n- soak: {total:,} requests in {time.time() - start:.0f} s; RSS {first:.1f} MB idle, "
@@ -277,7 +293,8 @@ def main():
         url = "https://localhost:18443"
         try:
             if a.soak:
-                return soak(server.pid, url, a.soak, state)
+                wal = None if a.postgres else f"data/bench/{tag}.db-wal"
+                return soak(server.pid, url, a.soak, state, wal)
             if n:
                 secs, _ = run_import(env, n, tag, name="preload")
                 notes.append(f"preloaded {n:,} tokens through `tokenvault import` in {secs:.0f} s")
