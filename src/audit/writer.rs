@@ -125,6 +125,7 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer task on the current runtime.
     pub fn spawn(store: Store) -> Self {
+        let store = store.writer();
         let (jobs, mut rx) = mpsc::channel::<Job>(4096);
         let log = AuditLog::new(store.clone());
         tokio::spawn(async move {

@@ -211,3 +211,69 @@ async fn a_row_is_never_answered_with_a_token_another_row_of_its_commit_drew() {
         }
     }
 }
+
+/// On SQLite the group-commit writer has a connection of its own (`Store::writer`), while
+/// officer operations and direct records still write through the shared pool. Both kinds
+/// of write at once must still form one unbroken chain, and what the writer committed is
+/// read back through the pool as soon as its submit returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_writers_connection_and_the_pool_write_one_chain() {
+    use tokenvault::audit::writer::{TokenInsert, Write, Writer, Written};
+    let store = store("two-pools").await;
+    let writer = Writer::spawn(store.clone());
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let writer = writer.clone();
+        let reader = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..30 {
+                let token = format!("tok_{w}_{i}");
+                let row = TokenInsert {
+                    token: token.clone(),
+                    token_type: "ssn".into(),
+                    keyring: "pii".into(),
+                    key_version: 1,
+                    ciphertext: vec![w, i],
+                    fingerprint: None,
+                    fingerprint_version: None,
+                    masked: "***".into(),
+                    metadata: None,
+                    created_at: 1,
+                    expires_at: None,
+                    aad_version: 2,
+                    fingerprint_namespace: None,
+                };
+                let event = AuditEvent::new("app", Action::Tokenize, Outcome::Success);
+                let written = writer
+                    .submit(Write::InsertTokens {
+                        rows: vec![(row, event)],
+                        events: Vec::new(),
+                        journal: None,
+                    })
+                    .await
+                    .unwrap();
+                assert!(
+                    matches!(&written, Written::Tokens(t) if t.len() == 1),
+                    "{written:?}"
+                );
+                let stored = reader.token(&token).await.unwrap().expect("read back");
+                assert_eq!(stored.ciphertext, vec![w, i]);
+            }
+        }));
+        let log = AuditLog::new(store.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..30 {
+                let e = AuditEvent::new(format!("officer-{w}"), Action::KeysList, Outcome::Success);
+                log.record(&e, 1_700_000_000_000 + i).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let v = verify::verify(&store, &Default::default(), &[])
+        .await
+        .unwrap();
+    assert!(v.ok(), "{:?}", v.first_bad);
+    assert_eq!(v.events, 240);
+}
