@@ -8,6 +8,7 @@ mod import;
 mod keys;
 mod meta;
 mod officers;
+mod quick;
 mod rewrap;
 mod sessions;
 mod signing;
@@ -123,6 +124,8 @@ pub struct Store {
     pool: AnyPool,
     /// SQLite: one connection of its own for the group-commit writer (see [`Store::writer`]).
     writes: Option<AnyPool>,
+    /// SQLite: the hot point read without sqlx's thread hand-off (`quick`).
+    quick: Option<std::sync::Arc<quick::QuickReads>>,
     backend: Backend,
     /// What this process appended to the audit chain and signed (`audit::checkpoint`).
     witness: std::sync::Arc<std::sync::Mutex<AuditWitness>>,
@@ -180,9 +183,14 @@ impl Store {
             ),
             Backend::Postgres => None,
         };
+        let quick = match backend {
+            Backend::Sqlite => quick::QuickReads::for_url(raw).map(std::sync::Arc::new),
+            Backend::Postgres => None,
+        };
         Ok(Self {
             pool,
             writes,
+            quick,
             backend,
             witness: Default::default(),
         })
@@ -200,6 +208,7 @@ impl Store {
         Store {
             pool: self.writes.clone().unwrap_or_else(|| self.pool.clone()),
             writes: None,
+            quick: self.quick.clone(),
             backend: self.backend,
             witness: self.witness.clone(),
         }

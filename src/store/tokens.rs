@@ -71,6 +71,9 @@ impl Store {
     }
 
     pub async fn token(&self, token: &str) -> Result<Option<TokenRow>, StoreError> {
+        if let Some(quick) = &self.quick {
+            return quick.token(token);
+        }
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM tokens WHERE token = $1"))
             .bind(token)
             .fetch_optional(&self.pool)
@@ -205,8 +208,13 @@ impl Store {
                 }
             };
             // A short list (a single tokenize: one or two fingerprints) keeps its prepared
-            // statement; a long one is prepared for its call (the text varies with its
+            // statement, and outside a transaction on SQLite is read on this thread
+            // (`quick`); a long one is prepared for its call (the text varies with its
             // length, and would churn the statement cache).
+            if let (Some(quick), None, true) = (&self.quick, tx.as_deref(), chunk.len() <= 4) {
+                found.extend(quick.tokens_by_fingerprints(&sql, token_type, chunk)?);
+                continue;
+            }
             let mut q = sqlx::query(&sql)
                 .persistent(chunk.len() <= 4)
                 .bind(token_type);
