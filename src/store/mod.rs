@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
@@ -136,21 +136,28 @@ impl Store {
     pub async fn connect(url: &SecretString, max_connections: u32) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let raw = url.expose_secret();
+        let mut quick = None;
         let (backend, url) = if let Some(path) = raw.strip_prefix("sqlite://") {
-            let file = path.split('?').next().unwrap_or_default();
-            if let Some(dir) = Path::new(file)
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-            {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Connect(format!("{}: {e}", dir.display())))?;
-            }
-            create_private(Path::new(file))?;
             let url = if path.contains('?') {
                 raw.to_owned()
             } else {
                 format!("{raw}?mode=rwc")
             };
+            // The file sqlx will open: it parses the URL first (dot segments, tabs and
+            // newlines dropped, percent-decoding), so the raw text may name another.
+            let parsed = AnyConnectOptions::from_str(&url)
+                .map_err(|e| StoreError::Connect(redact(e, raw)))?
+                .database_url;
+            let file = sqlx::sqlite::SqliteConnectOptions::from_url(&parsed)
+                .map_err(|e| StoreError::Connect(redact(e, raw)))?
+                .get_filename()
+                .to_path_buf();
+            if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Connect(format!("{}: {e}", dir.display())))?;
+            }
+            create_private(&file)?;
+            quick = quick::QuickReads::for_file(file, parsed.query());
             (Backend::Sqlite, url)
         } else if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
             (Backend::Postgres, raw.to_owned())
@@ -183,10 +190,7 @@ impl Store {
             ),
             Backend::Postgres => None,
         };
-        let quick = match backend {
-            Backend::Sqlite => quick::QuickReads::for_url(raw).map(std::sync::Arc::new),
-            Backend::Postgres => None,
-        };
+        let quick = quick.map(std::sync::Arc::new);
         Ok(Self {
             pool,
             writes,
@@ -243,6 +247,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(quick) = &self.quick {
+            quick.close();
+        }
         if let Some(writes) = &self.writes {
             writes.close().await;
         }
@@ -268,8 +275,13 @@ async fn open_pool(
 ) -> Result<AnyPool, sqlx::Error> {
     AnyPoolOptions::new()
         .max_connections(size)
-        // The writer's single connection waits as long as SQLite's busy handler would.
-        .acquire_timeout(Duration::from_secs(if size == 1 { 10 } else { 5 }))
+        // The writer's own connection (the one given a cache) waits as long as SQLite's
+        // busy handler would.
+        .acquire_timeout(Duration::from_secs(if cache_kib.is_some() {
+            10
+        } else {
+            5
+        }))
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 let setup = match backend {

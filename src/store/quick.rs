@@ -26,22 +26,24 @@ const KEEP: usize = 8;
 #[derive(Debug)]
 pub struct QuickReads {
     file: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+    /// `None` once closed: no connection is opened again.
+    idle: Mutex<Option<Vec<Connection>>>,
 }
 
 impl QuickReads {
-    /// For an `sqlite://` URL naming a file; `None` for an in-memory database (another
-    /// connection would see another database) or a URL with options this cannot honour.
-    pub fn for_url(url: &str) -> Option<Self> {
-        let rest = url.strip_prefix("sqlite://")?;
-        let (file, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let plain = query.is_empty() || query == "mode=rwc" || query == "mode=rw";
-        if file.is_empty() || file == ":memory:" || !plain {
+    /// For the database file sqlx opens (`Store::connect` takes it from sqlx's own
+    /// parsing of the URL) and the URL's query; `None` for an in-memory database
+    /// (another connection would see another database), a SQLite URI name, or a URL with
+    /// options this cannot honour (read-only, immutable, another VFS…).
+    pub fn for_file(file: PathBuf, query: Option<&str>) -> Option<Self> {
+        let plain = matches!(query, None | Some("" | "mode=rwc" | "mode=rw"));
+        let name = file.to_string_lossy();
+        if name.is_empty() || name == ":memory:" || name.starts_with("file:") || !plain {
             return None;
         }
         Some(Self {
-            file: PathBuf::from(file),
-            idle: Mutex::new(Vec::new()),
+            file,
+            idle: Mutex::new(Some(Vec::new())),
         })
     }
 
@@ -85,20 +87,28 @@ impl QuickReads {
         &self,
         read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
-        let taken = self.lock().pop();
+        let taken = match self.lock().as_mut() {
+            Some(idle) => idle.pop(),
+            None => return Err(closed()),
+        };
         let conn = match taken {
             Some(c) => c,
             None => self.open().map_err(store_error)?,
         };
         let result = read(&conn).map_err(store_error)?;
-        let mut idle = self.lock();
-        if idle.len() < KEEP {
+        if let Some(idle) = self.lock().as_mut().filter(|i| i.len() < KEEP) {
             idle.push(conn);
         }
         Ok(result)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+    /// Closes the idle connections; later reads answer "unavailable", as a closed pool
+    /// does. A read in progress finishes and its connection is then dropped.
+    pub fn close(&self) {
+        self.lock().take();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<Connection>>> {
         // The list holds no invariant a panic elsewhere could break.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -134,6 +144,10 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
     })
 }
 
+fn closed() -> StoreError {
+    StoreError::Unavailable("the database was closed".into())
+}
+
 /// rusqlite's errors in the store's terms: SQLite's BUSY and LOCKED are an outage (503,
 /// retried by clients), anything else a failed query. Neither carries a bound value.
 fn store_error(e: rusqlite::Error) -> StoreError {
@@ -151,19 +165,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_plain_file_url_reads_on_the_calling_thread() {
-        let file = |u: &str| QuickReads::for_url(u).map(|q| q.file);
-        assert_eq!(file("sqlite://data/v.db"), Some(PathBuf::from("data/v.db")));
+    fn only_a_plain_file_reads_on_the_calling_thread() {
+        let file = |f: &str, q: Option<&str>| QuickReads::for_file(f.into(), q).map(|r| r.file);
+        assert_eq!(file("data/v.db", None), Some(PathBuf::from("data/v.db")));
         assert_eq!(
-            file("sqlite:///var/lib/v.db?mode=rwc"),
-            Some(PathBuf::from("/var/lib/v.db"))
+            file("/var/v.db", Some("mode=rwc")),
+            Some(PathBuf::from("/var/v.db"))
         );
-        // Another connection to ":memory:" would open another, empty database.
-        assert_eq!(file("sqlite://:memory:"), None);
-        assert_eq!(file("sqlite://v.db?mode=memory"), None);
+        // Another connection to an in-memory database would open another, empty one
+        // (sqlx names its own `file:sqlx-in-memory-N`).
+        assert_eq!(file(":memory:", None), None);
+        assert_eq!(file("file:sqlx-in-memory-3", Some("mode=rwc")), None);
+        assert_eq!(file("v.db", Some("mode=memory")), None);
         // Options this binding would not apply the same way: sqlx reads them alone.
-        assert_eq!(file("sqlite://v.db?mode=ro&cache=shared"), None);
-        assert_eq!(file("sqlite://"), None);
-        assert_eq!(file("postgres://u@h/db"), None);
+        assert_eq!(file("v.db", Some("mode=ro&cache=shared")), None);
+        assert_eq!(file("v.db", Some("immutable=true")), None);
+        assert_eq!(file("", None), None);
     }
 }

@@ -72,6 +72,10 @@ impl Store {
 
     pub async fn token(&self, token: &str) -> Result<Option<TokenRow>, StoreError> {
         if let Some(quick) = &self.quick {
+            // A read on this thread is a yield point: a batch reveal polls a thousand of
+            // these at once, and the runtime's other tasks wait for none of them longer
+            // than the cooperative budget (128 units) allows.
+            tokio::task::consume_budget().await;
             return quick.token(token);
         }
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM tokens WHERE token = $1"))
@@ -212,6 +216,7 @@ impl Store {
             // (`quick`); a long one is prepared for its call (the text varies with its
             // length, and would churn the statement cache).
             if let (Some(quick), None, true) = (&self.quick, tx.as_deref(), chunk.len() <= 4) {
+                tokio::task::consume_budget().await;
                 found.extend(quick.tokens_by_fingerprints(&sql, token_type, chunk)?);
                 continue;
             }
