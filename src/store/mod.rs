@@ -143,21 +143,14 @@ impl Store {
             } else {
                 format!("{raw}?mode=rwc")
             };
-            // The file sqlx will open: it parses the URL first (dot segments, tabs and
-            // newlines dropped, percent-decoding), so the raw text may name another.
-            let parsed = AnyConnectOptions::from_str(&url)
-                .map_err(|e| StoreError::Connect(redact(e, raw)))?
-                .database_url;
-            let file = sqlx::sqlite::SqliteConnectOptions::from_url(&parsed)
-                .map_err(|e| StoreError::Connect(redact(e, raw)))?
-                .get_filename()
-                .to_path_buf();
+            let (file, options) =
+                sqlite_file(&url).map_err(|e| StoreError::Connect(redact(e, raw)))?;
             if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| StoreError::Connect(format!("{}: {e}", dir.display())))?;
             }
             create_private(&file)?;
-            quick = quick::QuickReads::for_file(file, parsed.query());
+            quick = quick::QuickReads::for_file(file, options.as_deref());
             (Backend::Sqlite, url)
         } else if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
             (Backend::Postgres, raw.to_owned())
@@ -182,13 +175,16 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migrate(e.to_string()))?;
+        // A database that is not a plain file (in memory, a URI name, unusual options) gets
+        // neither the writer's own connection nor the quick reads: another connection
+        // could open another database.
         let writes = match backend {
-            Backend::Sqlite => Some(
+            Backend::Sqlite if quick.is_some() => Some(
                 open_pool(backend, options, 1, Some(WRITER_CACHE_KIB))
                     .await
                     .map_err(|e| StoreError::Connect(redact(e, raw)))?,
             ),
-            Backend::Postgres => None,
+            _ => None,
         };
         let quick = quick.map(std::sync::Arc::new);
         Ok(Self {
@@ -255,6 +251,19 @@ impl Store {
         }
         self.pool.close().await;
     }
+}
+
+/// The file sqlx opens for a `sqlite://` URL, and the options it reads: it parses the URL
+/// first (dot segments, tabs and newlines dropped, percent-decoding), so the raw text may
+/// name another file, and it takes its options after the first `?` of the whole text,
+/// past a `#` too (where `Url::query` would stop).
+fn sqlite_file(url: &str) -> Result<(std::path::PathBuf, Option<String>), sqlx::Error> {
+    let parsed = AnyConnectOptions::from_str(url)?.database_url;
+    let file = sqlx::sqlite::SqliteConnectOptions::from_url(&parsed)?
+        .get_filename()
+        .to_path_buf();
+    let options = parsed.as_str().split_once('?').map(|(_, q)| q.to_owned());
+    Ok((file, options))
 }
 
 /// The group-commit writer's SQLite page cache, in KiB (SQLite's default is 2 MiB). A
@@ -369,5 +378,31 @@ fn redact(e: impl std::fmt::Display, url: &str) -> String {
         msg
     } else {
         msg.replace(url, "<database url>")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reviews of the quick reads: the file and options are sqlx's, not the raw text's.
+    #[test]
+    fn the_file_and_options_are_those_sqlx_reads() {
+        let f = |u: &str| sqlite_file(u).unwrap();
+        assert_eq!(
+            f("sqlite://data/v.db?mode=rwc"),
+            ("data/v.db".into(), Some("mode=rwc".into()))
+        );
+        assert_eq!(
+            f("sqlite:///srv/a/../v%2Edb?mode=rwc").0,
+            std::path::PathBuf::from("/srv/v.db")
+        );
+        // Options behind a `#` are sqlx's options all the same (`Url::query` says none).
+        let url = "sqlite://d/v.db#?mode=memory";
+        let parsed = AnyConnectOptions::from_str(url).unwrap().database_url;
+        assert_eq!(parsed.query(), None);
+        let (file, options) = f(url);
+        assert_eq!(options.as_deref(), Some("mode=memory"));
+        assert!(quick::QuickReads::for_file(file, options.as_deref()).is_none());
     }
 }
