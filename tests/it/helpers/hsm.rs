@@ -151,7 +151,25 @@ pub fn replace_kek(label: &str, changes: &[cryptoki::object::Attribute]) {
         template.retain(|a| a.attribute_type() != t);
         template.push(change.clone());
     }
-    session
-        .generate_key(&Mechanism::AesKeyGen, &template)
-        .unwrap();
+    // SoftHSM2's file object store answers CKR_GENERAL_ERROR now and then when one
+    // thread creates a token object while another reads one (SoftHSM issue #573; seen
+    // here in a CI run). This helper plants a key; it is not what a test checks, so such
+    // a call is made again, after removing anything the failed call may have left.
+    for attempt in 0.. {
+        match session.generate_key(&Mechanism::AesKeyGen, &template) {
+            Ok(_) => return,
+            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::GeneralError, _))
+                if attempt < 5 =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                for h in session
+                    .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
+                    .unwrap()
+                {
+                    session.destroy_object(h).unwrap();
+                }
+            }
+            Err(e) => panic!("planting {label}: {e:?}"),
+        }
+    }
 }
